@@ -1,0 +1,90 @@
+//! Storage of named, immutable objects. Nothing above this module assumes a
+//! local filesystem: a backend stores whole objects, reads whole objects or
+//! byte ranges, lists them by kind, and deletes them. Writes are atomic: a
+//! reader sees the whole object or nothing.
+
+mod local;
+
+pub use local::LocalBackend;
+
+use std::fmt;
+
+/// The kinds of object in a repository, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// The single `config` object.
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl ObjectKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "key",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Lock => "lock",
+        }
+    }
+}
+
+/// A listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{kind} {name} is missing from the repository")]
+    NotFound { kind: &'static str, name: String },
+
+    #[error("{kind} {name} is shorter than expected: wanted bytes {offset}..{end}, object has {size}")]
+    ShortRead {
+        kind: &'static str,
+        name: String,
+        offset: u64,
+        end: u64,
+        size: u64,
+    },
+
+    #[error("cannot {op} {what}: {source}")]
+    Io {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BackendError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+}
+
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// Object storage for one repository.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Creates the empty structure of a new repository.
+    fn create(&self) -> BackendResult<()>;
+    fn read(&self, kind: ObjectKind, name: &str) -> BackendResult<Vec<u8>>;
+    /// Reads exactly `len` bytes at `offset`.
+    fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
+    /// Stores an object atomically and durably. Overwriting an existing name is
+    /// allowed only with identical bytes (names are content hashes).
+    fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()>;
+    fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()>;
+    fn list(&self, kind: ObjectKind) -> BackendResult<Vec<ObjectInfo>>;
+    fn exists(&self, kind: ObjectKind, name: &str) -> BackendResult<bool>;
+}

@@ -1,0 +1,134 @@
+//! zstd compression of blobs. A blob is stored raw when compressing does not
+//! make it smaller (already-compressed media, encrypted files).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How a stored blob is encoded, recorded per blob in the pack header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    Raw,
+    Zstd,
+}
+
+/// A compression choice: off, or a zstd level 1..=22.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Compression {
+    Off,
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Off => f.write_str("off"),
+            Compression::Zstd(level) => write!(f, "{level}"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    /// `off`, `auto` (level 3), `max` (level 19) or a level `1`..`22`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Compression::Off),
+            "auto" => Ok(Compression::Zstd(3)),
+            "max" => Ok(Compression::Zstd(19)),
+            n => match n.parse::<i32>() {
+                Ok(level @ 1..=22) => Ok(Compression::Zstd(level)),
+                _ => Err(format!("compression must be off, auto, max or 1..22, not '{s}'")),
+            },
+        }
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+thread_local! {
+    // One zstd context per thread and level: creating one per blob costs more
+    // than compressing a small blob.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses `data` with `compression`. Returns `None` when the result would
+/// not be smaller, so the caller stores the blob raw.
+pub fn compress(data: &[u8], compression: Compression) -> Option<Vec<u8>> {
+    let Compression::Zstd(level) = compression else {
+        return None;
+    };
+    if data.len() < 64 {
+        return None;
+    }
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().map(|(l, _)| *l) != Some(level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = cell.as_mut()?;
+        let out = compressor.compress(data).ok()?;
+        (out.len() < data.len()).then_some(out)
+    })
+}
+
+/// Decompresses a blob whose plaintext is exactly `raw_len` bytes.
+pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    let out = zstd::bulk::decompress(data, raw_len)?;
+    if out.len() != raw_len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompressed to {} bytes, header says {raw_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_and_incompressible() {
+        let text = b"hello world ".repeat(1000);
+        let packed = compress(&text, Compression::Zstd(3)).unwrap();
+        assert!(packed.len() < text.len());
+        assert_eq!(decompress(&packed, text.len()).unwrap(), text);
+        assert!(decompress(&packed, text.len() - 1).is_err());
+
+        let mut noise = vec![0u8; 4096];
+        crate::crypto::fill_random(&mut noise);
+        assert!(compress(&noise, Compression::Zstd(3)).is_none());
+        assert!(compress(&text, Compression::Off).is_none());
+    }
+
+    #[test]
+    fn parses_choices() {
+        assert_eq!("auto".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("off".parse::<Compression>().unwrap(), Compression::Off);
+        assert_eq!("22".parse::<Compression>().unwrap(), Compression::Zstd(22));
+        assert!("23".parse::<Compression>().is_err());
+        assert!("0".parse::<Compression>().is_err());
+    }
+}

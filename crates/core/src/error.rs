@@ -1,0 +1,71 @@
+//! The umbrella error type. Each variant carries what a user needs to act:
+//! the object, the path, and what was expected.
+
+use std::path::PathBuf;
+
+use crate::backend::BackendError;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+
+    #[error("{location} is not a snap repository (no config object)")]
+    NotARepository { location: String },
+
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+
+    #[error("repository format version {found} is newer than this snap supports ({supported}); upgrade snap")]
+    UnsupportedVersion { found: u32, supported: u32 },
+
+    #[error("wrong password: no key file of the repository opens with it")]
+    WrongPassword,
+
+    #[error("{what} is damaged: {reason}")]
+    Corrupt { what: String, reason: String },
+
+    #[error("no snapshot matches '{0}'")]
+    SnapshotNotFound(String),
+
+    #[error("'{prefix}' matches {count} snapshots; give more digits")]
+    AmbiguousSnapshot { prefix: String, count: usize },
+
+    #[error("blob {0} is not in the index")]
+    BlobNotIndexed(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("local index cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The local index cache: a redb database mapping blob id -> location.
+//!
+//! It is derived from the repository's index files and is never the only copy
+//! of anything: on open it loads index files it has not seen, and if an index
+//! file it loaded is gone (prune, repair) or the database is damaged, it is
+//! rebuilt from scratch. Lookups go to disk through redb's bounded page cache,
+//! so memory does not grow with the repository. Several snap processes may
+//! share one cache (redb's multi-writer mode).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::backend::{Backend, ObjectKind};
+use crate::compress::Encoding;
+use crate::crypto::Crypto;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::index::IndexFile;
+use crate::pack::{BlobKind, PackEntry};
+
+/// blob id (32 bytes) -> [`encode_location`] (46 bytes).
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+/// pack id -> size (u64 LE) and kind (u8).
+const PACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("packs");
+/// index file id -> number of packs it lists.
+const INDEX_FILES: TableDefinition<&[u8], u64> = TableDefinition::new("index_files");
+/// "repository" -> repository id; "schema" -> cache schema version.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+const SCHEMA: &str = "1";
+/// redb's page cache; bounds the memory the index costs whatever its size.
+const CACHE_BYTES: usize = 64 << 20;
+/// Index files decoded per write transaction while syncing.
+const SYNC_BATCH: usize = 64;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+fn encode_location(pack: &PackId, e: &PackEntry) -> [u8; 46] {
+    let mut out = [0u8; 46];
+    out[..32].copy_from_slice(&pack.0);
+    out[32..36].copy_from_slice(&e.offset.to_le_bytes());
+    out[36..40].copy_from_slice(&e.length.to_le_bytes());
+    out[40..44].copy_from_slice(&e.raw_length.to_le_bytes());
+    out[44] = match e.kind {
+        BlobKind::Data => 0,
+        BlobKind::Tree => 1,
+    };
+    out[45] = match e.encoding {
+        Encoding::Raw => 0,
+        Encoding::Zstd => 1,
+    };
+    out
+}
+
+fn decode_location(id: &BlobId, v: &[u8]) -> Option<BlobLocation> {
+    if v.len() != 46 {
+        return None;
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Some(BlobLocation {
+        pack: PackId(v[..32].try_into().ok()?),
+        entry: PackEntry {
+            kind: match v[44] {
+                0 => BlobKind::Data,
+                1 => BlobKind::Tree,
+                _ => return None,
+            },
+            id: *id,
+            offset: u32_at(32),
+            length: u32_at(36),
+            raw_length: u32_at(40),
+            encoding: match v[45] {
+                0 => Encoding::Raw,
+                1 => Encoding::Zstd,
+                _ => return None,
+            },
+        },
+    })
+}
+
+/// What a sync did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncStats {
+    pub index_files_loaded: usize,
+    pub rebuilt: bool,
+}
+
+pub struct IndexCache {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCache").field("path", &self.path).finish()
+    }
+}
+
+impl IndexCache {
+    /// Opens (or creates) the cache for repository `repo_id` at `path`. A
+    /// damaged file, or one made for another repository, is replaced.
+    pub fn open(path: &Path, repo_id: &str) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let cache = match Self::open_file(path, repo_id) {
+            Ok(cache) => cache,
+            Err(first) => {
+                tracing::warn!("rebuilding the index cache: {first}");
+                let _ = std::fs::remove_file(path);
+                Self::open_file(path, repo_id)?
+            }
+        };
+        Ok(cache)
+    }
+
+    fn open_file(path: &Path, repo_id: &str) -> Result<Self> {
+        let err = |e: &dyn std::fmt::Display| Error::Cache {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        // redb documents that a plain open of a damaged file may panic; a
+        // damaged cache must cost a rebuild, never the backup.
+        let db = std::panic::catch_unwind(|| {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .create(path)
+        })
+        .map_err(|_| err(&"the database file is damaged"))?
+        .map_err(|e| err(&e))?;
+        let cache = IndexCache {
+            db,
+            path: path.to_path_buf(),
+        };
+        let txn = cache.db.begin_write().map_err(|e| err(&e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            let stored_repo = meta.get("repository").map_err(|e| err(&e))?.map(|v| v.value().to_string());
+            let stored_schema = meta.get("schema").map_err(|e| err(&e))?.map(|v| v.value().to_string());
+            match (stored_repo.as_deref(), stored_schema.as_deref()) {
+                (Some(r), Some(SCHEMA)) if r == repo_id => {}
+                (None, None) => {
+                    meta.insert("repository", repo_id).map_err(|e| err(&e))?;
+                    meta.insert("schema", SCHEMA).map_err(|e| err(&e))?;
+                }
+                _ => return Err(err(&"made for another repository or cache schema")),
+            }
+            txn.open_table(BLOBS).map_err(|e| err(&e))?;
+            txn.open_table(PACKS).map_err(|e| err(&e))?;
+            txn.open_table(INDEX_FILES).map_err(|e| err(&e))?;
+        }
+        txn.commit().map_err(|e| err(&e))?;
+        Ok(cache)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Cache {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Brings the cache up to date with the repository's index files.
+    pub fn sync(&self, backend: &dyn Backend, crypto: &Crypto) -> Result<SyncStats> {
+        let listed: HashSet<IndexId> = backend
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .filter_map(|o| IndexId::from_hex(&o.name).ok())
+            .collect();
+        let known = self.known_index_files()?;
+        let mut stats = SyncStats::default();
+        if known.iter().any(|id| !listed.contains(id)) {
+            self.clear()?;
+            stats.rebuilt = true;
+        }
+        let known = if stats.rebuilt { HashSet::new() } else { known };
+        let mut missing: Vec<IndexId> = listed.into_iter().filter(|id| !known.contains(id)).collect();
+        missing.sort();
+        for batch in missing.chunks(SYNC_BATCH) {
+            let files = batch
+                .par_iter()
+                .map(|id| {
+                    let bytes = backend.read(ObjectKind::Index, &id.to_hex())?;
+                    Ok((*id, IndexFile::decode(crypto, id, &bytes)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.insert(&files)?;
+            stats.index_files_loaded += files.len();
+        }
+        Ok(stats)
+    }
+
+    fn known_index_files(&self) -> Result<HashSet<IndexId>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            if let Ok(bytes) = <[u8; 32]>::try_from(k.value()) {
+                out.insert(IndexId(bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    fn clear(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        for name in [BLOBS, PACKS] {
+            txn.delete_table(name).map_err(|e| self.err(e))?;
+            txn.open_table(name).map_err(|e| self.err(e))?;
+        }
+        txn.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
+        txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records index files (already stored in the repository) in one transaction.
+    pub fn insert(&self, files: &[(IndexId, IndexFile)]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+            let mut packs = txn.open_table(PACKS).map_err(|e| self.err(e))?;
+            let mut index_files = txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+            for (id, file) in files {
+                for pack in &file.packs {
+                    let mut pack_value = [0u8; 9];
+                    pack_value[..8].copy_from_slice(&pack.size.to_le_bytes());
+                    pack_value[8] = matches!(pack.kind, BlobKind::Tree) as u8;
+                    packs.insert(&pack.id.0[..], &pack_value[..]).map_err(|e| self.err(e))?;
+                    for entry in &pack.blobs {
+                        blobs
+                            .insert(&entry.id.0[..], &encode_location(&pack.id, entry)[..])
+                            .map_err(|e| self.err(e))?;
+                    }
+                }
+                index_files
+                    .insert(&id.0[..], file.packs.len() as u64)
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Where `id` is stored, if it is indexed.
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        let found = table.get(&id.0[..]).map_err(|e| self.err(e))?;
+        match found {
+            None => Ok(None),
+            Some(v) => decode_location(id, v.value())
+                .map(Some)
+                .ok_or_else(|| self.err(format!("entry for blob {id} is damaged"))),
+        }
+    }
+
+    /// Opens a reader for many lookups in one read transaction.
+    pub fn reader(&self) -> Result<IndexReader> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        Ok(IndexReader {
+            table,
+            path: self.path.clone(),
+        })
+    }
+
+    pub fn blob_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
+        table.len().map_err(|e| self.err(e))
+    }
+
+    /// Every indexed pack with its size and kind.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64, BlobKind)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(PACKS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (k, v) = (k.value(), v.value());
+            if k.len() != 32 || v.len() != 9 {
+                return Err(self.err("damaged pack entry"));
+            }
+            let size = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+            let kind = if v[8] == 1 { BlobKind::Tree } else { BlobKind::Data };
+            out.push((PackId(k.try_into().expect("32 bytes")), size, kind));
+        }
+        Ok(out)
+    }
+}
+
+/// A read transaction on the blob table, for many lookups.
+pub struct IndexReader {
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    path: PathBuf,
+}
+
+impl IndexReader {
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let err = |e: &dyn std::fmt::Display| Error::Cache {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        match self.table.get(&id.0[..]).map_err(|e| err(&e))? {
+            None => Ok(None),
+            Some(v) => decode_location(id, v.value())
+                .map(Some)
+                .ok_or_else(|| err(&format!("entry for blob {id} is damaged"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::crypto::{Encryption, MasterKey};
+    use crate::index::IndexedPack;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn entry(id: [u8; 32], offset: u32) -> PackEntry {
+        PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId(id),
+            offset,
+            length: 10,
+            raw_length: 20,
+            encoding: Encoding::Zstd,
+        }
+    }
+
+    fn store(backend: &LocalBackend, crypto: &Crypto, file: &IndexFile) -> IndexId {
+        let bytes = file.encode(crypto);
+        let id = IndexId::hash_of(&bytes);
+        backend.write(ObjectKind::Index, &id.to_hex(), &bytes).unwrap();
+        id
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// The cache answers exactly like a BTreeMap model of the index files.
+        #[test]
+        fn cache_matches_model(packs in proptest::collection::vec(proptest::collection::vec(any::<[u8; 32]>(), 0..20), 1..6)) {
+            let dir = tempfile::tempdir().unwrap();
+            let backend = LocalBackend::new(dir.path().join("repo"));
+            backend.create().unwrap();
+            let crypto = Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305);
+            let mut model = BTreeMap::new();
+            let mut ids = Vec::new();
+            for (n, blobs) in packs.iter().enumerate() {
+                let pack_id = PackId([n as u8; 32]);
+                let entries: Vec<_> = blobs.iter().enumerate().map(|(i, b)| entry(*b, i as u32 * 10)).collect();
+                for e in &entries {
+                    model.entry(e.id).or_insert((pack_id, *e));
+                }
+                ids.push(store(&backend, &crypto, &IndexFile {
+                    packs: vec![IndexedPack { id: pack_id, kind: BlobKind::Data, size: 1000, blobs: entries }],
+                    supersedes: vec![],
+                }));
+            }
+            let cache = IndexCache::open(&dir.path().join("cache/index.redb"), "repo").unwrap();
+            let stats = cache.sync(&backend, &crypto).unwrap();
+            prop_assert_eq!(stats.index_files_loaded, packs.len());
+            prop_assert_eq!(cache.blob_count().unwrap() as usize, model.len());
+            for (id, (_, e)) in &model {
+                let found = cache.lookup(id).unwrap().unwrap();
+                // A blob in several packs may be found in any of them.
+                prop_assert_eq!(found.entry.id, e.id);
+            }
+            prop_assert!(cache.lookup(&BlobId([0xee; 32])).unwrap().is_none() || model.contains_key(&BlobId([0xee; 32])));
+
+            // Removing an index file makes the next sync rebuild without it.
+            backend.delete(ObjectKind::Index, &ids[0].to_hex()).unwrap();
+            let stats = cache.sync(&backend, &crypto).unwrap();
+            prop_assert!(stats.rebuilt);
+            prop_assert_eq!(stats.index_files_loaded, packs.len() - 1);
+            prop_assert_eq!(cache.sync(&backend, &crypto).unwrap().index_files_loaded, 0);
+        }
+    }
+
+    #[test]
+    fn damaged_cache_file_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        std::fs::write(&path, b"this is not a redb database at all").unwrap();
+        let cache = IndexCache::open(&path, "repo").unwrap();
+        assert_eq!(cache.blob_count().unwrap(), 0);
+        drop(cache);
+        // Another repository's cache is replaced too.
+        let cache = IndexCache::open(&path, "other").unwrap();
+        assert_eq!(cache.blob_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,100 @@
+//! Index files: immutable objects listing packs and the blobs in them.
+//!
+//! The repository's index is the union of its index files. They are written
+//! during a backup after every few packs (so an interrupted backup keeps what
+//! it uploaded) and at its end. The local [`cache`] (redb) is derived from
+//! them and can always be rebuilt.
+
+pub mod cache;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress;
+use crate::crypto::Crypto;
+use crate::error::{Error, Result};
+use crate::id::{IndexId, PackId};
+use crate::pack::{BlobKind, PackEntry};
+
+/// One pack as listed in an index file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedPack {
+    pub id: PackId,
+    pub kind: BlobKind,
+    /// Total size of the pack file in bytes.
+    pub size: u64,
+    pub blobs: Vec<PackEntry>,
+}
+
+/// The content of one index file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFile {
+    pub packs: Vec<IndexedPack>,
+    /// Index files whose content this one replaces (written by prune and
+    /// repair, which delete those files afterwards).
+    pub supersedes: Vec<IndexId>,
+}
+
+impl IndexFile {
+    /// postcard, then zstd, then sealed.
+    pub fn encode(&self, crypto: &Crypto) -> Vec<u8> {
+        let plain = postcard::to_allocvec(self).expect("index encodes");
+        let packed = zstd::bulk::compress(&plain, 3).expect("zstd of an in-memory buffer");
+        let mut framed = Vec::with_capacity(packed.len() + 8);
+        framed.extend_from_slice(&(plain.len() as u64).to_le_bytes());
+        framed.extend_from_slice(&packed);
+        crypto.seal(&framed)
+    }
+
+    pub fn decode(crypto: &Crypto, id: &IndexId, bytes: &[u8]) -> Result<Self> {
+        let what = || format!("index file {id}");
+        if IndexId::hash_of(bytes) != *id {
+            return Err(Error::corrupt(what(), "its content does not match its name"));
+        }
+        let framed = crypto.open(bytes).map_err(|e| Error::corrupt(what(), e))?;
+        if framed.len() < 8 {
+            return Err(Error::corrupt(what(), "too short"));
+        }
+        let raw_len = u64::from_le_bytes(framed[..8].try_into().expect("8 bytes"));
+        // An index file lists at most a few hundred MiB of entries; refuse absurd claims.
+        if raw_len > 1 << 32 {
+            return Err(Error::corrupt(what(), format!("claims {raw_len} bytes")));
+        }
+        let plain = compress::decompress(&framed[8..], raw_len as usize).map_err(|e| Error::corrupt(what(), e))?;
+        postcard::from_bytes(&plain).map_err(|e| Error::corrupt(what(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Encoding;
+    use crate::crypto::{Encryption, MasterKey};
+    use crate::id::BlobId;
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = PackEntry> {
+        (any::<[u8; 32]>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(id, offset, length, raw_length, tree)| PackEntry {
+            kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+            id: BlobId(id),
+            offset,
+            length,
+            raw_length,
+            encoding: if tree { Encoding::Zstd } else { Encoding::Raw },
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn index_round_trip(packs in proptest::collection::vec((any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec(entry(), 0..10)), 0..10)) {
+            let crypto = Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305);
+            let file = IndexFile {
+                packs: packs.into_iter().map(|(id, size, blobs)| IndexedPack { id: PackId(id), kind: BlobKind::Data, size, blobs }).collect(),
+                supersedes: vec![IndexId([3; 32])],
+            };
+            let bytes = file.encode(&crypto);
+            let id = IndexId::hash_of(&bytes);
+            prop_assert_eq!(IndexFile::decode(&crypto, &id, &bytes).unwrap(), file);
+            prop_assert!(IndexFile::decode(&crypto, &IndexId([0; 32]), &bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! snap-core: the engine of snap, a content-addressed, deduplicating,
+//! encrypted snapshot store.
+//!
+//! This crate never prints and never exits: it returns data and errors, and
+//! reports progress through the [`progress::Progress`] trait. The CLI lives in
+//! `crates/cli`. Modules are layered; imports point down only:
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 0 | [`id`], [`error`], [`progress`] |
+//! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
+//! | 2 | [`pack`], [`index`], [`repo`], [`packer`] |
+//! | 3 | [`tree`], [`snapshot`] |
+//! | 4 | [`archiver`], [`restorer`] |
+//!
+//! The bytes on disk are specified in `docs/format.md`.
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod compress;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod packer;
+pub mod progress;
+pub mod repo;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};
+
+/// The repository format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;

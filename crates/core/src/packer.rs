@@ -1,0 +1,212 @@
+//! The packer turns blobs into packs and index files in the repository.
+//!
+//! Callers (the archiver, later prune and repair) hand it plaintext blobs
+//! from many threads. It skips blobs already in the index or already handed
+//! in during this session, compresses and seals the rest on the caller's
+//! thread (so compression runs on every core), appends them to the open data
+//! or tree pack, and passes full packs over a bounded channel to one uploader
+//! thread. The channel's bound is what keeps memory flat when storage is slow:
+//! producers wait for the uploader.
+//!
+//! Write order, which crash safety rests on: a pack is stored before any
+//! index file lists it, and the snapshot (written by the caller after
+//! [`Packer::finish`]) after the index files. An index file is written every
+//! [`PACKS_PER_INDEX`] packs, so an interrupted backup keeps most of its work.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crate::backend::ObjectKind;
+use crate::compress::{self, Compression, Encoding};
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::index::{IndexFile, IndexedPack};
+use crate::pack::{BlobKind, FinishedPack, PackWriter};
+use crate::repo::Repository;
+
+/// Packs listed per index file written during a backup.
+pub const PACKS_PER_INDEX: usize = 8;
+/// Full packs waiting for the uploader.
+const UPLOAD_QUEUE: usize = 2;
+
+/// What the packer stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackerStats {
+    pub blobs_added: u64,
+    pub bytes_added_raw: u64,
+    pub bytes_added_stored: u64,
+    pub packs_written: u64,
+    pub index_files_written: u64,
+}
+
+struct OpenPacks {
+    data: PackWriter,
+    tree: PackWriter,
+}
+
+pub struct Packer {
+    repo: Repository,
+    compression: Compression,
+    pack_size: usize,
+    open: Mutex<OpenPacks>,
+    seen: Mutex<HashSet<BlobId>>,
+    sender: Option<SyncSender<FinishedPack>>,
+    uploader: Option<JoinHandle<Result<PackerStats>>>,
+    blobs_added: AtomicU64,
+    bytes_added_raw: AtomicU64,
+}
+
+impl Packer {
+    pub fn new(repo: &Repository, compression: Compression) -> Self {
+        let pack_size = repo.config().pack_size as usize;
+        let (sender, receiver) = sync_channel(UPLOAD_QUEUE);
+        let uploader_repo = repo.clone();
+        let uploader = std::thread::Builder::new()
+            .name("snap-uploader".into())
+            .spawn(move || upload_loop(&uploader_repo, receiver))
+            .expect("spawning a thread");
+        Packer {
+            repo: repo.clone(),
+            compression,
+            pack_size,
+            open: Mutex::new(OpenPacks {
+                data: PackWriter::new(BlobKind::Data, 0),
+                tree: PackWriter::new(BlobKind::Tree, 0),
+            }),
+            seen: Mutex::new(HashSet::new()),
+            sender: Some(sender),
+            uploader: Some(uploader),
+            blobs_added: AtomicU64::new(0),
+            bytes_added_raw: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores `data` unless the repository has it. Returns its id and whether it was new.
+    pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<(BlobId, bool)> {
+        let id = self.repo.crypto().blob_id(data);
+        let added = self.add_with_id(kind, id, data)?;
+        Ok((id, added))
+    }
+
+    /// Like [`Packer::add`] for a caller that already hashed `data`.
+    pub fn add_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<bool> {
+        if self.repo.index().lookup(&id)?.is_some() {
+            return Ok(false);
+        }
+        if !self.seen.lock().expect("packer lock").insert(id) {
+            return Ok(false);
+        }
+        let (encoding, payload) = match compress::compress(data, self.compression) {
+            Some(packed) => (Encoding::Zstd, std::borrow::Cow::Owned(packed)),
+            None => (Encoding::Raw, std::borrow::Cow::Borrowed(data)),
+        };
+        let sealed = self.repo.crypto().seal(&payload);
+        let raw_length = u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
+        let full = {
+            let mut open = self.open.lock().expect("packer lock");
+            let writer = match kind {
+                BlobKind::Data => &mut open.data,
+                BlobKind::Tree => &mut open.tree,
+            };
+            writer.add(id, raw_length, encoding, &sealed);
+            (writer.len() >= self.pack_size).then(|| std::mem::replace(writer, PackWriter::new(kind, 0)))
+        };
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(writer) = full {
+            self.send(writer)?;
+        }
+        Ok(true)
+    }
+
+    fn send(&self, writer: PackWriter) -> Result<()> {
+        let pack = writer.finish(self.repo.crypto());
+        let sender = self.sender.as_ref().expect("sender lives until finish");
+        if sender.send(pack).is_err() {
+            // The uploader stopped: its error is reported by `finish`.
+            return Err(Error::Backend(crate::backend::BackendError::Io {
+                op: "upload",
+                what: "pack".into(),
+                source: std::io::Error::other("the uploader stopped after an earlier error"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Stores the partly filled packs, waits for the uploads, and writes the
+    /// last index file. Call it on success and on interruption alike: what was
+    /// uploaded is then indexed and the next backup reuses it.
+    pub fn finish(mut self) -> Result<PackerStats> {
+        let open = std::mem::replace(
+            &mut *self.open.lock().expect("packer lock"),
+            OpenPacks {
+                data: PackWriter::new(BlobKind::Data, 0),
+                tree: PackWriter::new(BlobKind::Tree, 0),
+            },
+        );
+        let mut send_result = Ok(());
+        for writer in [open.data, open.tree] {
+            if !writer.is_empty() && send_result.is_ok() {
+                send_result = self.send(writer);
+            }
+        }
+        drop(self.sender.take());
+        let uploaded = self
+            .uploader
+            .take()
+            .expect("finish runs once")
+            .join()
+            .map_err(|_| Error::InvalidArgument("the uploader thread panicked".into()))?;
+        let mut stats = uploaded?;
+        send_result?;
+        stats.blobs_added = self.blobs_added.load(Ordering::Relaxed);
+        stats.bytes_added_raw = self.bytes_added_raw.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+}
+
+impl Drop for Packer {
+    fn drop(&mut self) {
+        // A packer dropped without `finish` (a panic) still stops its thread.
+        drop(self.sender.take());
+        if let Some(handle) = self.uploader.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<PackerStats> {
+    let mut stats = PackerStats::default();
+    let mut pending: Vec<IndexedPack> = Vec::new();
+    let flush = |pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            packs: std::mem::take(pending),
+            supersedes: Vec::new(),
+        };
+        repo.save_index(&file)?;
+        stats.index_files_written += 1;
+        Ok(())
+    };
+    for pack in receiver {
+        repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        stats.packs_written += 1;
+        stats.bytes_added_stored += pack.bytes.len() as u64;
+        pending.push(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            blobs: pack.entries,
+        });
+        if pending.len() >= PACKS_PER_INDEX {
+            flush(&mut pending, &mut stats)?;
+        }
+    }
+    flush(&mut pending, &mut stats)?;
+    Ok(stats)
+}

@@ -1,0 +1,240 @@
+//! Opening and creating repositories: backend + keys + config + index cache.
+//!
+//! A [`Repository`] is a cheap-to-clone handle. It reads blobs; writing
+//! blobs is the [`crate::packer::Packer`]'s job, and every operation
+//! (archiver, restorer, ...) lives in its own module.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::{Backend, ObjectKind};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::compress::{self, Compression, Encoding};
+use crate::config::{Config, ConfigBody};
+use crate::crypto::{Crypto, Encryption, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, KeyId};
+use crate::index::cache::{BlobLocation, IndexCache};
+use crate::index::IndexFile;
+use crate::keys::{KdfParams, KeyFile, Password};
+
+/// Choices made once, at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub encryption: Encryption,
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub compression: Compression,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            encryption: Encryption::XChaCha20Poly1305,
+            kdf: KdfParams::default(),
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            compression: Compression::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    crypto: Arc<Crypto>,
+    config: Arc<Config>,
+    chunker: Arc<Chunker>,
+    index: Arc<IndexCache>,
+    key_id: KeyId,
+}
+
+impl Repository {
+    /// Creates a repository in an empty location and opens it.
+    /// `password` is `None` only with `Encryption::None`.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: Option<&Password>,
+        options: &InitOptions,
+        cache_root: &Path,
+    ) -> Result<Self> {
+        options.chunker.validate().map_err(Error::InvalidArgument)?;
+        if !(1 << 20..=1 << 30).contains(&options.pack_size) {
+            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 1 GiB".into()));
+        }
+        if backend.exists(ObjectKind::Config, "config")? {
+            return Err(Error::AlreadyExists {
+                location: backend.location(),
+            });
+        }
+        let password = match options.encryption {
+            Encryption::XChaCha20Poly1305 => Some(
+                password.ok_or_else(|| Error::InvalidArgument("an encrypted repository needs a password".into()))?,
+            ),
+            Encryption::None => None,
+        };
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_file = KeyFile::create(&key, password, options.kdf)?;
+        let key_bytes = key_file.to_bytes();
+        let key_id = KeyId::hash_of(&key_bytes);
+        backend.write(ObjectKind::Key, &key_id.to_hex(), &key_bytes)?;
+
+        let crypto = Crypto::new(key, options.encryption);
+        let mut repo_id = [0u8; 32];
+        crate::crypto::fill_random(&mut repo_id);
+        let body = ConfigBody {
+            version: crate::FORMAT_VERSION,
+            id: hex::encode(repo_id),
+            encryption: options.encryption,
+            chunker: options.chunker,
+            pack_size: options.pack_size,
+            compression: options.compression,
+        };
+        // The config is written last: until it exists, the location is not a repository.
+        backend.write(ObjectKind::Config, "config", &Config::new(body, &crypto).to_bytes())?;
+        Self::open_with_key(backend, crypto, key_id, cache_root)
+    }
+
+    /// Opens an existing repository, trying `password` against every key file.
+    pub fn open(backend: Arc<dyn Backend>, password: Option<&Password>, cache_root: &Path) -> Result<Self> {
+        let config = read_config(backend.as_ref())?;
+        let mut keys = backend.list(ObjectKind::Key)?;
+        if keys.is_empty() {
+            return Err(Error::corrupt("repository", "it has no key files"));
+        }
+        // Newest first is as good as any order; sorting keeps it deterministic.
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut last_err = Error::WrongPassword;
+        for info in keys {
+            let bytes = backend.read(ObjectKind::Key, &info.name)?;
+            let file = match KeyFile::from_bytes(&bytes, &info.name) {
+                Ok(file) => file,
+                Err(e) => {
+                    last_err = e;
+                    continue;
+                }
+            };
+            if file.is_encrypted() && password.is_none() {
+                continue;
+            }
+            match file.unlock(password, &info.name) {
+                Ok(key) => {
+                    let crypto = Crypto::new(key, config.body.encryption);
+                    config.verify(&crypto)?;
+                    let key_id = KeyId::from_hex(&info.name)
+                        .map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
+                    return Self::open_with_key(backend, crypto, key_id, cache_root);
+                }
+                Err(Error::WrongPassword) => {}
+                Err(e) => last_err = e,
+            }
+        }
+        if password.is_none() {
+            return Err(Error::InvalidArgument(
+                "the repository is encrypted and no password was given (use --password-file, SNAP_PASSWORD_FILE, SNAP_PASSWORD_COMMAND or SNAP_PASSWORD)".into(),
+            ));
+        }
+        Err(last_err)
+    }
+
+    fn open_with_key(backend: Arc<dyn Backend>, crypto: Crypto, key_id: KeyId, cache_root: &Path) -> Result<Self> {
+        let config = read_config(backend.as_ref())?;
+        config.verify(&crypto)?;
+        let cache_path = cache_root.join(&config.body.id).join("index.redb");
+        let index = IndexCache::open(&cache_path, &config.body.id)?;
+        let stats = index.sync(backend.as_ref(), &crypto)?;
+        tracing::debug!(?stats, "index cache synced");
+        let chunker = Chunker::new(config.body.chunker, &crypto.master_key().chunker);
+        Ok(Repository {
+            backend,
+            crypto: Arc::new(crypto),
+            config: Arc::new(config),
+            chunker: Arc::new(chunker),
+            index: Arc::new(index),
+            key_id,
+        })
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    pub fn config(&self) -> &ConfigBody {
+        &self.config.body
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    pub fn index(&self) -> &IndexCache {
+        &self.index
+    }
+
+    /// The key file this handle was opened with.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Reads, opens, decompresses and checks one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let location = self.index.lookup(id)?.ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        self.read_blob_at(&location)
+    }
+
+    pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>> {
+        let e = &location.entry;
+        let sealed = self.backend.read_range(
+            ObjectKind::Pack,
+            &location.pack.to_hex(),
+            u64::from(e.offset),
+            u64::from(e.length),
+        )?;
+        self.decode_blob(location, &sealed)
+    }
+
+    /// Turns a blob's stored bytes into its plaintext, checking its id.
+    pub fn decode_blob(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let e = &location.entry;
+        let what = || format!("blob {} in pack {}", e.id, location.pack);
+        let opened = self.crypto.open(sealed).map_err(|err| Error::corrupt(what(), err))?;
+        let plain = match e.encoding {
+            Encoding::Raw => opened,
+            Encoding::Zstd => compress::decompress(&opened, e.raw_length as usize).map_err(|err| Error::corrupt(what(), err))?,
+        };
+        if plain.len() != e.raw_length as usize || self.crypto.blob_id(&plain) != e.id {
+            return Err(Error::corrupt(what(), "its content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    /// Stores an index file and records it in the cache.
+    pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let bytes = file.encode(&self.crypto);
+        let id = IndexId::hash_of(&bytes);
+        self.backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
+        self.index.insert(&[(id, file.clone())])?;
+        Ok(id)
+    }
+}
+
+/// Reads the config, mapping a missing one to "not a repository".
+pub fn read_config(backend: &dyn Backend) -> Result<Config> {
+    match backend.read(ObjectKind::Config, "config") {
+        Ok(bytes) => Config::from_bytes(&bytes),
+        Err(e) if e.is_not_found() => Err(Error::NotARepository {
+            location: backend.location(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
