@@ -1,1 +1,69 @@
-fn main(){}
+//! The `snap` command line. Each subcommand lives in `cmd/<name>.rs`: its
+//! clap arguments, the conversion into snap-core options, one call, and the
+//! rendering of the result. This file sets up logging and turns errors into
+//! exit codes.
+
+mod cmd;
+mod exit;
+mod global;
+mod password;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "snap", version, about = "Deduplicating, encrypted snapshots of your files", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: global::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(cmd::init::Args),
+    /// Back up paths (or standard input) as a new snapshot.
+    Create(cmd::create::Args),
+    /// Restore a snapshot, or parts of it, into a directory.
+    Restore(cmd::restore::Args),
+    /// List snapshots.
+    Snapshots(cmd::snapshots::Args),
+    /// List the files in a snapshot.
+    Ls(cmd::ls::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAP_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.global.verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    global::install_interrupt_handler();
+
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(&cli.global, args),
+        Command::Create(args) => cmd::create::run(&cli.global, args),
+        Command::Restore(args) => cmd::restore::run(&cli.global, args),
+        Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
+        Command::Ls(args) => cmd::ls::run(&cli.global, args),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            exit::code_for(&error)
+        }
+    };
+    std::process::exit(code);
+}

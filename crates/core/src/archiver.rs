@@ -1,1 +1,638 @@
-pub fn todo(){}
+//! `create`: turns source paths (or a stream) into a snapshot.
+//!
+//! The walk is depth-first; each directory's entries are processed in
+//! parallel on a rayon pool (files are read, chunked, hashed, and their new
+//! chunks compressed and sealed on the same worker), and its tree blob is
+//! stored once its children are done, so trees are built bottom-up and only
+//! one directory listing per level is held in memory. A file whose size,
+//! mtime, ctime and inode match its entry in the parent snapshot, and whose
+//! blobs are all indexed, is not read again.
+//!
+//! Absolute source paths are kept: `/home/ana/docs` is stored under a root
+//! tree with entries `home` -> `ana` -> `docs`, the intermediate directories
+//! carrying their real metadata.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::fsmeta::{self, OwnerNames};
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::BlobKind;
+use crate::packer::Packer;
+use crate::progress::{Event, Progress};
+use crate::repo::Repository;
+use crate::snapshot::{self, Snapshot, Summary};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Which snapshot to compare files against.
+#[derive(Clone, Debug, Default)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host and paths.
+    #[default]
+    Latest,
+    None,
+    Snapshot(SnapshotId),
+}
+
+/// What to back up.
+#[derive(Debug)]
+pub enum Source {
+    Paths(Vec<PathBuf>),
+    /// One stream (a database dump) stored as a file of this name.
+    Stdin {
+        filename: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct ArchiveOptions {
+    pub source: Source,
+    /// gitignore-style patterns, matched against absolute paths.
+    pub excludes: Vec<String>,
+    pub exclude_files: Vec<PathBuf>,
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub parent: ParentChoice,
+    /// Overrides the repository's default compression.
+    pub compression: Option<Compression>,
+    /// Worker threads; 0 means the number of cores plus two (to overlap I/O).
+    pub threads: usize,
+}
+
+/// The written snapshot and every problem met on the way.
+#[derive(Debug)]
+pub struct ArchiveResult {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub warnings: Vec<(PathBuf, String)>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    errors: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+}
+
+struct Archiver<'a> {
+    repo: &'a Repository,
+    packer: Packer,
+    progress: &'a dyn Progress,
+    cancel: &'a AtomicBool,
+    excludes: Gitignore,
+    one_file_system: bool,
+    names: OwnerNames,
+    counters: Counters,
+    warnings: Mutex<Vec<(PathBuf, String)>>,
+}
+
+/// Runs a backup and writes its snapshot. Files that cannot be read are
+/// reported in [`ArchiveResult::warnings`] and left out; the snapshot is still
+/// written. When `cancel` becomes true the backup stops with
+/// [`Error::Interrupted`], keeping (and indexing) what was uploaded so far.
+pub fn archive(
+    repo: &Repository,
+    options: ArchiveOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<ArchiveResult> {
+    let started = Instant::now();
+    let time = jiff::Timestamp::now();
+    let excludes = build_excludes(&options.excludes, &options.exclude_files)?;
+    let compression = options.compression.unwrap_or(repo.config().compression);
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("snap-archiver-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
+
+    let archiver = Archiver {
+        repo,
+        packer: Packer::new(repo, compression),
+        progress,
+        cancel,
+        excludes,
+        one_file_system: options.one_file_system,
+        names: OwnerNames::default(),
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+    };
+
+    let (paths, parent, walked) = match &options.source {
+        Source::Paths(paths) => {
+            let paths = absolute_paths(paths)?;
+            let display: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            let parent = match &options.parent {
+                ParentChoice::None => None,
+                ParentChoice::Latest => snapshot::latest_matching(repo, &options.host, &display)?,
+                ParentChoice::Snapshot(id) => Some((*id, Snapshot::load(repo, id)?)),
+            };
+            let root = SourceTree::build(&paths);
+            let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+            let scan_roots = paths.clone();
+            let walked = std::thread::scope(|scope| {
+                // Sizes for the progress bar's total, found while the backup runs.
+                scope.spawn(|| archiver.scan(&scan_roots));
+                pool.install(|| archiver.archive_virtual(Path::new("/"), &root, parent_tree))
+            });
+            (display, parent.map(|(id, _)| id), walked)
+        }
+        Source::Stdin { filename } => {
+            if !crate::tree::is_valid_name(filename.as_bytes()) {
+                return Err(Error::InvalidArgument(format!("'{filename}' is not a valid file name")));
+            }
+            let walked = archiver.archive_stdin(filename, time);
+            (vec![format!("/{filename}")], None, walked)
+        }
+    };
+
+    // Flush and index what was uploaded even when the walk failed, so the
+    // next backup reuses it; report the walk's error first.
+    let Archiver {
+        packer,
+        counters,
+        warnings,
+        ..
+    } = archiver;
+    let packed = packer.finish();
+    let root = walked?;
+    let packed = packed?;
+
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let summary = Summary {
+        files_new: c(&counters.files_new),
+        files_changed: c(&counters.files_changed),
+        files_unmodified: c(&counters.files_unmodified),
+        dirs: c(&counters.dirs),
+        errors: c(&counters.errors),
+        bytes_read: c(&counters.bytes_read),
+        bytes_total: c(&counters.bytes_total),
+        blobs_added: packed.blobs_added,
+        bytes_added_raw: packed.bytes_added_raw,
+        bytes_added_stored: packed.bytes_added_stored,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        time,
+        host: options.host,
+        username: snapshot::username(),
+        paths,
+        tags: options.tags,
+        tree: root,
+        parent,
+        program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let id = snapshot.save(repo)?;
+    Ok(ArchiveResult {
+        id,
+        snapshot,
+        warnings: warnings.into_inner().expect("warnings lock"),
+    })
+}
+
+fn build_excludes(patterns: &[String], files: &[PathBuf]) -> Result<Gitignore> {
+    let mut builder = GitignoreBuilder::new("/");
+    for pattern in patterns {
+        builder
+            .add_line(None, pattern)
+            .map_err(|e| Error::InvalidArgument(format!("exclude pattern '{pattern}': {e}")))?;
+    }
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        for line in text.lines() {
+            builder
+                .add_line(Some(file.clone()), line)
+                .map_err(|e| Error::InvalidArgument(format!("{}: pattern '{line}': {e}", file.display())))?;
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")))
+}
+
+/// Makes paths absolute without resolving symlinks, and checks they exist.
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidArgument(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+        // Normalize `.` and `..` lexically, as the user sees them.
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::Normal(n) => clean.push(n),
+                _ => {}
+            }
+        }
+        std::fs::symlink_metadata(&clean).map_err(|e| Error::io(&clean, e))?;
+        if !out.contains(&clean) {
+            out.push(clean);
+        }
+    }
+    Ok(out)
+}
+
+/// The directories above the source paths, down to the paths themselves.
+enum SourceTree {
+    /// Back up this path and everything under it.
+    Real(PathBuf),
+    /// An ancestor of source paths: only the listed children are included.
+    Virtual(BTreeMap<Vec<u8>, SourceTree>),
+}
+
+impl SourceTree {
+    fn build(paths: &[PathBuf]) -> SourceTree {
+        let mut root = SourceTree::Virtual(BTreeMap::new());
+        for path in paths {
+            let components: Vec<Vec<u8>> = path
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .collect();
+            root.insert(&components, path);
+        }
+        root
+    }
+
+    fn insert(&mut self, components: &[Vec<u8>], path: &Path) {
+        if components.is_empty() {
+            *self = SourceTree::Real(path.to_path_buf());
+            return;
+        }
+        // Below a path that is backed up whole, deeper paths add nothing.
+        let SourceTree::Virtual(children) = self else {
+            return;
+        };
+        let (name, rest) = components.split_first().expect("not empty");
+        if rest.is_empty() {
+            children.insert(name.clone(), SourceTree::Real(path.to_path_buf()));
+        } else {
+            children
+                .entry(name.clone())
+                .or_insert_with(|| SourceTree::Virtual(BTreeMap::new()))
+                .insert(rest, path);
+        }
+    }
+}
+
+impl Archiver<'_> {
+    fn warn(&self, path: &Path, message: String) {
+        self.progress.event(Event::Warning {
+            path,
+            message: message.clone(),
+        });
+        self.warnings
+            .lock()
+            .expect("warnings lock")
+            .push((path.to_path_buf(), message));
+    }
+
+    fn skip(&self, path: &Path, message: String) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.warn(path, message);
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    }
+
+    fn load_parent_tree(&self, path: &Path, id: Option<BlobId>) -> Option<Tree> {
+        let id = id?;
+        match Tree::load(self.repo, &id) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                // Without the parent's tree the files are simply read again.
+                self.warn(
+                    path,
+                    format!("parent snapshot's tree unreadable, reading files again: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn save_tree(&self, tree: &Tree) -> Result<BlobId> {
+        Ok(self.packer.add(BlobKind::Tree, &tree.encode())?.0)
+    }
+
+    /// Archives an ancestor directory of the source paths.
+    fn archive_virtual(&self, path: &Path, source: &SourceTree, parent: Option<BlobId>) -> Result<BlobId> {
+        let children = match source {
+            SourceTree::Real(real) => return self.archive_dir(real, parent, None),
+            SourceTree::Virtual(children) => children,
+        };
+        let parent_tree = self.load_parent_tree(path, parent);
+        let nodes = children
+            .par_iter()
+            .map(|(name, child)| {
+                let child_path = path.join(std::ffi::OsStr::from_bytes(name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+                match child {
+                    SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None),
+                    SourceTree::Virtual(_) => {
+                        let meta = match std::fs::symlink_metadata(&child_path) {
+                            Ok(meta) => meta,
+                            Err(e) => {
+                                self.skip(&child_path, format!("cannot read metadata: {e}"));
+                                return Ok(None);
+                            }
+                        };
+                        let mut node =
+                            fsmeta::node_from_metadata(name.clone(), NodeKind::Dir, &meta, &child_path, &self.names);
+                        node.subtree =
+                            Some(self.archive_virtual(&child_path, child, parent_node.and_then(|n| n.subtree))?);
+                        self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(node))
+                    }
+                }
+            })
+            .collect::<Result<Vec<Option<Node>>>>()?;
+        self.save_tree(&Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Archives a directory's content into a tree blob.
+    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: Option<u64>) -> Result<BlobId> {
+        self.check_cancel()?;
+        let parent_tree = self.load_parent_tree(path, parent);
+        let mut entries: Vec<(Vec<u8>, bool)> = match std::fs::read_dir(path) {
+            Ok(iter) => iter
+                .filter_map(|entry| match entry {
+                    Ok(entry) => {
+                        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                        Some((entry.file_name().as_bytes().to_vec(), is_dir))
+                    }
+                    Err(e) => {
+                        self.skip(path, format!("cannot list directory entry: {e}"));
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                self.skip(path, format!("cannot list directory: {e}"));
+                Vec::new()
+            }
+        };
+        entries.sort_unstable();
+        let nodes = entries
+            .par_iter()
+            .filter(|(name, is_dir)| {
+                !self
+                    .excludes
+                    .matched(path.join(std::ffi::OsStr::from_bytes(name)), *is_dir)
+                    .is_ignore()
+            })
+            .map(|(name, _)| {
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+                self.archive_entry(&child, name.clone(), parent_node, root_dev)
+            })
+            .collect::<Result<Vec<Option<Node>>>>()?;
+        self.save_tree(&Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+    }
+
+    /// Archives one entry of any kind. `Ok(None)` when it was skipped.
+    fn archive_entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        parent: Option<&Node>,
+        root_dev: Option<u64>,
+    ) -> Result<Option<Node>> {
+        self.check_cancel()?;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.skip(path, format!("cannot read metadata: {e}"));
+                return Ok(None);
+            }
+        };
+        let Some(kind) = fsmeta::node_kind(&meta) else {
+            self.skip(path, "unknown file type".into());
+            return Ok(None);
+        };
+        let mut node = fsmeta::node_from_metadata(name, kind, &meta, path, &self.names);
+        match kind {
+            NodeKind::Dir => {
+                self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                let root_dev = root_dev.unwrap_or(meta.dev());
+                if self.one_file_system && meta.dev() != root_dev {
+                    // A mount point: kept as an empty directory, like restic does.
+                    node.subtree = Some(self.save_tree(&Tree::default())?);
+                } else {
+                    node.subtree = Some(self.archive_dir(path, parent.and_then(|p| p.subtree), Some(root_dev))?);
+                }
+            }
+            NodeKind::File if !self.archive_file(path, &mut node, parent)? => return Ok(None),
+            _ => {}
+        }
+        self.progress.event(Event::ItemDone(path));
+        Ok(Some(node))
+    }
+
+    /// Whether the parent's entry can stand for this file without reading it.
+    fn unchanged(&self, node: &Node, parent: &Node) -> Result<bool> {
+        if parent.kind != NodeKind::File
+            || parent.size != node.size
+            || parent.mtime_ns != node.mtime_ns
+            || parent.ctime_ns != node.ctime_ns
+            || parent.inode != node.inode
+        {
+            return Ok(false);
+        }
+        let index = self.repo.index().reader()?;
+        for id in &parent.content {
+            if index.lookup(id)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Fills a file node's content. `Ok(false)` when the file was skipped.
+    fn archive_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+        self.counters.bytes_total.fetch_add(node.size, Ordering::Relaxed);
+        if let Some(parent) = parent {
+            if self.unchanged(node, parent)? {
+                node.content = parent.content.clone();
+                self.counters.files_unmodified.fetch_add(1, Ordering::Relaxed);
+                self.progress.event(Event::Bytes(node.size));
+                return Ok(true);
+            }
+        }
+        let file = match open_for_backup(path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.skip(path, format!("cannot open: {e}"));
+                return Ok(false);
+            }
+        };
+        match file.metadata() {
+            Ok(opened) if opened.ino() == node.inode && opened.dev() == node.device => {}
+            Ok(_) => {
+                self.skip(path, "replaced by another file while being backed up".into());
+                return Ok(false);
+            }
+            Err(e) => {
+                self.skip(path, format!("cannot read metadata: {e}"));
+                return Ok(false);
+            }
+        }
+        let mut content = Vec::new();
+        let mut read = 0u64;
+        let result = self.chunk_into(&file, Some(node.size), &mut content, &mut read);
+        if let Err(e) = result {
+            if matches!(e, Error::Interrupted) || !matches!(e, Error::Io { .. }) {
+                return Err(e);
+            }
+            self.skip(path, format!("cannot read: {e}"));
+            return Ok(false);
+        }
+        if let Ok(after) = file.metadata() {
+            let mtime_ns = after
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(after.mtime_nsec());
+            if after.len() != read || mtime_ns != node.mtime_ns {
+                self.warn(path, format!("changed while being read ({read} bytes stored)"));
+            }
+        }
+        node.size = read;
+        node.content = content;
+        let counter = if parent.is_some() {
+            &self.counters.files_changed
+        } else {
+            &self.counters.files_new
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Chunks a reader and stores the new chunks. I/O errors come back as
+    /// [`Error::Io`] with an empty path; the caller adds context.
+    fn chunk_into(
+        &self,
+        reader: impl Read,
+        size_hint: Option<u64>,
+        content: &mut Vec<BlobId>,
+        read: &mut u64,
+    ) -> Result<()> {
+        let mut chunks = self.repo.chunker().chunks(reader, size_hint);
+        while let Some(chunk) = chunks.next_chunk().map_err(|e| Error::io("", e))? {
+            self.check_cancel()?;
+            let (id, _) = self.packer.add(BlobKind::Data, chunk)?;
+            content.push(id);
+            *read += chunk.len() as u64;
+            self.counters
+                .bytes_read
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.progress.event(Event::Bytes(chunk.len() as u64));
+        }
+        Ok(())
+    }
+
+    fn archive_stdin(&self, filename: &str, time: jiff::Timestamp) -> Result<BlobId> {
+        let mut node = Node::new(filename.as_bytes().to_vec(), NodeKind::File);
+        node.mode = 0o600;
+        node.uid = rustix::process::getuid().as_raw();
+        node.gid = rustix::process::getgid().as_raw();
+        node.user = self.names.user(node.uid);
+        node.group = self.names.group(node.gid);
+        node.mtime_ns = time.as_nanosecond() as i64;
+        node.ctime_ns = node.mtime_ns;
+        node.links = 1;
+        let mut content = Vec::new();
+        let mut read = 0;
+        self.chunk_into(std::io::stdin().lock(), None, &mut content, &mut read)
+            .map_err(|e| match e {
+                Error::Io { source, .. } => Error::io("standard input", source),
+                other => other,
+            })?;
+        node.size = read;
+        node.content = content;
+        self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_total.fetch_add(read, Ordering::Relaxed);
+        self.save_tree(&Tree { nodes: vec![node] })
+    }
+
+    /// Walks the sources to report the total size for the progress bar.
+    fn scan(&self, roots: &[PathBuf]) {
+        let mut stack: Vec<PathBuf> = roots.to_vec();
+        let (mut bytes, mut items) = (0u64, 0u64);
+        let mut last_report = Instant::now();
+        while let Some(path) = stack.pop() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            items += 1;
+            if meta.is_file() {
+                bytes += meta.len();
+            } else if meta.is_dir() {
+                if let Ok(entries) = std::fs::read_dir(&path) {
+                    for entry in entries.flatten() {
+                        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                        let child = entry.path();
+                        if !self.excludes.matched(&child, is_dir).is_ignore() {
+                            stack.push(child);
+                        }
+                    }
+                }
+            }
+            if last_report.elapsed().as_millis() > 200 {
+                self.progress.event(Event::Total { bytes, items });
+                last_report = Instant::now();
+            }
+        }
+        self.progress.event(Event::Total { bytes, items });
+    }
+}
+
+/// Opens a file for reading without following a symlink swapped in after the
+/// walk saw a regular file, and without updating its access time when allowed.
+fn open_for_backup(path: &Path) -> std::io::Result<File> {
+    let open = |flags: i32| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
+    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    // O_NOATIME is refused for files the caller does not own.
+    open(nofollow | noatime).or_else(|_| open(nofollow))
+}

@@ -178,21 +178,25 @@ impl<R: Read> Chunks<'_, R> {
     }
 }
 
+impl<R: Read> Chunks<'_, R> {
+    /// The next chunk, borrowed from the internal buffer; `None` at the end.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
+        self.fill()?;
+        let window = &self.buf[self.start..];
+        if window.is_empty() {
+            return Ok(None);
+        }
+        let len = self.chunker.cut(window);
+        self.start += len;
+        Ok(Some(&window[..len]))
+    }
+}
+
 impl<R: Read> Iterator for Chunks<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Err(e) = self.fill() {
-            return Some(Err(e));
-        }
-        let window = &self.buf[self.start..];
-        if window.is_empty() {
-            return None;
-        }
-        let len = self.chunker.cut(window);
-        let chunk = window[..len].to_vec();
-        self.start += len;
-        Some(Ok(chunk))
+        self.next_chunk().map(|c| c.map(<[u8]>::to_vec)).transpose()
     }
 }
 
@@ -232,7 +236,13 @@ mod tests {
     #[test]
     fn default_params_are_valid() {
         ChunkerParams::default().validate().unwrap();
-        assert!(ChunkerParams { min_size: 3, avg_size: 1024, max_size: 4096 }.validate().is_err());
+        assert!(ChunkerParams {
+            min_size: 3,
+            avg_size: 1024,
+            max_size: 4096
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

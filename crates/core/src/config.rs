@@ -45,8 +45,10 @@ impl Config {
 
     /// Parses the config, refusing versions newer than this build.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let version: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
+        let version: VersionOnly = serde_json::from_slice(bytes).map_err(|e| Error::corrupt("config", e))?;
+        if version.version == 0 {
+            return Err(Error::corrupt("config", "format version 0 does not exist"));
+        }
         if version.version > crate::FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 found: version.version,

@@ -8,8 +8,9 @@
 //!   with a fresh random nonce per object (192 bits: random nonces never collide
 //!   in practice);
 //! - unencrypted repositories (`--no-encryption`): `plaintext || tag (16)`, where the
-//!   tag is keyed BLAKE3 of the plaintext under the MAC key, so damage and
-//!   tampering are still detected.
+//!   tag is keyed BLAKE3 of the plaintext under the MAC key. The MAC key is
+//!   then stored in the clear in the key file, so this detects damage, not
+//!   deliberate forgery by someone who can read the repository.
 //!
 //! Blob ids are keyed BLAKE3 under the id key, so a stored id does not reveal
 //! whether a known file is in the repository.
@@ -100,9 +101,7 @@ pub struct AuthError;
 impl Crypto {
     pub fn new(key: MasterKey, encryption: Encryption) -> Self {
         let aead = match encryption {
-            Encryption::XChaCha20Poly1305 => {
-                Some(XChaCha20Poly1305::new(&Key::from(key.encryption)))
-            }
+            Encryption::XChaCha20Poly1305 => Some(XChaCha20Poly1305::new(&Key::from(key.encryption))),
             Encryption::None => None,
         };
         Crypto { key, aead }

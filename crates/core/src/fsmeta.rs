@@ -76,8 +76,14 @@ pub fn node_from_metadata(name: Vec<u8>, kind: NodeKind, meta: &Metadata, path: 
     node.gid = meta.gid();
     node.user = names.user(node.uid);
     node.group = names.group(node.gid);
-    node.mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
-    node.ctime_ns = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
+    node.mtime_ns = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
+    node.ctime_ns = meta
+        .ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec());
     node.inode = meta.ino();
     node.device = meta.dev();
     node.links = meta.nlink();

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The error returned when a string is not a valid hex id.
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +16,30 @@ pub struct ParseIdError(pub String);
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub [u8; 32]);
+
+        /// Hex in JSON (snapshots), 32 raw bytes in postcard (trees, packs, index).
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if serializer.is_human_readable() {
+                    serializer.serialize_str(&self.to_hex())
+                } else {
+                    self.0.serialize(serializer)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                if deserializer.is_human_readable() {
+                    let text = String::deserialize(deserializer)?;
+                    Self::from_hex(&text).map_err(serde::de::Error::custom)
+                } else {
+                    Ok(Self(<[u8; 32]>::deserialize(deserializer)?))
+                }
+            }
+        }
 
         impl $name {
             /// The full id as 64 lowercase hex digits.
@@ -89,5 +111,18 @@ mod tests {
         assert_eq!(id.short().len(), 8);
         assert!(PackId::from_hex("xyz").is_err());
         assert!(PackId::from_hex(&"0".repeat(63)).is_err());
+    }
+
+    #[test]
+    fn serde_forms() {
+        let id = BlobId([0xab; 32]);
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        let bytes = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(bytes, vec![0xab; 32]);
+        assert_eq!(postcard::from_bytes::<BlobId>(&bytes).unwrap(), id);
+        assert_eq!(
+            serde_json::from_str::<BlobId>(&serde_json::to_string(&id).unwrap()).unwrap(),
+            id
+        );
     }
 }

@@ -103,9 +103,8 @@ impl KeyFile {
 
     /// Unwraps the master key. A wrong password is [`Error::WrongPassword`].
     pub fn unlock(&self, password: Option<&Password>, name: &str) -> Result<MasterKey> {
-        let bytes = Zeroizing::new(
-            hex::decode(&self.master_key).map_err(|e| Error::corrupt(format!("key file {name}"), e))?,
-        );
+        let bytes =
+            Zeroizing::new(hex::decode(&self.master_key).map_err(|e| Error::corrupt(format!("key file {name}"), e))?);
         let plain = match &self.kdf {
             Kdf::Argon2id { params, salt } => {
                 let password = password.ok_or(Error::WrongPassword)?;
@@ -115,7 +114,7 @@ impl KeyFile {
             }
             Kdf::None => bytes,
         };
-        postcard::from_bytes(&plain).map_err(|e| Error::corrupt(format!("key file {name}"), e))
+        crate::codec::decode_exact(&plain).map_err(|e| Error::corrupt(format!("key file {name}"), e))
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -127,7 +126,14 @@ impl KeyFile {
     }
 
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("key file {name}"), e))
+        let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("key file {name}"), e))?;
+        if file.version != 1 {
+            return Err(Error::UnsupportedVersion {
+                found: file.version,
+                supported: 1,
+            });
+        }
+        Ok(file)
     }
 }
 

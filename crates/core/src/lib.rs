@@ -7,7 +7,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`id`], [`error`], [`progress`] |
+//! | 0 | [`id`], [`error`], [`progress`], [`codec`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`] |
 //! | 3 | [`tree`], [`snapshot`] |
@@ -18,6 +18,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod chunker;
+pub mod codec;
 pub mod compress;
 pub mod config;
 pub mod crypto;

@@ -99,9 +99,7 @@ impl PackWriter {
 
     /// Seals the header, appends it and its length, and names the pack.
     pub fn finish(mut self, crypto: &Crypto) -> FinishedPack {
-        let header = PackHeader {
-            entries: self.entries,
-        };
+        let header = PackHeader { entries: self.entries };
         let plain = postcard::to_allocvec(&header).expect("pack header encodes");
         let before = self.buf.len();
         crypto.seal_into(&plain, &mut self.buf);
@@ -126,18 +124,24 @@ pub fn decode_header(crypto: &Crypto, pack: &PackId, tail: &[u8], pack_size: u64
     let (rest, len_bytes) = tail.split_at(tail.len() - 4);
     let header_len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
     if header_len > rest.len() {
-        return Err(Error::corrupt(what(), format!("header length {header_len} exceeds the pack")));
+        return Err(Error::corrupt(
+            what(),
+            format!("header length {header_len} exceeds the pack"),
+        ));
     }
     let sealed = &rest[rest.len() - header_len..];
     let plain = crypto
         .open(sealed)
         .map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
     let header: PackHeader =
-        postcard::from_bytes(&plain).map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
+        crate::codec::decode_exact(&plain).map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
     let blobs_end = pack_size.saturating_sub(4 + header_len as u64);
     for entry in &header.entries {
         if u64::from(entry.offset) + u64::from(entry.length) > blobs_end {
-            return Err(Error::corrupt(what(), format!("blob {} lies outside the pack", entry.id)));
+            return Err(Error::corrupt(
+                what(),
+                format!("blob {} lies outside the pack", entry.id),
+            ));
         }
     }
     Ok(header)
@@ -152,7 +156,10 @@ pub fn read_header(backend: &dyn Backend, crypto: &Crypto, pack: &PackId, pack_s
     let trailer = backend.read_range(ObjectKind::Pack, &name, pack_size - 4, 4)?;
     let header_len = u64::from(u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")));
     if header_len + 4 > pack_size {
-        return Err(Error::corrupt(format!("pack {pack}"), format!("header length {header_len} exceeds the pack")));
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            format!("header length {header_len} exceeds the pack"),
+        ));
     }
     let tail = backend.read_range(ObjectKind::Pack, &name, pack_size - 4 - header_len, header_len + 4)?;
     decode_header(crypto, pack, &tail, pack_size)

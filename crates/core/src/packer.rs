@@ -104,7 +104,8 @@ impl Packer {
             None => (Encoding::Raw, std::borrow::Cow::Borrowed(data)),
         };
         let sealed = self.repo.crypto().seal(&payload);
-        let raw_length = u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
+        let raw_length =
+            u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
         let full = {
             let mut open = self.open.lock().expect("packer lock");
             let writer = match kind {
@@ -194,7 +195,11 @@ fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<Pa
         Ok(())
     };
     for pack in receiver {
-        repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        if let Err(e) = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes) {
+            // Index the packs stored before the failure, so a retry reuses them.
+            let _ = flush(&mut pending, &mut stats);
+            return Err(e.into());
+        }
         stats.packs_written += 1;
         stats.bytes_added_stored += pack.bytes.len() as u64;
         pending.push(IndexedPack {

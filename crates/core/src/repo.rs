@@ -60,8 +60,15 @@ impl Repository {
         cache_root: &Path,
     ) -> Result<Self> {
         options.chunker.validate().map_err(Error::InvalidArgument)?;
+        if let Compression::Zstd(level) = options.compression {
+            if !(1..=22).contains(&level) {
+                return Err(Error::InvalidArgument(format!("zstd level {level} is not in 1..22")));
+            }
+        }
         if !(1 << 20..=1 << 30).contains(&options.pack_size) {
-            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 1 GiB".into()));
+            return Err(Error::InvalidArgument(
+                "pack size must be between 1 MiB and 1 GiB".into(),
+            ));
         }
         if backend.exists(ObjectKind::Config, "config")? {
             return Err(Error::AlreadyExists {
@@ -188,7 +195,10 @@ impl Repository {
 
     /// Reads, opens, decompresses and checks one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let location = self.index.lookup(id)?.ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let location = self
+            .index
+            .lookup(id)?
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         self.read_blob_at(&location)
     }
 
@@ -210,7 +220,9 @@ impl Repository {
         let opened = self.crypto.open(sealed).map_err(|err| Error::corrupt(what(), err))?;
         let plain = match e.encoding {
             Encoding::Raw => opened,
-            Encoding::Zstd => compress::decompress(&opened, e.raw_length as usize).map_err(|err| Error::corrupt(what(), err))?,
+            Encoding::Zstd => {
+                compress::decompress(&opened, e.raw_length as usize).map_err(|err| Error::corrupt(what(), err))?
+            }
         };
         if plain.len() != e.raw_length as usize || self.crypto.blob_id(&plain) != e.id {
             return Err(Error::corrupt(what(), "its content does not match its id"));

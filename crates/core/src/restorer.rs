@@ -1,1 +1,491 @@
-pub fn todo(){}
+//! `restore`: writes a snapshot, or parts of it, into a target directory.
+//!
+//! Three phases:
+//! 1. plan: walk the snapshot's trees, create directories, empty files of the
+//!    right length (holes where the content is zero), fifos and devices, and
+//!    note which blob goes to which file offsets;
+//! 2. content: group the needed blobs by pack, and on several threads read
+//!    each pack's needed byte ranges once (neighbouring blobs are merged into
+//!    one read), check every blob against its id, and write it with
+//!    positional writes to every place it belongs;
+//! 3. finish: hard links, symlinks, then metadata, directories last and
+//!    deepest first so their times stick.
+//!
+//! Trees come from an untrusted repository: names are validated on decode,
+//! paths are built only from those names under the target, files are opened
+//! without following symlinks, and symlinks are created only after all
+//! content is written, so a hostile tree cannot make snap write outside the
+//! target.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
+
+use crate::backend::ObjectKind;
+use crate::error::{Error, Result};
+use crate::fsmeta;
+use crate::id::{BlobId, PackId};
+use crate::index::cache::BlobLocation;
+use crate::progress::{Event, Progress};
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{self, Node, NodeKind, Tree};
+
+/// Blobs closer than this in a pack are fetched in one read.
+const MERGE_GAP: u64 = 256 * 1024;
+/// Upper bound of one merged read, which bounds memory per thread.
+const MAX_READ: u64 = 32 << 20;
+
+#[derive(Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Snapshot paths to restore (each lands in the target under its own
+    /// name); empty for the whole snapshot (landing under its full path).
+    pub paths: Vec<PathBuf>,
+    /// gitignore-style patterns on snapshot paths: restore only matches (and
+    /// everything below a matching directory).
+    pub includes: Vec<String>,
+    /// gitignore-style patterns on snapshot paths: never restore matches.
+    pub excludes: Vec<String>,
+    /// Restore owners; `None` means "when running as root".
+    pub ownership: Option<bool>,
+    /// Worker threads; 0 means cores + 2.
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreResult {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes: u64,
+    /// Entries that could not be restored (or not completely), with why.
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+struct PlannedFile {
+    path: PathBuf,
+    node: Node,
+}
+
+/// Where one blob's bytes go.
+#[derive(Clone, Copy)]
+struct Target {
+    file: usize,
+    offset: u64,
+}
+
+#[derive(Default)]
+struct Plan {
+    files: Vec<PlannedFile>,
+    /// Directories with their nodes, in creation order (parents first).
+    dirs: Vec<(PathBuf, Node)>,
+    symlinks: Vec<(PathBuf, Node)>,
+    specials: Vec<(PathBuf, Node)>,
+    /// (new path, existing path) pairs for hard links.
+    links: Vec<(PathBuf, PathBuf, Node)>,
+    /// (device, inode) of multiply-linked files -> first restored path.
+    first_links: HashMap<(u64, u64), PathBuf>,
+    blobs: HashMap<BlobId, Vec<Target>>,
+}
+
+struct Restorer<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    cancel: &'a AtomicBool,
+    includes: Option<Gitignore>,
+    excludes: Gitignore,
+    errors: Mutex<Vec<(PathBuf, String)>>,
+    bytes: AtomicU64,
+}
+
+fn matcher(patterns: &[String]) -> Result<Gitignore> {
+    let mut builder = GitignoreBuilder::new("/");
+    for p in patterns {
+        builder
+            .add_line(None, p)
+            .map_err(|e| Error::InvalidArgument(format!("pattern '{p}': {e}")))?;
+    }
+    builder
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("patterns: {e}")))
+}
+
+/// Restores `snapshot` as `options` say. Damaged or missing data is reported
+/// per file in [`RestoreResult::errors`]; everything else is restored.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<RestoreResult> {
+    let restorer = Restorer {
+        repo,
+        progress,
+        cancel,
+        includes: if options.includes.is_empty() {
+            None
+        } else {
+            Some(matcher(&options.includes)?)
+        },
+        excludes: matcher(&options.excludes)?,
+        errors: Mutex::new(Vec::new()),
+        bytes: AtomicU64::new(0),
+    };
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("snap-restorer-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
+    let chown = options
+        .ownership
+        .unwrap_or_else(|| rustix::process::geteuid().is_root());
+
+    std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
+    let mut plan = Plan::default();
+    if options.paths.is_empty() {
+        let root = Tree::load(repo, &snapshot.tree)?;
+        restorer.plan_tree(&mut plan, &root, Path::new("/"), &options.target, false)?;
+    } else {
+        let mut seen_names = std::collections::HashSet::new();
+        for path in &options.paths {
+            let components = tree::path_components(path)
+                .ok_or_else(|| Error::InvalidArgument(format!("{}: '..' is not allowed", path.display())))?;
+            let node = tree::lookup_path(repo, &snapshot.tree, &components)?
+                .ok_or_else(|| Error::InvalidArgument(format!("{} is not in the snapshot", path.display())))?;
+            if !seen_names.insert(node.name.clone()) {
+                return Err(Error::InvalidArgument(format!(
+                    "two --path arguments end in '{}': restore them one at a time",
+                    node.name_lossy()
+                )));
+            }
+            let source = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
+            restorer.plan_node(&mut plan, node, &source, &options.target, false)?;
+        }
+    }
+    let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
+    progress.event(Event::Total {
+        bytes: total,
+        items: plan.files.len() as u64,
+    });
+
+    pool.install(|| restorer.write_content(&plan))?;
+    restorer.finish(&plan, chown);
+
+    let mut errors = restorer.errors.into_inner().expect("errors lock");
+    errors.sort_by(|a, b| a.0.cmp(&b.0));
+    errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    Ok(RestoreResult {
+        files: (plan.files.len() + plan.links.len()) as u64,
+        dirs: plan.dirs.len() as u64,
+        other: (plan.symlinks.len() + plan.specials.len()) as u64,
+        bytes: restorer.bytes.load(Ordering::Relaxed),
+        errors,
+    })
+}
+
+impl Restorer<'_> {
+    fn error(&self, path: &Path, message: String) {
+        self.progress.event(Event::Warning {
+            path,
+            message: message.clone(),
+        });
+        self.errors
+            .lock()
+            .expect("errors lock")
+            .push((path.to_path_buf(), message));
+    }
+
+    /// Plans the children of `tree`, found at snapshot path `source` and to be
+    /// restored at `dest`. `selected`: an ancestor matched an include pattern.
+    /// Returns whether anything was planned.
+    fn plan_tree(&self, plan: &mut Plan, tree: &Tree, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
+        let mut any = false;
+        for node in &tree.nodes {
+            let name = std::ffi::OsStr::from_bytes(&node.name);
+            any |= self.plan_node(plan, node.clone(), &source.join(name), &dest.join(name), selected)?;
+        }
+        Ok(any)
+    }
+
+    fn plan_node(&self, plan: &mut Plan, node: Node, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let is_dir = node.kind == NodeKind::Dir;
+        if self.excludes.matched(source, is_dir).is_ignore() {
+            return Ok(false);
+        }
+        let selected = selected
+            || match &self.includes {
+                None => true,
+                Some(includes) => includes.matched(source, is_dir).is_ignore(),
+            };
+        match node.kind {
+            NodeKind::Dir => {
+                let subtree = node.subtree.expect("decode checked: directories have subtrees");
+                let tree = match Tree::load(self.repo, &subtree) {
+                    Ok(tree) => tree,
+                    Err(e) => {
+                        self.error(dest, format!("cannot read directory listing: {e}"));
+                        return Ok(false);
+                    }
+                };
+                let index = plan.dirs.len();
+                if selected || self.includes.is_none() {
+                    if let Err(e) = create_dir(dest) {
+                        self.error(dest, format!("cannot create directory: {e}"));
+                        return Ok(false);
+                    }
+                    plan.dirs.push((dest.to_path_buf(), node));
+                    self.plan_tree(plan, &tree, source, dest, selected)?;
+                    return Ok(true);
+                }
+                // Not selected itself: create it only if something below is.
+                plan.dirs.push((dest.to_path_buf(), node));
+                let created = create_dir(dest);
+                let any = created.is_ok() && self.plan_tree(plan, &tree, source, dest, false)?;
+                if !any {
+                    plan.dirs.truncate(index);
+                    let _ = std::fs::remove_dir(dest);
+                }
+                Ok(any)
+            }
+            _ if !selected => Ok(false),
+            NodeKind::File => {
+                if node.links > 1 {
+                    let key = (node.device, node.inode);
+                    if let Some(first) = plan.first_links.get(&key) {
+                        plan.links.push((dest.to_path_buf(), first.clone(), node));
+                        return Ok(true);
+                    }
+                    plan.first_links.insert(key, dest.to_path_buf());
+                }
+                if let Err(e) = create_file(dest, node.size) {
+                    self.error(dest, format!("cannot create file: {e}"));
+                    return Ok(false);
+                }
+                let file = plan.files.len();
+                let mut offset = 0u64;
+                for id in &node.content {
+                    plan.blobs.entry(*id).or_default().push(Target { file, offset });
+                    // The real length is known once the blob is read; the
+                    // index tells it now so later offsets are right.
+                    offset += self.blob_len(id).unwrap_or(0);
+                }
+                if offset != node.size {
+                    self.error(
+                        dest,
+                        format!("content adds up to {offset} bytes, the snapshot says {}", node.size),
+                    );
+                }
+                plan.files.push(PlannedFile {
+                    path: dest.to_path_buf(),
+                    node,
+                });
+                Ok(true)
+            }
+            NodeKind::Symlink => {
+                plan.symlinks.push((dest.to_path_buf(), node));
+                Ok(true)
+            }
+            _ => {
+                remove_existing_non_dir(dest);
+                match fsmeta::make_special(dest, &node) {
+                    Ok(()) => plan.specials.push((dest.to_path_buf(), node)),
+                    Err(e) => self.error(dest, format!("cannot create {:?}: {e}", node.kind)),
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn blob_len(&self, id: &BlobId) -> Option<u64> {
+        match self.repo.index().lookup(id) {
+            Ok(Some(location)) => Some(u64::from(location.entry.raw_length)),
+            _ => None,
+        }
+    }
+
+    /// Phase 2: reads every needed blob once and writes it everywhere it goes.
+    fn write_content(&self, plan: &Plan) -> Result<()> {
+        let mut by_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
+        for id in plan.blobs.keys() {
+            match self.repo.index().lookup(id)? {
+                Some(location) => by_pack.entry(location.pack).or_default().push(location),
+                None => self.blob_failed(plan, id, &format!("blob {id} is not in the index")),
+            }
+        }
+        let mut packs: Vec<(PackId, Vec<BlobLocation>)> = by_pack.into_iter().collect();
+        packs.sort_by_key(|(id, _)| *id);
+        packs.par_iter_mut().try_for_each(|(pack, blobs)| {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            blobs.sort_by_key(|b| b.entry.offset);
+            for range in merge_ranges(blobs) {
+                self.restore_range(plan, pack, range);
+            }
+            Ok(())
+        })
+    }
+
+    fn restore_range(&self, plan: &Plan, pack: &PackId, blobs: &[BlobLocation]) {
+        let start = u64::from(blobs[0].entry.offset);
+        let last = blobs.last().expect("ranges are not empty");
+        let end = u64::from(last.entry.offset) + u64::from(last.entry.length);
+        let bytes = match self
+            .repo
+            .backend()
+            .read_range(ObjectKind::Pack, &pack.to_hex(), start, end - start)
+        {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                for blob in blobs {
+                    self.blob_failed(plan, &blob.entry.id, &e.to_string());
+                }
+                return;
+            }
+        };
+        for blob in blobs {
+            let at = (u64::from(blob.entry.offset) - start) as usize;
+            let sealed = &bytes[at..at + blob.entry.length as usize];
+            match self.repo.decode_blob(blob, sealed) {
+                Ok(plain) => self.write_blob(plan, &blob.entry.id, &plain),
+                Err(e) => self.blob_failed(plan, &blob.entry.id, &e.to_string()),
+            }
+        }
+    }
+
+    fn write_blob(&self, plan: &Plan, id: &BlobId, plain: &[u8]) {
+        let targets = &plan.blobs[id];
+        // Files were created at full length, so zero blobs stay holes.
+        let all_zero = plain.iter().all(|&b| b == 0);
+        for target in targets {
+            let file = &plan.files[target.file];
+            if !all_zero {
+                let result = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&file.path)
+                    .and_then(|f| f.write_all_at(plain, target.offset));
+                if let Err(e) = result {
+                    self.error(&file.path, format!("cannot write: {e}"));
+                    continue;
+                }
+            }
+            self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            self.progress.event(Event::Bytes(plain.len() as u64));
+        }
+    }
+
+    fn blob_failed(&self, plan: &Plan, id: &BlobId, why: &str) {
+        for target in plan.blobs.get(id).into_iter().flatten() {
+            let path = &plan.files[target.file].path;
+            self.error(path, format!("content at offset {} is lost: {why}", target.offset));
+        }
+    }
+
+    /// Phase 3: links, symlinks and metadata.
+    fn finish(&self, plan: &Plan, chown: bool) {
+        for (path, existing, _) in &plan.links {
+            remove_existing_non_dir(path);
+            if let Err(e) = std::fs::hard_link(existing, path) {
+                self.error(path, format!("cannot link to {}: {e}", existing.display()));
+            }
+        }
+        for (path, node) in &plan.symlinks {
+            remove_existing_non_dir(path);
+            let target = std::ffi::OsStr::from_bytes(&node.link_target);
+            if let Err(e) = std::os::unix::fs::symlink(target, path) {
+                self.error(path, format!("cannot create symlink: {e}"));
+            }
+        }
+        let apply = |path: &Path, node: &Node| {
+            let failed = fsmeta::apply_metadata(path, node, chown);
+            if !failed.0.is_empty() {
+                self.error(path, format!("metadata not restored: {}", failed.0.join(", ")));
+            }
+        };
+        plan.files.par_iter().for_each(|f| apply(&f.path, &f.node));
+        for (path, node) in plan.symlinks.iter().chain(&plan.specials) {
+            apply(path, node);
+        }
+        for (path, node) in plan.dirs.iter().rev() {
+            apply(path, node);
+        }
+    }
+}
+
+/// Splits blobs sorted by offset into runs read with one request each.
+fn merge_ranges(blobs: &[BlobLocation]) -> Vec<&[BlobLocation]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let split = i == blobs.len() || {
+            let prev = &blobs[i - 1].entry;
+            let next = &blobs[i].entry;
+            let prev_end = u64::from(prev.offset) + u64::from(prev.length);
+            let gap = u64::from(next.offset).saturating_sub(prev_end);
+            let span = u64::from(next.offset) + u64::from(next.length) - u64::from(blobs[start].entry.offset);
+            gap > MERGE_GAP || span > MAX_READ
+        };
+        if split {
+            out.push(&blobs[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Creates a directory, accepting an existing directory but never a symlink.
+fn create_dir(path: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(path)?;
+            if meta.is_dir() {
+                Ok(())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates (or truncates) a regular file of `size` bytes, all holes.
+fn create_file(path: &Path, size: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    file.set_len(size)?;
+    Ok(file)
+}
+
+/// Removes a file or symlink in the way of a link, symlink or special file.
+fn remove_existing_non_dir(path: &Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.is_dir() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

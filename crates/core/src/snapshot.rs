@@ -26,7 +26,7 @@ pub struct Summary {
     pub blobs_added: u64,
     /// Plaintext bytes of those blobs.
     pub bytes_added_raw: u64,
-    /// Bytes written to the repository (packs and index files).
+    /// Bytes of pack files written to the repository.
     pub bytes_added_stored: u64,
     pub duration_seconds: f64,
 }
@@ -117,8 +117,7 @@ pub fn latest_matching(repo: &Repository, host: &str, paths: &[String]) -> Resul
     wanted.sort();
     Ok(list(repo)?
         .into_iter()
-        .filter(|(_, s)| s.host == host && s.sorted_paths() == wanted)
-        .next_back())
+        .rfind(|(_, s)| s.host == host && s.sorted_paths() == wanted))
 }
 
 /// This machine's host name.

@@ -111,7 +111,7 @@ impl Tree {
     /// Decodes and checks a tree read from the repository.
     pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Self> {
         let what = || format!("tree {id}");
-        let tree: Tree = postcard::from_bytes(bytes).map_err(|e| Error::corrupt(what(), e))?;
+        let tree: Tree = crate::codec::decode_exact(bytes).map_err(|e| Error::corrupt(what(), e))?;
         for (i, node) in tree.nodes.iter().enumerate() {
             if !is_valid_name(&node.name) {
                 return Err(Error::corrupt(
@@ -123,7 +123,10 @@ impl Tree {
                 return Err(Error::corrupt(what(), "entries are not strictly sorted by name"));
             }
             if (node.kind == NodeKind::Dir) != node.subtree.is_some() {
-                return Err(Error::corrupt(what(), format!("entry {:?} has a subtree only a directory may have", node.name_lossy())));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("entry {:?} has a subtree only a directory may have", node.name_lossy()),
+                ));
             }
         }
         Ok(tree)
@@ -198,7 +201,10 @@ mod tests {
                 node.mtime_ns = mtime;
                 node.size = size;
                 node.content = content.into_iter().map(BlobId).collect();
-                node.xattrs = vec![Xattr { name: b"user.x".to_vec(), value }];
+                node.xattrs = vec![Xattr {
+                    name: b"user.x".to_vec(),
+                    value,
+                }];
                 node
             })
     }
@@ -219,14 +225,21 @@ mod tests {
     fn hostile_names_are_rejected() {
         let id = BlobId([0; 32]);
         for bad in [&b".."[..], b".", b"", b"a/b", b"a\0b"] {
-            let tree = Tree { nodes: vec![Node::new(bad.to_vec(), NodeKind::File)] };
+            let tree = Tree {
+                nodes: vec![Node::new(bad.to_vec(), NodeKind::File)],
+            };
             assert!(Tree::decode(&id, &tree.encode()).is_err(), "{bad:?}");
         }
         let dup = Tree {
-            nodes: vec![Node::new(b"a".to_vec(), NodeKind::File), Node::new(b"a".to_vec(), NodeKind::File)],
+            nodes: vec![
+                Node::new(b"a".to_vec(), NodeKind::File),
+                Node::new(b"a".to_vec(), NodeKind::File),
+            ],
         };
         assert!(Tree::decode(&id, &dup.encode()).is_err());
-        let dir_without_subtree = Tree { nodes: vec![Node::new(b"d".to_vec(), NodeKind::Dir)] };
+        let dir_without_subtree = Tree {
+            nodes: vec![Node::new(b"d".to_vec(), NodeKind::Dir)],
+        };
         assert!(Tree::decode(&id, &dir_without_subtree.encode()).is_err());
         assert!(Tree::decode(&id, b"\xff\xff\xff\xff\xff\xff\xff").is_err());
     }

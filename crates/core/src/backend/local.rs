@@ -90,7 +90,12 @@ impl Backend for LocalBackend {
 
     fn create(&self) -> BackendResult<()> {
         fs::create_dir_all(&self.root).map_err(|e| Self::io_err("create", &self.root, e))?;
-        for kind in [ObjectKind::Key, ObjectKind::Index, ObjectKind::Snapshot, ObjectKind::Lock] {
+        for kind in [
+            ObjectKind::Key,
+            ObjectKind::Index,
+            ObjectKind::Snapshot,
+            ObjectKind::Lock,
+        ] {
             let dir = self.dir(kind);
             fs::create_dir_all(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
         }
@@ -240,7 +245,13 @@ mod tests {
             Err(BackendError::ShortRead { .. })
         ));
         let listed = backend.list(ObjectKind::Pack).unwrap();
-        assert_eq!(listed, vec![ObjectInfo { name: name.clone(), size: 10 }]);
+        assert_eq!(
+            listed,
+            vec![ObjectInfo {
+                name: name.clone(),
+                size: 10
+            }]
+        );
         backend.delete(ObjectKind::Pack, &name).unwrap();
         assert!(backend.read(ObjectKind::Pack, &name).unwrap_err().is_not_found());
         assert!(backend.read(ObjectKind::Index, "../config").is_err());

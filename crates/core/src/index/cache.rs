@@ -93,6 +93,23 @@ pub struct SyncStats {
     pub rebuilt: bool,
 }
 
+enum OpenError {
+    /// The file is not a usable cache for this repository: replace it.
+    Damaged(String),
+    /// Anything else (locking, I/O): report it.
+    Other(String),
+}
+
+impl OpenError {
+    fn into_error(self, path: &Path) -> Error {
+        let (OpenError::Damaged(reason) | OpenError::Other(reason)) = self;
+        Error::Cache {
+            path: path.to_path_buf(),
+            reason,
+        }
+    }
+}
+
 pub struct IndexCache {
     db: Database,
     path: PathBuf,
@@ -111,22 +128,21 @@ impl IndexCache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let cache = match Self::open_file(path, repo_id) {
-            Ok(cache) => cache,
-            Err(first) => {
-                tracing::warn!("rebuilding the index cache: {first}");
-                let _ = std::fs::remove_file(path);
-                Self::open_file(path, repo_id)?
+        match Self::open_file(path, repo_id) {
+            Ok(cache) => Ok(cache),
+            // Only a file known to be bad is replaced: another snap process may
+            // have a healthy cache open, and a passing I/O error is no reason to
+            // throw the cache away.
+            Err(OpenError::Damaged(reason)) => {
+                tracing::warn!("rebuilding the index cache {}: {reason}", path.display());
+                std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                Self::open_file(path, repo_id).map_err(|e| e.into_error(path))
             }
-        };
-        Ok(cache)
+            Err(e) => Err(e.into_error(path)),
+        }
     }
 
-    fn open_file(path: &Path, repo_id: &str) -> Result<Self> {
-        let err = |e: &dyn std::fmt::Display| Error::Cache {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+    fn open_file(path: &Path, repo_id: &str) -> Result<Self, OpenError> {
         // redb documents that a plain open of a damaged file may panic; a
         // damaged cache must cost a rebuild, never the backup.
         let db = std::panic::catch_unwind(|| {
@@ -135,30 +151,48 @@ impl IndexCache {
                 .set_concurrency_mode(ConcurrencyMode::MultiWriter)
                 .create(path)
         })
-        .map_err(|_| err(&"the database file is damaged"))?
-        .map_err(|e| err(&e))?;
+        .map_err(|_| OpenError::Damaged("opening it panicked".into()))?
+        .map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Io(ref io))
+                if io.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                OpenError::Damaged(e.to_string())
+            }
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch
+            | redb::DatabaseError::Storage(redb::StorageError::Io(_)) => OpenError::Other(e.to_string()),
+            e => OpenError::Damaged(e.to_string()),
+        })?;
+        let other = |e: &dyn std::fmt::Display| OpenError::Other(e.to_string());
         let cache = IndexCache {
             db,
             path: path.to_path_buf(),
         };
-        let txn = cache.db.begin_write().map_err(|e| err(&e))?;
+        let txn = cache.db.begin_write().map_err(|e| other(&e))?;
         {
-            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
-            let stored_repo = meta.get("repository").map_err(|e| err(&e))?.map(|v| v.value().to_string());
-            let stored_schema = meta.get("schema").map_err(|e| err(&e))?.map(|v| v.value().to_string());
+            let mut meta = txn.open_table(META).map_err(|e| OpenError::Damaged(e.to_string()))?;
+            let stored_repo = meta
+                .get("repository")
+                .map_err(|e| other(&e))?
+                .map(|v| v.value().to_string());
+            let stored_schema = meta
+                .get("schema")
+                .map_err(|e| other(&e))?
+                .map(|v| v.value().to_string());
             match (stored_repo.as_deref(), stored_schema.as_deref()) {
                 (Some(r), Some(SCHEMA)) if r == repo_id => {}
                 (None, None) => {
-                    meta.insert("repository", repo_id).map_err(|e| err(&e))?;
-                    meta.insert("schema", SCHEMA).map_err(|e| err(&e))?;
+                    meta.insert("repository", repo_id).map_err(|e| other(&e))?;
+                    meta.insert("schema", SCHEMA).map_err(|e| other(&e))?;
                 }
-                _ => return Err(err(&"made for another repository or cache schema")),
+                _ => return Err(OpenError::Damaged("made for another repository or cache schema".into())),
             }
-            txn.open_table(BLOBS).map_err(|e| err(&e))?;
-            txn.open_table(PACKS).map_err(|e| err(&e))?;
-            txn.open_table(INDEX_FILES).map_err(|e| err(&e))?;
+            txn.open_table(BLOBS).map_err(|e| OpenError::Damaged(e.to_string()))?;
+            txn.open_table(PACKS).map_err(|e| OpenError::Damaged(e.to_string()))?;
+            txn.open_table(INDEX_FILES)
+                .map_err(|e| OpenError::Damaged(e.to_string()))?;
         }
-        txn.commit().map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| other(&e))?;
         Ok(cache)
     }
 

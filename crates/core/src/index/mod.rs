@@ -55,12 +55,13 @@ impl IndexFile {
             return Err(Error::corrupt(what(), "too short"));
         }
         let raw_len = u64::from_le_bytes(framed[..8].try_into().expect("8 bytes"));
-        // An index file lists at most a few hundred MiB of entries; refuse absurd claims.
-        if raw_len > 1 << 32 {
+        // An index file written by snap lists at most a few hundred MiB of
+        // entries; refuse claims that would only serve to exhaust memory.
+        if raw_len > 1 << 30 {
             return Err(Error::corrupt(what(), format!("claims {raw_len} bytes")));
         }
         let plain = compress::decompress(&framed[8..], raw_len as usize).map_err(|e| Error::corrupt(what(), e))?;
-        postcard::from_bytes(&plain).map_err(|e| Error::corrupt(what(), e))
+        crate::codec::decode_exact(&plain).map_err(|e| Error::corrupt(what(), e))
     }
 }
 
@@ -73,14 +74,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry() -> impl Strategy<Value = PackEntry> {
-        (any::<[u8; 32]>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(id, offset, length, raw_length, tree)| PackEntry {
-            kind: if tree { BlobKind::Tree } else { BlobKind::Data },
-            id: BlobId(id),
-            offset,
-            length,
-            raw_length,
-            encoding: if tree { Encoding::Zstd } else { Encoding::Raw },
-        })
+        (
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+        )
+            .prop_map(|(id, offset, length, raw_length, tree)| PackEntry {
+                kind: if tree { BlobKind::Tree } else { BlobKind::Data },
+                id: BlobId(id),
+                offset,
+                length,
+                raw_length,
+                encoding: if tree { Encoding::Zstd } else { Encoding::Raw },
+            })
     }
 
     proptest! {

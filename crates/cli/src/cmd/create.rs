@@ -1,0 +1,150 @@
+//! `snap create`: back up paths or standard input.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
+use snap_core::compress::Compression;
+use snap_core::id::SnapshotId;
+
+use crate::exit;
+use crate::global::{GlobalArgs, CANCEL};
+use crate::progress::Bar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Back up standard input instead of paths (e.g. a database dump).
+    #[arg(long, conflicts_with = "paths")]
+    stdin: bool,
+    /// File name for the data read with --stdin.
+    #[arg(long, default_value = "stdin", requires = "stdin")]
+    stdin_filename: String,
+    /// Leave out paths matching this gitignore-style pattern (repeatable).
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line (repeatable).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    exclude_files: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Do not cross filesystem boundaries.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Compare with this snapshot instead of the latest of the same host and paths.
+    #[arg(long, conflicts_with = "force")]
+    parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Compression for this backup: off, auto, max or 1..22 (default: the repository's).
+    #[arg(long)]
+    compression: Option<Compression>,
+    /// Worker threads (default: cores + 2).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Serialize)]
+struct CreateJson<'a> {
+    #[serde(flatten)]
+    snapshot: super::SnapshotJson<'a>,
+    warnings: Vec<WarningJson>,
+}
+
+#[derive(Serialize)]
+struct WarningJson {
+    path: String,
+    message: String,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    if args.paths.is_empty() && !args.stdin {
+        bail!(snap_core::Error::InvalidArgument(
+            "nothing to back up: give paths, or --stdin".into()
+        ));
+    }
+    let repo = global.open_or_init_default()?;
+    let parent = if args.force {
+        ParentChoice::None
+    } else if let Some(spec) = &args.parent {
+        let (id, _) = snap_core::snapshot::find(&repo, spec)?;
+        ParentChoice::Snapshot(id)
+    } else {
+        ParentChoice::Latest
+    };
+    let source = if args.stdin {
+        Source::Stdin {
+            filename: args.stdin_filename,
+        }
+    } else {
+        Source::Paths(args.paths)
+    };
+    let options = ArchiveOptions {
+        source,
+        excludes: args.excludes,
+        exclude_files: args.exclude_files,
+        one_file_system: args.one_file_system,
+        tags: args.tags,
+        host: args.host.unwrap_or_else(snap_core::snapshot::hostname),
+        parent,
+        compression: args.compression,
+        threads: args.threads,
+    };
+    let bar = Bar::new(global.quiet, global.json);
+    let result = archiver::archive(&repo, options, &bar, &CANCEL);
+    bar.finish();
+    let result = result.context("backup failed")?;
+    let s = &result.snapshot;
+    if global.json {
+        super::print_json(&CreateJson {
+            snapshot: super::SnapshotJson::new(&result.id, s),
+            warnings: result
+                .warnings
+                .iter()
+                .map(|(p, m)| WarningJson {
+                    path: p.to_string_lossy().into_owned(),
+                    message: m.clone(),
+                })
+                .collect(),
+        })?;
+    } else if !global.quiet {
+        print_summary(&result.id, s);
+    }
+    if s.summary.errors > 0 {
+        eprintln!(
+            "warning: {} files or directories could not be read and are not in snapshot {}",
+            s.summary.errors,
+            result.id.short()
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}
+
+fn print_summary(id: &SnapshotId, s: &snap_core::snapshot::Snapshot) {
+    let m = &s.summary;
+    println!("snapshot {} saved", id.short());
+    println!(
+        "  files:  {} new, {} changed, {} unmodified; {} directories",
+        m.files_new, m.files_changed, m.files_unmodified, m.dirs
+    );
+    println!(
+        "  read:   {} of {} in {:.1} s",
+        super::human_bytes(m.bytes_read),
+        super::human_bytes(m.bytes_total),
+        m.duration_seconds
+    );
+    println!(
+        "  added:  {} stored ({} before compression) in {} new blobs",
+        super::human_bytes(m.bytes_added_stored),
+        super::human_bytes(m.bytes_added_raw),
+        m.blobs_added
+    );
+}

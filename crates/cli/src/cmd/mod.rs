@@ -1,0 +1,74 @@
+//! One module per subcommand.
+
+pub mod create;
+pub mod init;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+
+use serde::Serialize;
+use snap_core::id::SnapshotId;
+use snap_core::snapshot::Snapshot;
+
+/// Prints one JSON document on stdout.
+pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// The stable JSON form of a snapshot (`snap snapshots --json`, `snap create --json`).
+#[derive(Serialize)]
+pub struct SnapshotJson<'a> {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub host: &'a str,
+    pub username: &'a str,
+    pub paths: &'a [String],
+    pub tags: &'a [String],
+    pub tree: String,
+    pub parent: Option<String>,
+    pub program_version: &'a str,
+    pub summary: &'a snap_core::snapshot::Summary,
+}
+
+impl<'a> SnapshotJson<'a> {
+    pub fn new(id: &SnapshotId, s: &'a Snapshot) -> Self {
+        SnapshotJson {
+            id: id.to_hex(),
+            short_id: id.short(),
+            time: s.time.to_string(),
+            host: &s.host,
+            username: &s.username,
+            paths: &s.paths,
+            tags: &s.tags,
+            tree: s.tree.to_hex(),
+            parent: s.parent.map(|p| p.to_hex()),
+            program_version: &s.program_version,
+            summary: &s.summary,
+        }
+    }
+}
+
+/// Sizes for people: 1.5 GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A timestamp in the local time zone, to the second.
+pub fn local_time(t: &jiff::Timestamp) -> String {
+    t.to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}

@@ -1,0 +1,103 @@
+//! `snap restore`: write a snapshot, or parts of it, into a directory.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use snap_core::restorer::{self, RestoreOptions};
+
+use crate::exit;
+use crate::global::{GlobalArgs, CANCEL};
+use crate::progress::Bar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot: `latest`, an id or a unique id prefix.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(short, long)]
+    target: PathBuf,
+    /// Restore only this path of the snapshot, as shown by `snap ls`; it lands
+    /// in the target under its own name (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<PathBuf>,
+    /// Restore only entries matching this gitignore-style pattern (repeatable).
+    #[arg(long = "include", value_name = "PATTERN")]
+    includes: Vec<String>,
+    /// Do not restore entries matching this gitignore-style pattern (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Worker threads (default: cores + 2).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Serialize)]
+struct RestoreJson {
+    snapshot: String,
+    target: String,
+    files: u64,
+    dirs: u64,
+    other: u64,
+    bytes: u64,
+    errors: Vec<ErrorJson>,
+}
+
+#[derive(Serialize)]
+struct ErrorJson {
+    path: String,
+    message: String,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    let repo = global.open()?;
+    let (id, snapshot) = snap_core::snapshot::find(&repo, &args.snapshot)?;
+    let options = RestoreOptions {
+        target: args.target.clone(),
+        paths: args.paths,
+        includes: args.includes,
+        excludes: args.excludes,
+        ownership: None,
+        threads: args.threads,
+    };
+    let bar = Bar::new(global.quiet, global.json);
+    let result = restorer::restore(&repo, &snapshot, &options, &bar, &CANCEL);
+    bar.finish();
+    let result = result.with_context(|| format!("cannot restore snapshot {}", id.short()))?;
+    if global.json {
+        super::print_json(&RestoreJson {
+            snapshot: id.to_hex(),
+            target: args.target.to_string_lossy().into_owned(),
+            files: result.files,
+            dirs: result.dirs,
+            other: result.other,
+            bytes: result.bytes,
+            errors: result
+                .errors
+                .iter()
+                .map(|(p, m)| ErrorJson {
+                    path: p.to_string_lossy().into_owned(),
+                    message: m.clone(),
+                })
+                .collect(),
+        })?;
+    } else if !global.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} directories, {} other, {}",
+            id.short(),
+            args.target.display(),
+            result.files,
+            result.dirs,
+            result.other,
+            super::human_bytes(result.bytes)
+        );
+    }
+    if !result.errors.is_empty() {
+        eprintln!(
+            "error: {} entries were not restored completely (listed above); `snap verify --read-data` finds damaged data",
+            result.errors.len()
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,41 @@
+//! Exit codes, one table for every command (also in README.md).
+
+use snap_core::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// The command failed (damaged repository, I/O error, ...).
+pub const FAILED: i32 = 1;
+/// Bad command line (clap uses this code too).
+pub const USAGE: i32 = 2;
+/// Done, but incomplete: a backup skipped unreadable files (the snapshot was
+/// written), or a restore could not restore some files.
+pub const INCOMPLETE: i32 = 3;
+/// No repository at the given location.
+pub const NO_REPOSITORY: i32 = 10;
+/// The repository is locked by another process.
+#[allow(dead_code)] // locks arrive with `forget`/`prune`
+pub const LOCKED: i32 = 11;
+/// Wrong password, or none given for an encrypted repository.
+pub const WRONG_PASSWORD: i32 = 12;
+/// Interrupted by Ctrl-C or SIGTERM; nothing half-written is visible.
+pub const INTERRUPTED: i32 = 130;
+
+/// The exit code for an error, looking through `anyhow` context layers.
+pub fn code_for(error: &anyhow::Error) -> i32 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return match e {
+                Error::NotARepository { .. } => NO_REPOSITORY,
+                Error::WrongPassword => WRONG_PASSWORD,
+                Error::Interrupted => INTERRUPTED,
+                Error::InvalidArgument(_) | Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot { .. } => USAGE,
+                _ => FAILED,
+            };
+        }
+        if cause.downcast_ref::<crate::password::NoPassword>().is_some() {
+            return WRONG_PASSWORD;
+        }
+    }
+    FAILED
+}

@@ -1,0 +1,110 @@
+//! Options every command takes, and how they become an open repository.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use snap_core::backend::{Backend, LocalBackend};
+use snap_core::repo::{InitOptions, Repository};
+use snap_core::Error;
+
+use crate::password::{self, Prompt};
+
+#[derive(clap::Args)]
+pub struct GlobalArgs {
+    /// Repository location (a directory). Default: $XDG_DATA_HOME/snap/repository
+    #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "SNAP_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Directory of the local index cache. Default: $XDG_CACHE_HOME/snap
+    #[arg(long, env = "SNAP_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (see README for the schemas).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging on stderr (-v info, -vv debug); SNAP_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Set by Ctrl-C / SIGTERM; operations stop at the next safe point.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::SeqCst) {
+            // A second interrupt: the user wants out now. Everything written
+            // so far is whole (atomic writes), so leaving is safe.
+            std::process::exit(crate::exit::INTERRUPTED);
+        }
+        eprintln!("interrupted: finishing the current writes (press Ctrl-C again to quit at once)");
+    });
+}
+
+impl GlobalArgs {
+    /// The repository location, and whether it is the implicit default.
+    pub fn location(&self) -> Result<(PathBuf, bool)> {
+        match &self.repo {
+            Some(path) => Ok((path.clone(), false)),
+            None => {
+                let data = dirs::data_dir().context("no home directory: give the repository with -r/--repo")?;
+                Ok((data.join("snap").join("repository"), true))
+            }
+        }
+    }
+
+    pub fn cache_root(&self) -> Result<PathBuf> {
+        match &self.cache_dir {
+            Some(path) => Ok(path.clone()),
+            None => Ok(dirs::cache_dir()
+                .context("no home directory: give the cache directory with --cache-dir")?
+                .join("snap")),
+        }
+    }
+
+    pub fn backend(&self) -> Result<(Arc<dyn Backend>, bool)> {
+        let (path, default) = self.location()?;
+        Ok((Arc::new(LocalBackend::new(path)), default))
+    }
+
+    /// Opens the repository, asking for the password only if it is encrypted.
+    pub fn open(&self) -> Result<Repository> {
+        let (backend, _) = self.backend()?;
+        self.open_backend(backend)
+    }
+
+    fn open_backend(&self, backend: Arc<dyn Backend>) -> Result<Repository> {
+        let location = backend.location();
+        let config = snap_core::repo::read_config(backend.as_ref())?;
+        let password = match config.body.encryption {
+            snap_core::crypto::Encryption::None => None,
+            _ => Some(password::get(self.password_file.as_deref(), Prompt::Existing)?),
+        };
+        Repository::open(backend, password.as_ref(), &self.cache_root()?)
+            .with_context(|| format!("cannot open repository {location}"))
+    }
+
+    /// Opens the repository; the default repository is created on first use.
+    pub fn open_or_init_default(&self) -> Result<Repository> {
+        let (backend, default) = self.backend()?;
+        match snap_core::repo::read_config(backend.as_ref()) {
+            Err(Error::NotARepository { .. }) if default => {
+                let location = backend.location();
+                let password = password::get(self.password_file.as_deref(), Prompt::New)?;
+                let repo = Repository::init(backend, Some(&password), &InitOptions::default(), &self.cache_root()?)
+                    .with_context(|| format!("cannot create the default repository at {location}"))?;
+                if !self.quiet && !self.json {
+                    eprintln!("created repository {location}");
+                }
+                Ok(repo)
+            }
+            _ => self.open_backend(backend),
+        }
+    }
+}
