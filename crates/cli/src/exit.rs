@@ -14,7 +14,6 @@ pub const INCOMPLETE: i32 = 3;
 /// No repository at the given location.
 pub const NO_REPOSITORY: i32 = 10;
 /// The repository is locked by another process.
-#[allow(dead_code)] // locks arrive with `forget`/`prune`
 pub const LOCKED: i32 = 11;
 /// Wrong password, or none given for an encrypted repository.
 pub const WRONG_PASSWORD: i32 = 12;
@@ -29,6 +28,7 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 Error::NotARepository { .. } => NO_REPOSITORY,
                 Error::WrongPassword => WRONG_PASSWORD,
                 Error::Interrupted => INTERRUPTED,
+                Error::Locked { .. } => LOCKED,
                 Error::InvalidArgument(_) | Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot { .. } => USAGE,
                 _ => FAILED,
             };

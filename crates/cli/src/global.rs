@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use snap_core::backend::{Backend, LocalBackend};
+use snap_core::lock::{self, LockGuard, LockKind};
 use snap_core::repo::{InitOptions, Repository};
 use snap_core::Error;
 
@@ -28,6 +29,9 @@ pub struct GlobalArgs {
     /// Print nothing but errors and warnings.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// How long to wait for a conflicting repository lock, e.g. `5m` (default: fail at once).
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub retry_lock: Option<humantime::Duration>,
     /// More logging on stderr (-v info, -vv debug); SNAP_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -48,6 +52,10 @@ pub fn install_interrupt_handler() {
 }
 
 impl GlobalArgs {
+    pub fn retry_lock(&self) -> std::time::Duration {
+        self.retry_lock.map(Into::into).unwrap_or_default()
+    }
+
     /// The repository location, and whether it is the implicit default.
     pub fn location(&self) -> Result<(PathBuf, bool)> {
         match &self.repo {
@@ -56,6 +64,24 @@ impl GlobalArgs {
                 let data = dirs::data_dir().context("no home directory: give the repository with -r/--repo")?;
                 Ok((data.join("snap").join("repository"), true))
             }
+        }
+    }
+
+    /// Takes a repository lock, waiting up to `--retry-lock`.
+    pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<LockGuard> {
+        Ok(lock::acquire(repo, kind, operation, self.retry_lock())?)
+    }
+
+    /// A shared lock for commands that only read: on a read-only repository,
+    /// where no lock can be written, they go on without one.
+    pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<LockGuard>> {
+        match lock::acquire(repo, LockKind::Shared, operation, self.retry_lock()) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(Error::Backend(e)) => {
+                tracing::warn!("going on without a lock: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -32,6 +32,8 @@ enum Command {
     Snapshots(cmd::snapshots::Args),
     /// List the files in a snapshot.
     Ls(cmd::ls::Args),
+    /// Check that the repository is whole (--read-data: every byte).
+    Verify(cmd::verify::Args),
 }
 
 fn main() {
@@ -57,6 +59,7 @@ fn main() {
         Command::Restore(args) => cmd::restore::run(&cli.global, args),
         Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
+        Command::Verify(args) => cmd::verify::run(&cli.global, args),
     };
     let code = match result {
         Ok(code) => code,

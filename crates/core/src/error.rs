@@ -50,6 +50,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    #[error("the repository is locked: {holder}; wait, or run `snap unlock` if that process is gone")]
+    Locked { holder: String },
+
     #[error("interrupted")]
     Interrupted,
 }

@@ -9,9 +9,9 @@
 //! |---|---|
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
-//! | 2 | [`pack`], [`index`], [`repo`], [`packer`] |
+//! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`] |
 //! | 3 | [`tree`], [`snapshot`] |
-//! | 4 | [`archiver`], [`restorer`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -27,13 +27,16 @@ pub mod fsmeta;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod pack;
 pub mod packer;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;
 pub mod tree;
+pub mod verify;
 
 pub use error::{Error, Result};
 

@@ -50,6 +50,9 @@ struct OpenPacks {
 pub struct Packer {
     repo: Repository,
     compression: Compression,
+    /// False when repacking: the blobs are in the index (in packs about to
+    /// be deleted) and must be stored again.
+    skip_indexed: bool,
     pack_size: usize,
     open: Mutex<OpenPacks>,
     seen: Mutex<HashSet<BlobId>>,
@@ -61,6 +64,16 @@ pub struct Packer {
 
 impl Packer {
     pub fn new(repo: &Repository, compression: Compression) -> Self {
+        Self::with_mode(repo, compression, true)
+    }
+
+    /// A packer for prune: stores every blob handed in once, even when the
+    /// index already lists it.
+    pub fn for_repack(repo: &Repository, compression: Compression) -> Self {
+        Self::with_mode(repo, compression, false)
+    }
+
+    fn with_mode(repo: &Repository, compression: Compression, skip_indexed: bool) -> Self {
         let pack_size = repo.config().pack_size as usize;
         let (sender, receiver) = sync_channel(UPLOAD_QUEUE);
         let uploader_repo = repo.clone();
@@ -71,6 +84,7 @@ impl Packer {
         Packer {
             repo: repo.clone(),
             compression,
+            skip_indexed,
             pack_size,
             open: Mutex::new(OpenPacks {
                 data: PackWriter::new(BlobKind::Data, 0),
@@ -93,7 +107,7 @@ impl Packer {
 
     /// Like [`Packer::add`] for a caller that already hashed `data`.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<bool> {
-        if self.repo.index().lookup(&id)?.is_some() {
+        if self.skip_indexed && self.repo.index().lookup(&id)?.is_some() {
             return Ok(false);
         }
         if !self.seen.lock().expect("packer lock").insert(id) {

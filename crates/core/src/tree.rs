@@ -181,6 +181,44 @@ pub fn lookup_path(repo: &Repository, root: &BlobId, components: &[Vec<u8>]) -> 
     Ok(None)
 }
 
+/// Visits every tree reachable from `roots` once, depth-first, with the path
+/// of the directory it lists. A tree that cannot be loaded is passed to
+/// `on_error` and its subtrees are not visited. Remembers visited tree ids,
+/// so memory grows with the number of distinct directories.
+pub fn walk_trees(
+    repo: &Repository,
+    roots: &[BlobId],
+    visit: &mut dyn FnMut(&BlobId, &Tree, &std::path::Path) -> Result<()>,
+    on_error: &mut dyn FnMut(&BlobId, &std::path::Path, Error) -> Result<()>,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<(BlobId, std::path::PathBuf)> = roots
+        .iter()
+        .rev()
+        .map(|r| (*r, std::path::PathBuf::from("/")))
+        .collect();
+    while let Some((id, path)) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let tree = match Tree::load(repo, &id) {
+            Ok(tree) => tree,
+            Err(e) => {
+                on_error(&id, &path, e)?;
+                continue;
+            }
+        };
+        visit(&id, &tree, &path)?;
+        for node in tree.nodes.iter().rev() {
+            if let Some(sub) = node.subtree {
+                use std::os::unix::ffi::OsStrExt;
+                stack.push((sub, path.join(std::ffi::OsStr::from_bytes(&node.name))));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

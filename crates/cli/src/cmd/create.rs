@@ -71,6 +71,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         ));
     }
     let repo = global.open_or_init_default()?;
+    let _lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
     let parent = if args.force {
         ParentChoice::None
     } else if let Some(spec) = &args.parent {

@@ -5,6 +5,7 @@ pub mod init;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod verify;
 
 use serde::Serialize;
 use snap_core::id::SnapshotId;

@@ -51,6 +51,7 @@ struct ErrorJson {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
+    let _lock = global.read_lock(&repo, "restore")?;
     let (id, snapshot) = snap_core::snapshot::find(&repo, &args.snapshot)?;
     let options = RestoreOptions {
         target: args.target.clone(),

@@ -87,10 +87,12 @@ fn decode_location(id: &BlobId, v: &[u8]) -> Option<BlobLocation> {
 }
 
 /// What a sync did.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SyncStats {
     pub index_files_loaded: usize,
     pub rebuilt: bool,
+    /// Index files that could not be read or decoded, with why.
+    pub damaged: Vec<(IndexId, String)>,
 }
 
 enum OpenError {
@@ -220,13 +222,28 @@ impl IndexCache {
         let mut missing: Vec<IndexId> = listed.into_iter().filter(|id| !known.contains(id)).collect();
         missing.sort();
         for batch in missing.chunks(SYNC_BATCH) {
-            let files = batch
+            let results: Vec<(IndexId, Result<IndexFile>)> = batch
                 .par_iter()
                 .map(|id| {
-                    let bytes = backend.read(ObjectKind::Index, &id.to_hex())?;
-                    Ok((*id, IndexFile::decode(crypto, id, &bytes)?))
+                    let loaded = backend
+                        .read(ObjectKind::Index, &id.to_hex())
+                        .map_err(Error::from)
+                        .and_then(|bytes| IndexFile::decode(crypto, id, &bytes));
+                    (*id, loaded)
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect();
+            let mut files = Vec::with_capacity(results.len());
+            for (id, loaded) in results {
+                match loaded {
+                    Ok(file) => files.push((id, file)),
+                    // Left unrecorded, so the next sync tries it again; `verify`
+                    // reports it and `repair index` replaces it.
+                    Err(e) => {
+                        tracing::warn!("skipping index file {id}: {e}");
+                        stats.damaged.push((id, e.to_string()));
+                    }
+                }
+            }
             self.insert(&files)?;
             stats.index_files_loaded += files.len();
         }

@@ -1,0 +1,68 @@
+//! `snap verify`: check that the repository is whole.
+
+use anyhow::{Context, Result};
+use snap_core::verify::{self, DataSubset, Severity, VerifyOptions};
+
+use crate::exit;
+use crate::global::{GlobalArgs, CANCEL};
+use crate::progress::Bar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also read every pack and check every blob against its id.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the data: `n/m` (part n of m), `10%`, or a size such as `2GiB`.
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<DataSubset>,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    let repo = global.open()?;
+    let _lock = global.read_lock(&repo, "verify")?;
+    let read_data = match (args.read_data, args.read_data_subset) {
+        (true, _) => Some(DataSubset::All),
+        (false, subset) => subset,
+    };
+    let bar = Bar::new(global.quiet, global.json);
+    let report = verify::verify(&repo, &VerifyOptions { read_data }, &bar, &CANCEL);
+    bar.finish();
+    let report = report.context("verify failed")?;
+    if global.json {
+        super::print_json(&report)?;
+    } else {
+        for p in &report.problems {
+            let label = match p.severity {
+                Severity::Error => "error",
+                Severity::Notice => "notice",
+            };
+            eprintln!("{label}: {}: {}", p.object, p.message);
+            for (i, a) in p.affects.iter().enumerate() {
+                if i == 20 {
+                    eprintln!("  ... and {} more", p.affects.len() - 20);
+                    break;
+                }
+                eprintln!("  used by {} in snapshot {}", a.path, &a.snapshot[..8]);
+            }
+        }
+        if !global.quiet {
+            let s = &report.stats;
+            println!(
+                "checked {} snapshots, {} index files, {} packs ({} read, {}), {} trees, {} blob references",
+                s.snapshots,
+                s.index_files,
+                s.packs,
+                s.packs_read,
+                super::human_bytes(s.bytes_read),
+                s.trees,
+                s.blob_references
+            );
+            if report.has_errors() {
+                println!("the repository is damaged: see the errors above");
+            } else {
+                println!("no errors found");
+            }
+        }
+    }
+    Ok(if report.has_errors() { exit::FAILED } else { exit::OK })
+}
