@@ -34,6 +34,14 @@ enum Command {
     Ls(cmd::ls::Args),
     /// Check that the repository is whole (--read-data: every byte).
     Verify(cmd::verify::Args),
+    /// Delete data that no snapshot uses.
+    Prune(cmd::prune::Args),
+    /// Rebuild the index, or rewrite snapshots that reference missing data.
+    Repair(cmd::repair::Args),
+    /// Manage the passwords (key files) of the repository.
+    Key(cmd::key::Args),
+    /// Remove stale locks.
+    Unlock(cmd::unlock::Args),
 }
 
 fn main() {
@@ -60,6 +68,10 @@ fn main() {
         Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
         Command::Verify(args) => cmd::verify::run(&cli.global, args),
+        Command::Prune(args) => cmd::prune::run(&cli.global, args),
+        Command::Repair(args) => cmd::repair::run(&cli.global, args),
+        Command::Key(args) => cmd::key::run(&cli.global, args),
+        Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
     };
     let code = match result {
         Ok(code) => code,

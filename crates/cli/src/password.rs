@@ -43,6 +43,11 @@ pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
     if !std::io::stdin().is_terminal() {
         return Err(NoPassword.into());
     }
+    ask(prompt)
+}
+
+/// Asks on the terminal; a new password is asked twice and must not be empty.
+fn ask(prompt: Prompt) -> Result<Password> {
     let first = rpassword::prompt_password(match prompt {
         Prompt::Existing => "repository password: ",
         Prompt::New => "new repository password: ",
@@ -58,6 +63,22 @@ pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
         }
     }
     Ok(Password::new(first.into_bytes()))
+}
+
+/// A new password for `key add` / `key passwd`: from `file`,
+/// `SNAP_NEW_PASSWORD`, or asked twice on the terminal.
+pub fn get_new(file: Option<&Path>) -> Result<Password> {
+    if let Some(path) = file {
+        let text = std::fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
+        return Ok(Password::new(first_line(text)));
+    }
+    if let Ok(password) = std::env::var("SNAP_NEW_PASSWORD") {
+        return Ok(Password::new(password.into_bytes()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no new password: use --new-password-file or SNAP_NEW_PASSWORD");
+    }
+    ask(Prompt::New)
 }
 
 /// The first line, without its line ending: password files often end in a newline.

@@ -9,9 +9,9 @@
 //! |---|---|
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
-//! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`] |
+//! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -26,12 +26,14 @@ pub mod error;
 pub mod fsmeta;
 pub mod id;
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod packer;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;

@@ -223,6 +223,7 @@ pub fn prune(
                         match state {
                             Some(NOT_KEPT) => {
                                 table.insert(key, number).map_err(|e| cache_err(&e))?;
+                                stats.used_blobs += 1;
                                 plan.used_blobs += 1;
                                 plan.used_bytes += u64::from(blob.length);
                             }

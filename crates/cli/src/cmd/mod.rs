@@ -2,9 +2,13 @@
 
 pub mod create;
 pub mod init;
+pub mod key;
 pub mod ls;
+pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod unlock;
 pub mod verify;
 
 use serde::Serialize;

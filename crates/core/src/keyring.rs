@@ -1,0 +1,82 @@
+//! The key files of an open repository: list, add, remove, change password.
+//! Every key file wraps the same master key; removing one never touches data.
+
+use crate::backend::ObjectKind;
+use crate::error::{Error, Result};
+use crate::id::KeyId;
+use crate::keys::{KdfParams, KeyFile, Password};
+use crate::repo::Repository;
+
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    pub id: KeyId,
+    pub file: KeyFile,
+    /// The key this repository handle was opened with.
+    pub current: bool,
+}
+
+pub fn list(repo: &Repository) -> Result<Vec<KeyEntry>> {
+    let mut out = Vec::new();
+    for info in repo.backend().list(ObjectKind::Key)? {
+        let id = KeyId::from_hex(&info.name).map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
+        let bytes = repo.backend().read(ObjectKind::Key, &info.name)?;
+        out.push(KeyEntry {
+            id,
+            file: KeyFile::from_bytes(&bytes, &info.name)?,
+            current: id == repo.key_id(),
+        });
+    }
+    out.sort_by(|a, b| a.file.created.cmp(&b.file.created));
+    Ok(out)
+}
+
+/// Adds a key file for `password` (another way to open the same repository).
+pub fn add(repo: &Repository, password: &Password, params: KdfParams) -> Result<KeyId> {
+    if repo.config().encryption == crate::crypto::Encryption::None {
+        return Err(Error::InvalidArgument(
+            "an unencrypted repository has no passwords".into(),
+        ));
+    }
+    let file = KeyFile::create(repo.crypto().master_key(), Some(password), params)?;
+    let bytes = file.to_bytes();
+    let id = KeyId::hash_of(&bytes);
+    repo.backend().write(ObjectKind::Key, &id.to_hex(), &bytes)?;
+    Ok(id)
+}
+
+/// Removes the key file whose id starts with `prefix`. The key in use and
+/// the last key are refused.
+pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
+    let keys = list(repo)?;
+    let prefix = prefix.to_ascii_lowercase();
+    let matches: Vec<&KeyEntry> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix)).collect();
+    let key = match matches.as_slice() {
+        [] => return Err(Error::InvalidArgument(format!("no key file matches '{prefix}'"))),
+        [key] => *key,
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "'{prefix}' matches {} key files",
+                matches.len()
+            )))
+        }
+    };
+    if key.current {
+        return Err(Error::InvalidArgument(
+            "this is the key you opened the repository with; open it with another password to remove this one".into(),
+        ));
+    }
+    if keys.len() == 1 {
+        return Err(Error::InvalidArgument("the last key cannot be removed".into()));
+    }
+    repo.backend().delete(ObjectKind::Key, &key.id.to_hex())?;
+    Ok(key.id)
+}
+
+/// Replaces the current key file by one for `new_password`. The new file is
+/// written before the old one is deleted, so a crash leaves both passwords
+/// working, never neither.
+pub fn change_password(repo: &Repository, new_password: &Password, params: KdfParams) -> Result<KeyId> {
+    let id = add(repo, new_password, params)?;
+    repo.backend().delete(ObjectKind::Key, &repo.key_id().to_hex())?;
+    Ok(id)
+}
