@@ -26,7 +26,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyEntry>> {
             current: id == repo.key_id(),
         });
     }
-    out.sort_by(|a, b| a.file.created.cmp(&b.file.created));
+    out.sort_by_key(|k| k.file.created);
     Ok(out)
 }
 

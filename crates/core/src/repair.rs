@@ -285,7 +285,7 @@ fn mark_damaged(node: &mut Node) {
 }
 
 /// Makes names unique after renames by adding `.1`, `.2`, ... to later duplicates.
-fn dedup_names(nodes: &mut Vec<Node>) {
+fn dedup_names(nodes: &mut [Node]) {
     let mut i = 1;
     while i < nodes.len() {
         if nodes[i].name == nodes[i - 1].name {
