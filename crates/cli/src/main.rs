@@ -11,6 +11,7 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
+
 #[derive(Parser)]
 #[command(name = "snap", version, about = "Deduplicating, encrypted snapshots of your files", long_about = None)]
 struct Cli {
@@ -44,7 +45,22 @@ enum Command {
     Unlock(cmd::unlock::Args),
 }
 
+/// glibc's malloc gives each thread an arena of its own and seldom returns
+/// the large, short-lived chunk and pack buffers to the system. One arena is
+/// enough (snap allocates per chunk, not per byte): on a 1 GiB backup, peak
+/// RSS went from 314 MB to 148 MB and system time from 2.7 s to 0.9 s
+/// (docs/performance.md).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAP_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.global.verbose {
