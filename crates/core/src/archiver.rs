@@ -204,6 +204,7 @@ pub fn archive(
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
+    crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
     Ok(ArchiveResult {
         id,

@@ -77,6 +77,7 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
 /// working, never neither.
 pub fn change_password(repo: &Repository, new_password: &Password, params: KdfParams) -> Result<KeyId> {
     let id = add(repo, new_password, params)?;
+    crate::failpoint::hit("key-added");
     repo.backend().delete(ObjectKind::Key, &repo.key_id().to_hex())?;
     Ok(id)
 }

@@ -7,10 +7,10 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`id`], [`error`], [`progress`], [`codec`] |
+//! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
-//! | 3 | [`tree`], [`snapshot`] |
+//! | 3 | [`tree`], [`snapshot`], [`policy`] |
 //! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
@@ -23,6 +23,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod failpoint;
 pub mod fsmeta;
 pub mod id;
 pub mod index;
@@ -31,6 +32,7 @@ pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod packer;
+pub mod policy;
 pub mod progress;
 pub mod prune;
 pub mod repair;

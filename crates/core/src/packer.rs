@@ -205,6 +205,7 @@ fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<Pa
             supersedes: Vec::new(),
         };
         repo.save_index(&file)?;
+        crate::failpoint::hit("index-written");
         stats.index_files_written += 1;
         Ok(())
     };
@@ -214,6 +215,7 @@ fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<Pa
             let _ = flush(&mut pending, &mut stats);
             return Err(e.into());
         }
+        crate::failpoint::hit("pack-written");
         stats.packs_written += 1;
         stats.bytes_added_stored += pack.bytes.len() as u64;
         pending.push(IndexedPack {

@@ -325,6 +325,7 @@ pub fn prune(
         let finished = packer.finish();
         copied?;
         finished?;
+        crate::failpoint::hit("prune-repacked");
     }
 
     // 3b. New index files for the packs that stay, superseding all old ones.
@@ -356,14 +357,17 @@ pub fn prune(
         }
     }
     write_index(&mut pending)?;
+    crate::failpoint::hit("prune-index-written");
 
     // 3c. Old index files go before any pack does.
     for index_id in &index_files {
+        crate::failpoint::hit("prune-index-deleting");
         repo.backend().delete(ObjectKind::Index, &index_id.to_hex())?;
         stats.index_files_replaced += 1;
     }
     // 3d. Now no index lists these packs: delete them.
     for id in to_delete.iter().chain(&to_repack).chain(&unindexed) {
+        crate::failpoint::hit("prune-packs-deleting");
         match repo.backend().delete(ObjectKind::Pack, &id.to_hex()) {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
