@@ -11,7 +11,6 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
-
 #[derive(Parser)]
 #[command(name = "snap", version, about = "Deduplicating, encrypted snapshots of your files", long_about = None)]
 struct Cli {
@@ -35,6 +34,8 @@ enum Command {
     Ls(cmd::ls::Args),
     /// Check that the repository is whole (--read-data: every byte).
     Verify(cmd::verify::Args),
+    /// Remove snapshots by id or by a retention policy.
+    Forget(cmd::forget::Args),
     /// Delete data that no snapshot uses.
     Prune(cmd::prune::Args),
     /// Rebuild the index, or rewrite snapshots that reference missing data.
@@ -84,6 +85,7 @@ fn main() {
         Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
         Command::Verify(args) => cmd::verify::run(&cli.global, args),
+        Command::Forget(args) => cmd::forget::run(&cli.global, args),
         Command::Prune(args) => cmd::prune::run(&cli.global, args),
         Command::Repair(args) => cmd::repair::run(&cli.global, args),
         Command::Key(args) => cmd::key::run(&cli.global, args),

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod create;
+pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;

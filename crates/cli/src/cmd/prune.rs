@@ -18,7 +18,7 @@ pub struct Args {
     pub max_unused: f64,
 }
 
-fn parse_share(s: &str) -> Result<f64, String> {
+pub fn parse_share(s: &str) -> Result<f64, String> {
     let value = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map_err(|e| e.to_string())? / 100.0,
         None => s.parse::<f64>().map_err(|e| e.to_string())?,

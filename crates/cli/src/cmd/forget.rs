@@ -1,0 +1,222 @@
+//! `snap forget`: remove snapshots by id or by a retention policy.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use snap_core::backend::ObjectKind;
+use snap_core::id::SnapshotId;
+use snap_core::lock::LockKind;
+use snap_core::policy::{self, CalendarDuration, Count, GroupBy, GroupKey, KeepRules};
+use snap_core::snapshot::Snapshot;
+
+use crate::global::GlobalArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshots to remove (ids or unique prefixes), instead of a policy.
+    ids: Vec<String>,
+    /// Keep the N newest snapshots (`unlimited` for all).
+    #[arg(long, value_name = "N")]
+    keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N days with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<Count>,
+    /// Keep the newest snapshot of each of the last N weeks with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N months with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N years with snapshots.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<Count>,
+    /// Keep every snapshot within this duration of the newest, e.g. `1y2m3d4h`.
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
+    keep_within_hourly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
+    keep_within_daily: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
+    keep_within_weekly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
+    keep_within_monthly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
+    keep_within_yearly: Option<CalendarDuration>,
+    /// Keep snapshots with these tags (`a,b` needs both; repeatable).
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    keep_tags: Vec<String>,
+    /// Apply the policy per group of snapshots with equal host, paths, tags.
+    #[arg(long, default_value = "host,paths", value_parser = policy::parse_group_by)]
+    group_by: GroupBy,
+    /// Consider only snapshots of this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Consider only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Allow a policy to remove every snapshot of a group.
+    #[arg(long)]
+    allow_empty_group: bool,
+    /// Show what would be removed and why the rest is kept; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run `prune` afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: repack packs whose unused share exceeds this.
+    #[arg(long, default_value = "5%", value_parser = super::prune::parse_share)]
+    max_unused: f64,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    group: &'a GroupKey,
+    keep: Vec<EntryJson>,
+    remove: Vec<EntryJson>,
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    id: String,
+    time: String,
+    reasons: Vec<String>,
+}
+
+impl Args {
+    fn rules(&self) -> KeepRules {
+        KeepRules {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            within_hourly: self.keep_within_hourly,
+            within_daily: self.keep_within_daily,
+            within_weekly: self.keep_within_weekly,
+            within_monthly: self.keep_within_monthly,
+            within_yearly: self.keep_within_yearly,
+            tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    let repo = global.open()?;
+    let _lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
+    let rules = args.rules();
+    let mut to_remove: Vec<SnapshotId> = Vec::new();
+    if !args.ids.is_empty() {
+        if !rules.is_empty() {
+            bail!(snap_core::Error::InvalidArgument(
+                "give snapshot ids or a policy, not both".into()
+            ));
+        }
+        for spec in &args.ids {
+            let (id, _) = snap_core::snapshot::find(&repo, spec)?;
+            to_remove.push(id);
+        }
+        if !global.quiet && !global.json {
+            for id in &to_remove {
+                println!(
+                    "{} snapshot {}",
+                    if args.dry_run { "would remove" } else { "remove" },
+                    id.short()
+                );
+            }
+        }
+    } else {
+        if rules.is_empty() {
+            bail!(snap_core::Error::InvalidArgument(
+                "no policy: give snapshot ids or --keep-* options (nothing was removed)".into()
+            ));
+        }
+        to_remove = apply_policy(global, &repo, &args, &rules)?;
+    }
+    if !args.dry_run {
+        for id in &to_remove {
+            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
+        }
+        if !global.quiet && !global.json {
+            println!("removed {} snapshots", to_remove.len());
+        }
+    }
+    if args.prune {
+        let prune_args = super::prune::Args {
+            dry_run: args.dry_run,
+            max_unused: args.max_unused,
+        };
+        super::prune::run_locked(global, &repo, &prune_args)?;
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Decides per group, prints the decisions, and returns the snapshots to remove.
+fn apply_policy(
+    global: &GlobalArgs,
+    repo: &snap_core::repo::Repository,
+    args: &Args,
+    rules: &KeepRules,
+) -> Result<Vec<SnapshotId>> {
+    let all: Vec<(SnapshotId, Snapshot)> = snap_core::snapshot::list(repo)?
+        .into_iter()
+        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| args.tags.iter().all(|t| s.tags.contains(t)))
+        .collect();
+    let now = jiff::Timestamp::now();
+    let tz = jiff::tz::TimeZone::system();
+    let mut remove = Vec::new();
+    let mut json_groups = Vec::new();
+    let groups = policy::group(&all, args.group_by);
+    for (key, members) in &groups {
+        let snapshots: Vec<&Snapshot> = members.iter().map(|&i| &all[i].1).collect();
+        let decisions = policy::apply(&snapshots, rules, now, &tz);
+        let kept = decisions.iter().filter(|d| d.keep).count();
+        if kept == 0 && !args.allow_empty_group {
+            bail!(snap_core::Error::InvalidArgument(format!(
+                "the policy would remove every snapshot of group {key}; nothing was removed (--allow-empty-group to do it anyway)"
+            )));
+        }
+        let mut group_json = GroupJson {
+            group: key,
+            keep: Vec::new(),
+            remove: Vec::new(),
+        };
+        if !global.json && !global.quiet {
+            println!("group {key}: keep {kept}, remove {}", decisions.len() - kept);
+        }
+        // Newest first, as people read retention tables.
+        for (&i, decision) in members.iter().zip(&decisions).rev() {
+            let (id, snapshot) = &all[i];
+            let entry = EntryJson {
+                id: id.to_hex(),
+                time: snapshot.time.to_string(),
+                reasons: decision.reasons.clone(),
+            };
+            if !global.json && !global.quiet {
+                let verdict = if decision.keep { "keep  " } else { "remove" };
+                println!(
+                    "  {verdict} {}  {}  {}",
+                    id.short(),
+                    super::local_time(&snapshot.time),
+                    decision.reasons.join(", ")
+                );
+            }
+            if decision.keep {
+                group_json.keep.push(entry);
+            } else {
+                group_json.remove.push(entry);
+                remove.push(*id);
+            }
+        }
+        json_groups.push(group_json);
+    }
+    if global.json {
+        super::print_json(&json_groups)?;
+    }
+    Ok(remove)
+}
