@@ -279,13 +279,23 @@ impl Restorer<'_> {
                 }
                 let file = plan.files.len();
                 let mut offset = 0u64;
+                let mut complete = true;
                 for id in &node.content {
+                    // Offsets come from the index; past a blob of unknown
+                    // length no offset can be trusted, so nothing more of this
+                    // file is written (a wrong byte is worse than a hole).
+                    let Some(len) = self.blob_len(id) else {
+                        self.error(
+                            dest,
+                            format!("content from offset {offset} on is lost: blob {id} is not in the index"),
+                        );
+                        complete = false;
+                        break;
+                    };
                     plan.blobs.entry(*id).or_default().push(Target { file, offset });
-                    // The real length is known once the blob is read; the
-                    // index tells it now so later offsets are right.
-                    offset += self.blob_len(id).unwrap_or(0);
+                    offset += len;
                 }
-                if offset != node.size {
+                if complete && offset != node.size {
                     self.error(
                         dest,
                         format!("content adds up to {offset} bytes, the snapshot says {}", node.size),
