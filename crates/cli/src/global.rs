@@ -69,14 +69,19 @@ impl GlobalArgs {
 
     /// Takes a repository lock, waiting up to `--retry-lock`.
     pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<LockGuard> {
-        Ok(lock::acquire(repo, kind, operation, self.retry_lock())?)
+        let guard = lock::acquire(repo, kind, operation, self.retry_lock())?;
+        resync(repo)?;
+        Ok(guard)
     }
 
     /// A shared lock for commands that only read: on a read-only repository,
     /// where no lock can be written, they go on without one.
     pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<LockGuard>> {
         match lock::acquire(repo, LockKind::Shared, operation, self.retry_lock()) {
-            Ok(guard) => Ok(Some(guard)),
+            Ok(guard) => {
+                resync(repo)?;
+                Ok(Some(guard))
+            }
             Err(Error::Backend(e)) => {
                 tracing::warn!("going on without a lock: {e}");
                 Ok(None)
@@ -133,4 +138,16 @@ impl GlobalArgs {
             _ => self.open_backend(backend),
         }
     }
+}
+
+/// The index cache was synced when the repository was opened, before the
+/// lock: a prune that finished in between may have deleted packs the cache
+/// still lists, and a backup trusting it would skip storing those chunks.
+/// Syncing again under the lock closes that window (one listing when nothing
+/// changed).
+fn resync(repo: &Repository) -> Result<()> {
+    repo.index()
+        .sync(repo.backend(), repo.crypto())
+        .context("cannot refresh the index cache")?;
+    Ok(())
 }
