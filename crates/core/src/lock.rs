@@ -217,6 +217,11 @@ fn find_conflict(repo: &Repository, ours: &str, kind: LockKind, host: &str) -> R
 fn refresh_loop(shared: &Shared) {
     let mut stopped = shared.stop.lock().expect("lock state");
     loop {
+        // Checked before every wait: a stop requested before this thread
+        // first waited would otherwise go unnoticed until the timeout.
+        if *stopped {
+            return;
+        }
         let (guard, timeout) = shared.wake.wait_timeout(stopped, REFRESH).expect("lock state");
         stopped = guard;
         if *stopped {
@@ -273,4 +278,75 @@ pub fn remove(repo: &Repository, all: bool) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::keys::{KdfParams, Password};
+    use crate::repo::{InitOptions, Repository};
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let backend = Arc::new(LocalBackend::new(dir.join("repo")));
+        Repository::init(backend, Some(&Password::new("pw")), &options, &dir.join("cache")).unwrap()
+    }
+
+    /// Regression: dropping a guard right after taking it used to wait for
+    /// the refresh interval (5 minutes), because the stop signal was lost.
+    #[test]
+    fn release_is_immediate_and_exclusive_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let started = Instant::now();
+        for _ in 0..20 {
+            drop(acquire(&repo, LockKind::Shared, "test", Duration::ZERO).unwrap());
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(list(&repo).unwrap().is_empty(), "released locks are deleted");
+
+        let shared = acquire(&repo, LockKind::Shared, "create", Duration::ZERO).unwrap();
+        let second = acquire(&repo, LockKind::Shared, "create", Duration::ZERO).unwrap();
+        match acquire(&repo, LockKind::Exclusive, "prune", Duration::ZERO) {
+            Err(Error::Locked { holder }) => assert!(holder.contains("create"), "{holder}"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        drop((shared, second));
+        let exclusive = acquire(&repo, LockKind::Exclusive, "prune", Duration::ZERO).unwrap();
+        assert!(matches!(
+            acquire(&repo, LockKind::Shared, "create", Duration::ZERO),
+            Err(Error::Locked { .. })
+        ));
+        drop(exclusive);
+    }
+
+    #[test]
+    fn dead_holders_and_old_locks_are_stale() {
+        let now = jiff::Timestamp::now();
+        let mut info = LockInfo {
+            kind: LockKind::Exclusive,
+            time: now,
+            host: "this-host".into(),
+            username: "u".into(),
+            pid: std::process::id(),
+            operation: "prune".into(),
+        };
+        assert!(!info.is_stale(now, "this-host"));
+        info.pid = u32::MAX - 1; // no such process
+        assert!(info.is_stale(now, "this-host"));
+        assert!(
+            !info.is_stale(now, "other-host"),
+            "a pid on another host cannot be checked"
+        );
+        info.time = now - jiff::SignedDuration::from_secs(31 * 60);
+        assert!(info.is_stale(now, "other-host"));
+    }
 }
