@@ -79,7 +79,12 @@ impl LockInfo {
         let json = crypto
             .open(bytes)
             .map_err(|e| Error::corrupt(format!("lock {name}"), e))?;
-        serde_json::from_slice(&json).map_err(|e| Error::corrupt(format!("lock {name}"), e))
+        Self::from_json(&json).map_err(|e| Error::corrupt(format!("lock {name}"), e))
+    }
+
+    /// Parses the opened JSON of a lock object.
+    pub fn from_json(json: &[u8]) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
     }
 }
 

@@ -133,13 +133,18 @@ pub fn decode_header(crypto: &Crypto, pack: &PackId, tail: &[u8], pack_size: u64
     let plain = crypto
         .open(sealed)
         .map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
+    parse_header(pack, &plain, pack_size.saturating_sub(4 + header_len as u64))
+}
+
+/// Parses a header's plaintext, checking that every entry lies within the
+/// pack's first `blobs_end` bytes (the part before the header).
+pub fn parse_header(pack: &PackId, plain: &[u8], blobs_end: u64) -> Result<PackHeader> {
     let header: PackHeader =
-        crate::codec::decode_exact(&plain).map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
-    let blobs_end = pack_size.saturating_sub(4 + header_len as u64);
+        crate::codec::decode_exact(plain).map_err(|e| Error::corrupt(format!("header of pack {pack}"), e))?;
     for entry in &header.entries {
         if u64::from(entry.offset) + u64::from(entry.length) > blobs_end {
             return Err(Error::corrupt(
-                what(),
+                format!("pack {pack}"),
                 format!("blob {} lies outside the pack", entry.id),
             ));
         }

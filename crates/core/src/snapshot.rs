@@ -62,7 +62,12 @@ impl Snapshot {
             return Err(Error::corrupt(what(), "its content does not match its name"));
         }
         let json = repo.crypto().open(&bytes).map_err(|e| Error::corrupt(what(), e))?;
-        serde_json::from_slice(&json).map_err(|e| Error::corrupt(what(), e))
+        Self::from_json(&json).map_err(|e| Error::corrupt(what(), e))
+    }
+
+    /// Parses the opened JSON of a snapshot object.
+    pub fn from_json(json: &[u8]) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
     }
 
     /// Sorted paths, for grouping and parent selection.

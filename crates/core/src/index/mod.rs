@@ -51,19 +51,28 @@ impl IndexFile {
             return Err(Error::corrupt(what(), "its content does not match its name"));
         }
         let framed = crypto.open(bytes).map_err(|e| Error::corrupt(what(), e))?;
+        Self::parse(&framed).map_err(|reason| Error::corrupt(what(), reason))
+    }
+
+    /// Parses the opened bytes of an index file: raw length, then zstd(postcard).
+    pub fn parse(framed: &[u8]) -> std::result::Result<Self, String> {
         if framed.len() < 8 {
-            return Err(Error::corrupt(what(), "too short"));
+            return Err("too short".into());
         }
         let raw_len = u64::from_le_bytes(framed[..8].try_into().expect("8 bytes"));
-        // An index file written by snap lists at most a few hundred MiB of
-        // entries; refuse claims that would only serve to exhaust memory.
-        if raw_len > 1 << 30 {
-            return Err(Error::corrupt(what(), format!("claims {raw_len} bytes")));
+        // Index files written by snap stay far below this; a larger claim could
+        // only serve to exhaust memory.
+        if raw_len > MAX_INDEX_PLAINTEXT {
+            return Err(format!("claims {raw_len} bytes"));
         }
-        let plain = compress::decompress(&framed[8..], raw_len as usize).map_err(|e| Error::corrupt(what(), e))?;
-        crate::codec::decode_exact(&plain).map_err(|e| Error::corrupt(what(), e))
+        let plain = compress::decompress(&framed[8..], raw_len as usize).map_err(|e| e.to_string())?;
+        crate::codec::decode_exact(&plain)
     }
 }
+
+/// Upper bound of an index file's decoded size. prune and repair write at
+/// most 2000 packs per file, about 25 MB with small chunks.
+const MAX_INDEX_PLAINTEXT: u64 = 256 << 20;
 
 #[cfg(test)]
 mod tests {
