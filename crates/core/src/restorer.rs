@@ -155,7 +155,13 @@ pub fn restore(
 
     std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     let mut plan = Plan::default();
-    if options.paths.is_empty() {
+    // `--path /` is the whole snapshot.
+    let whole = options.paths.is_empty()
+        || options
+            .paths
+            .iter()
+            .any(|p| tree::path_components(p).is_some_and(|c| c.is_empty()));
+    if whole {
         let root = Tree::load(repo, &snapshot.tree)?;
         restorer.plan_tree(&mut plan, &root, Path::new("/"), &options.target, false)?;
     } else {
