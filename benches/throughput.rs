@@ -24,7 +24,14 @@ fn sample_data(len: usize) -> Vec<u8> {
     let mut xof = blake3::Hasher::new();
     xof.update(b"snap bench data");
     xof.finalize_xof().fill(&mut out[len / 2..]);
-    let words = [&b"backup "[..], b"snapshot ", b"chunk ", b"repository ", b"restore ", b"\n"];
+    let words = [
+        &b"backup "[..],
+        b"snapshot ",
+        b"chunk ",
+        b"repository ",
+        b"restore ",
+        b"\n",
+    ];
     let mut at = 0;
     let mut i = 0usize;
     while at < len / 2 {
@@ -91,7 +98,11 @@ fn bench_hashing(c: &mut Criterion) {
         b.iter(|| {
             for (blob, zstd, len) in &sealed {
                 let opened = crypto.open(blob).unwrap();
-                let plain = if *zstd { compress::decompress(&opened, *len).unwrap() } else { opened };
+                let plain = if *zstd {
+                    compress::decompress(&opened, *len).unwrap()
+                } else {
+                    opened
+                };
                 black_box(plain);
             }
         })

@@ -583,7 +583,7 @@ impl Archiver<'_> {
         let mut read = 0;
         self.chunk_into(std::io::stdin().lock(), None, &mut content, &mut read)
             .map_err(|e| match e {
-                Error::Io { source, .. } => Error::io("standard input", source),
+                Error::Io { error, .. } => Error::io("standard input", error),
                 other => other,
             })?;
         node.size = read;

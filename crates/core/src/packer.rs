@@ -145,7 +145,7 @@ impl Packer {
             return Err(Error::Backend(crate::backend::BackendError::Io {
                 op: "upload",
                 what: "pack".into(),
-                source: std::io::Error::other("the uploader stopped after an earlier error"),
+                error: std::io::Error::other("the uploader stopped after an earlier error"),
             }));
         }
         Ok(())

@@ -178,7 +178,8 @@ pub fn restore(
                 )));
             }
             let source = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
-            restorer.plan_node(&mut plan, node, &source, &options.target, false)?;
+            let dest = options.target.join(std::ffi::OsStr::from_bytes(&node.name));
+            restorer.plan_node(&mut plan, node, &source, &dest, false)?;
         }
     }
     let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
@@ -467,12 +468,20 @@ fn merge_ranges(blobs: &[BlobLocation]) -> Vec<&[BlobLocation]> {
 }
 
 /// Creates a directory, accepting an existing directory but never a symlink.
+/// An existing directory is made writable for its owner while the restore
+/// fills it (an earlier restore may have made it read-only); its recorded
+/// mode is applied again at the end.
 fn create_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let meta = std::fs::symlink_metadata(path)?;
             if meta.is_dir() {
+                let mode = meta.permissions().mode();
+                if mode & 0o700 != 0o700 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700))?;
+                }
                 Ok(())
             } else {
                 Err(std::io::Error::new(
@@ -485,12 +494,14 @@ fn create_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Creates (or truncates) a regular file of `size` bytes, all holes.
+/// Creates a regular file of `size` bytes, all holes. An existing file is
+/// replaced, not truncated: truncating would change every other hard link to
+/// it, and fails on a read-only file the user may still delete.
 fn create_file(path: &Path, size: u64) -> std::io::Result<File> {
+    remove_existing_non_dir(path);
     let file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
     file.set_len(size)?;

@@ -95,7 +95,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     }
     if !result.errors.is_empty() {
         eprintln!(
-            "error: {} entries were not restored completely (listed above); `snap verify --read-data` finds damaged data",
+            "error: {} entries were not restored completely (see the messages above)",
             result.errors.len()
         );
         return Ok(exit::INCOMPLETE);

@@ -47,11 +47,11 @@ impl LocalBackend {
         }
     }
 
-    fn io_err(op: &'static str, path: &Path, source: io::Error) -> BackendError {
+    fn io_err(op: &'static str, path: &Path, error: io::Error) -> BackendError {
         BackendError::Io {
             op,
             what: path.display().to_string(),
-            source,
+            error,
         }
     }
 
@@ -73,7 +73,7 @@ fn check_name(name: &str) -> BackendResult<()> {
         return Err(BackendError::Io {
             op: "use object name",
             what: name.to_string(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "invalid object name"),
+            error: io::Error::new(io::ErrorKind::InvalidInput, "invalid object name"),
         });
     }
     Ok(())

@@ -55,12 +55,12 @@ pub enum BackendError {
         size: u64,
     },
 
-    #[error("cannot {op} {what}: {source}")]
+    // The OS error is part of the message, not a `source` (see crate::Error::Io).
+    #[error("cannot {op} {what}: {error}")]
     Io {
         op: &'static str,
         what: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
