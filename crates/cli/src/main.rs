@@ -46,22 +46,28 @@ enum Command {
     Unlock(cmd::unlock::Args),
 }
 
-/// glibc's malloc gives each thread an arena of its own and seldom returns
-/// the large, short-lived chunk and pack buffers to the system. One arena is
-/// enough (snap allocates per chunk, not per byte): on a 1 GiB backup, peak
-/// RSS went from 314 MB to 148 MB and system time from 2.7 s to 0.9 s
-/// (docs/performance.md).
-fn limit_malloc_arenas() {
+/// Tunes glibc's malloc for snap's allocation pattern: few, large,
+/// short-lived buffers (chunks of 0.5-8 MiB, packs of 16 MiB).
+/// - One arena: with one per thread, each kept its own freed buffers.
+/// - A fixed 4 MiB mmap threshold: glibc raises the threshold after a large
+///   mmapped block is freed (argon2's 64 MiB at open), after which pack and
+///   chunk buffers came from a heap that never shrank.
+///
+/// First backup of a 1.1 GB data set: peak RSS 314 MB (default) -> 229 MB
+/// (one arena) -> 119 MB (both), system time 3.7 s -> 1.3 s; restore peak
+/// RSS 129 MB -> 105 MB (docs/performance.md).
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator settings; called before any
-    // other thread exists.
+    // SAFETY: mallopt only changes allocator settings; it is called before
+    // any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
 fn main() {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAP_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.global.verbose {
