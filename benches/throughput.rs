@@ -134,7 +134,7 @@ fn bench_packs(c: &mut Criterion) {
 }
 
 fn bench_index(c: &mut Criterion) {
-    const BLOBS: u32 = 200_000;
+    const BLOBS: u32 = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
     let backend = LocalBackend::new(dir.path().join("repo"));
     backend.create().unwrap();
@@ -169,7 +169,7 @@ fn bench_index(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("index");
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("lookup x1000 (200k blobs, hits)", |b| {
+    group.bench_function("lookup x1000 (1M blobs, hits)", |b| {
         let reader = cache.reader().unwrap();
         let mut i = 0u32;
         b.iter(|| {

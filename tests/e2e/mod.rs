@@ -10,4 +10,5 @@ mod interrupt;
 mod json;
 mod lifecycle;
 mod roundtrip;
+mod scale;
 mod unreadable;

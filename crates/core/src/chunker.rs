@@ -121,7 +121,7 @@ impl Chunker {
     pub fn chunks<R: Read>(&self, reader: R, size_hint: Option<u64>) -> Chunks<'_, R> {
         let cap = 2 * self.params.max_size as usize;
         let cap = match size_hint {
-            Some(size) => (size as usize).saturating_add(1).clamp(4096, cap),
+            Some(size) => (size as usize).saturating_add(1).clamp(cap.min(4096), cap),
             None => cap,
         };
         Chunks {
@@ -243,6 +243,26 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// Regression: a maximum chunk below 2 KiB made the buffer sizing panic.
+    #[test]
+    fn tiny_chunk_sizes_work() {
+        let params = ChunkerParams {
+            min_size: 64,
+            avg_size: 256,
+            max_size: 1024,
+        };
+        params.validate().unwrap();
+        let chunker = Chunker::new(params, &[3u8; 32]);
+        let data = pseudo_random(100_000, 9);
+        let joined: Vec<u8> = chunker
+            .chunks(&data[..], Some(data.len() as u64))
+            .flat_map(|c| c.unwrap())
+            .collect();
+        assert_eq!(joined, data);
+        let small: Vec<u8> = chunker.chunks(&data[..10], Some(10)).flat_map(|c| c.unwrap()).collect();
+        assert_eq!(small, &data[..10]);
     }
 
     #[test]

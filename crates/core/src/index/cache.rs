@@ -32,7 +32,7 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 const SCHEMA: &str = "1";
 /// redb's page cache; bounds the memory the index costs whatever its size.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 /// Index files decoded per write transaction while syncing.
 const SYNC_BATCH: usize = 64;
 
