@@ -16,3 +16,8 @@ torture:
 # Micro benchmarks of the pipeline stages (criterion).
 bench:
     cargo bench --bench throughput
+
+# Race against restic, borg and rustic on a generated 1 GiB data set; writes
+# target/bench/compare.md and docs/performance.md (SNAP_BENCH_SCALE=0.1 for a quick run).
+bench-compare:
+    cargo bench --bench compare
