@@ -3,6 +3,7 @@
 //! byte ranges, lists them by kind, and deletes them. Writes are atomic: a
 //! reader sees the whole object or nothing.
 
+pub mod faulty;
 mod local;
 
 pub use local::LocalBackend;
