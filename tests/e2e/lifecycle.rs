@@ -571,3 +571,51 @@ fn keys_add_list_remove_and_change_password() {
         }
     }
 }
+
+#[test]
+fn interrupted_backup_resumes_from_its_checkpoint() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        write_random_file(&src.join(format!("f{i:02}.bin")), MIB, 300 + i);
+    }
+    set_tree_times(&src);
+    // One worker, a checkpoint after (nearly) every file, killed at the third.
+    let out = snap
+        .command()
+        .args([
+            "create",
+            "-q",
+            "--threads",
+            "1",
+            "--checkpoint-interval",
+            "1ms",
+            s(&src),
+        ])
+        .env("SNAP_FAILPOINT", "checkpoint-written:3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    let checkpoints = snap.snapshots();
+    assert!(!checkpoints.is_empty());
+    assert!(
+        checkpoints.iter().all(|s| s["tags"][0] == "checkpoint"),
+        "{checkpoints:?}"
+    );
+
+    // The next backup takes the checkpoint as parent: its files are not read again.
+    let resumed = snap.create(&[s(&src)]);
+    assert!(summary(&resumed, "files_unmodified") >= 3, "{resumed}");
+    assert!(summary(&resumed, "bytes_read") <= 21 * MIB, "{resumed}");
+    // Checkpoints are gone, and the result equals an uninterrupted backup.
+    let all = snap.snapshots();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let full = snap.create(&["--force", s(&src)]);
+    assert_eq!(summary(&full, "bytes_read"), 24 * MIB);
+    assert_eq!(resumed["tree"], full["tree"], "same tree as an uninterrupted backup");
+    snap.ok(&["verify", "--read-data"]);
+    let target = snap.scratch().join("out");
+    assert_code(&snap.restore(resumed["id"].as_str().unwrap(), &target, &[]), 0);
+    assert_same_tree(&src, &restored(&target, &src), Compare::all());
+}

@@ -42,6 +42,13 @@ pub struct PackerStats {
     pub index_files_written: u64,
 }
 
+/// What the uploader thread is asked to do, in order.
+enum Upload {
+    Pack(FinishedPack),
+    /// Write the index file for every pack stored so far, then answer.
+    Flush(SyncSender<Result<()>>),
+}
+
 struct OpenPacks {
     data: PackWriter,
     tree: PackWriter,
@@ -56,7 +63,7 @@ pub struct Packer {
     pack_size: usize,
     open: Mutex<OpenPacks>,
     seen: Mutex<HashSet<BlobId>>,
-    sender: Option<SyncSender<FinishedPack>>,
+    sender: Option<SyncSender<Upload>>,
     uploader: Option<JoinHandle<Result<PackerStats>>>,
     blobs_added: AtomicU64,
     bytes_added_raw: AtomicU64,
@@ -140,7 +147,7 @@ impl Packer {
     fn send(&self, writer: PackWriter) -> Result<()> {
         let pack = writer.finish(self.repo.crypto());
         let sender = self.sender.as_ref().expect("sender lives until finish");
-        if sender.send(pack).is_err() {
+        if sender.send(Upload::Pack(pack)).is_err() {
             // The uploader stopped: its error is reported by `finish`.
             return Err(Error::Backend(crate::backend::BackendError::Io {
                 op: "upload",
@@ -149,6 +156,35 @@ impl Packer {
             }));
         }
         Ok(())
+    }
+
+    /// Makes every blob handed in so far durable and indexed: stores the
+    /// partly filled packs, waits for the uploads and writes an index file.
+    /// Blobs added concurrently may or may not be included.
+    pub fn checkpoint(&self) -> Result<()> {
+        let open = std::mem::replace(
+            &mut *self.open.lock().expect("packer lock"),
+            OpenPacks {
+                data: PackWriter::new(BlobKind::Data, 0),
+                tree: PackWriter::new(BlobKind::Tree, 0),
+            },
+        );
+        for writer in [open.data, open.tree] {
+            if !writer.is_empty() {
+                self.send(writer)?;
+            }
+        }
+        let (ack, done) = sync_channel(1);
+        let sender = self.sender.as_ref().expect("sender lives until finish");
+        let stopped = || {
+            Error::Backend(crate::backend::BackendError::Io {
+                op: "upload",
+                what: "pack".into(),
+                error: std::io::Error::other("the uploader stopped after an earlier error"),
+            })
+        };
+        sender.send(Upload::Flush(ack)).map_err(|_| stopped())?;
+        done.recv().map_err(|_| stopped())?
     }
 
     /// Stores the partly filled packs, waits for the uploads, and writes the
@@ -193,7 +229,7 @@ impl Drop for Packer {
     }
 }
 
-fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<PackerStats> {
+fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {
     let mut stats = PackerStats::default();
     let mut pending: Vec<IndexedPack> = Vec::new();
     let flush = |pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<()> {
@@ -209,7 +245,20 @@ fn upload_loop(repo: &Repository, receiver: Receiver<FinishedPack>) -> Result<Pa
         stats.index_files_written += 1;
         Ok(())
     };
-    for pack in receiver {
+    for message in receiver {
+        let pack = match message {
+            Upload::Pack(pack) => pack,
+            Upload::Flush(ack) => {
+                if let Err(e) = flush(&mut pending, &mut stats) {
+                    let _ = ack.send(Err(Error::InvalidArgument(format!(
+                        "checkpoint index not written: {e}"
+                    ))));
+                    return Err(e);
+                }
+                let _ = ack.send(Ok(()));
+                continue;
+            }
+        };
         if let Err(e) = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes) {
             // Index the packs stored before the failure, so a retry reuses them.
             let _ = flush(&mut pending, &mut stats);

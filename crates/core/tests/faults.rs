@@ -105,6 +105,7 @@ fn backup(repo: &Repository, source: &Path) -> snap_core::Result<archiver::Archi
         parent: ParentChoice::Latest,
         compression: None,
         threads: 2,
+        checkpoint_interval: None,
     };
     archiver::archive(repo, options, &NoProgress, &AtomicBool::new(false))
 }

@@ -49,6 +49,10 @@ pub struct Args {
     /// Worker threads (default: cores + 2).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Save the files finished so far as a `checkpoint` snapshot this often,
+    /// so an interrupted backup resumes without reading them again (`0s`: never).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    checkpoint_interval: humantime::Duration,
 }
 
 #[derive(Serialize)]
@@ -97,6 +101,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         parent,
         compression: args.compression,
         threads: args.threads,
+        checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
     };
     let bar = Bar::new(global.quiet, global.json);
     let result = archiver::archive(&repo, options, &bar, &CANCEL);
