@@ -97,7 +97,7 @@ struct Checkpoints {
 
 /// The tree of a checkpoint: the finished files under their directories.
 enum CheckpointEntry {
-    File(Node),
+    File(Box<Node>),
     Dir(BTreeMap<Vec<u8>, CheckpointEntry>),
 }
 
@@ -708,7 +708,7 @@ impl Archiver<'_> {
                     CheckpointEntry::File(_) => return Ok(()),
                 };
             }
-            dir.insert(file_name, CheckpointEntry::File(node));
+            dir.insert(file_name, CheckpointEntry::File(Box::new(node)));
         }
         let tree = self.save_checkpoint_tree(root)?;
         // The snapshot may only point at what is stored and indexed.
@@ -735,7 +735,7 @@ impl Archiver<'_> {
         let mut nodes = Vec::with_capacity(entries.len());
         for (name, entry) in entries {
             match entry {
-                CheckpointEntry::File(node) => nodes.push(node),
+                CheckpointEntry::File(node) => nodes.push(*node),
                 CheckpointEntry::Dir(children) => {
                     let mut dir = Node::new(name, NodeKind::Dir);
                     dir.mode = 0o700;
