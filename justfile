@@ -21,3 +21,10 @@ bench:
 # target/bench/compare.md and docs/performance.md (SNAP_BENCH_SCALE=0.1 for a quick run).
 bench-compare:
     cargo bench --bench compare
+
+# Every fuzz target for a bounded time each (cargo install cargo-fuzz; the
+# sanitizer flags need RUSTC_BOOTSTRAP on a stable toolchain).
+fuzz-ci seconds="60":
+    for t in pack_header index_file tree snapshot key_file config lock sealed; do \
+        RUSTC_BOOTSTRAP=1 cargo fuzz run -O $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; \
+    done
