@@ -3,7 +3,11 @@
 pub mod util;
 
 mod bad_inputs;
+mod concurrency;
+mod corruption;
+mod crash;
 mod encryption;
+mod environment;
 mod filters;
 mod incremental;
 mod interrupt;

@@ -979,3 +979,65 @@ fn tree_comparison_sees_every_kind_of_difference() {
         .any(|d| d.contains("missing: \"empty\"")));
     make_removable(work.path());
 }
+
+// ---------------------------------------------------------------- long-running harnesses
+
+/// Iterations for a harness: `SNAP_TORTURE_N` when set, else `default`.
+pub fn torture_n(default: usize) -> usize {
+    match std::env::var("SNAP_TORTURE_N") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SNAP_TORTURE_N={value:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// Seed for a harness's random choices: `SNAP_TORTURE_SEED` when set, else
+/// `default`. Harnesses print it so that a failing run can be repeated.
+pub fn torture_seed(default: u64) -> u64 {
+    match std::env::var("SNAP_TORTURE_SEED") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("SNAP_TORTURE_SEED={value:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// `cp -a from to`: a copy with modes, owners, times and links.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("run cp -a");
+    assert!(
+        out.status.success(),
+        "cp -a {} {}: {}",
+        from.display(),
+        to.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Snap {
+    /// A handle on a copy of this repository and of its index cache, in a
+    /// new temporary directory, with the same password and user.
+    pub fn copy(&self) -> Snap {
+        let mut copy = Snap::new();
+        copy_dir(&self.repo, &copy.repo);
+        if self.cache.exists() {
+            copy_dir(&self.cache, &copy.cache);
+        }
+        copy.password = self.password.clone();
+        copy.user = self.user;
+        copy
+    }
+}
+
+/// Whether the output shows a panic (exit code 101 or a panic message).
+pub fn panicked(out: &Output) -> bool {
+    out.status.code() == Some(101) || String::from_utf8_lossy(&out.stderr).contains("panicked")
+}

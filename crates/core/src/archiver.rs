@@ -15,8 +15,9 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -219,8 +220,14 @@ pub fn archive(
         ..
     } = archiver;
     let packed = packer.finish();
-    let root = walked?;
-    let packed = packed?;
+    let (root, packed) = match (walked, packed) {
+        (Err(Error::Interrupted), _) => return Err(Error::Interrupted),
+        // A storage failure makes the walk fail too ("the uploader stopped");
+        // the packer's error is the cause (e.g. no space left on device).
+        (_, Err(e)) => return Err(e),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(root), Ok(packed)) => (root, packed),
+    };
 
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let summary = Summary {
@@ -418,7 +425,11 @@ impl Archiver<'_> {
     /// Archives an ancestor directory of the source paths.
     fn archive_virtual(&self, path: &Path, source: &SourceTree, parent: Option<BlobId>) -> Result<BlobId> {
         let children = match source {
-            SourceTree::Real(real) => return self.archive_dir(real, parent, None),
+            SourceTree::Real(real) => {
+                let meta = std::fs::symlink_metadata(real).map_err(|e| Error::io(real, e))?;
+                let fd = open_dir(None, b"", real, (meta.dev(), meta.ino())).map_err(|e| Error::io(real, e))?;
+                return self.archive_dir(real, parent, None, &fd);
+            }
             SourceTree::Virtual(children) => children,
         };
         let parent_tree = self.load_parent_tree(path, parent);
@@ -428,7 +439,7 @@ impl Archiver<'_> {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match child {
-                    SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None),
+                    SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None, None),
                     SourceTree::Virtual(_) => {
                         let meta = match std::fs::symlink_metadata(&child_path) {
                             Ok(meta) => meta,
@@ -453,22 +464,15 @@ impl Archiver<'_> {
     }
 
     /// Archives a directory's content into a tree blob.
-    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: Option<u64>) -> Result<BlobId> {
+    ///
+    /// `dir` is the directory itself, opened by [`open_dir`]: entries are
+    /// listed, checked and opened through it, so a directory swapped for a
+    /// symlink during the walk cannot bring in files from elsewhere.
+    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: Option<u64>, dir: &OwnedFd) -> Result<BlobId> {
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
-        let mut entries: Vec<(Vec<u8>, bool)> = match std::fs::read_dir(path) {
-            Ok(iter) => iter
-                .filter_map(|entry| match entry {
-                    Ok(entry) => {
-                        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                        Some((entry.file_name().as_bytes().to_vec(), is_dir))
-                    }
-                    Err(e) => {
-                        self.skip(path, format!("cannot list directory entry: {e}"));
-                        None
-                    }
-                })
-                .collect(),
+        let mut entries = match list_dir(dir) {
+            Ok(entries) => entries,
             Err(e) => {
                 self.skip(path, format!("cannot list directory: {e}"));
                 Vec::new()
@@ -486,7 +490,7 @@ impl Archiver<'_> {
             .map(|(name, _)| {
                 let child = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                self.archive_entry(&child, name.clone(), parent_node, root_dev)
+                self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
         self.save_tree(&Tree {
@@ -501,6 +505,7 @@ impl Archiver<'_> {
         name: Vec<u8>,
         parent: Option<&Node>,
         root_dev: Option<u64>,
+        dir: Option<&OwnedFd>,
     ) -> Result<Option<Node>> {
         self.check_cancel()?;
         let meta = match std::fs::symlink_metadata(path) {
@@ -510,6 +515,25 @@ impl Archiver<'_> {
                 return Ok(None);
             }
         };
+        // The path must still lead to the entry the directory holds: if a
+        // directory above was swapped for a symlink, it leads elsewhere.
+        if let Some(dir) = dir {
+            match rustix::fs::statat(
+                dir,
+                std::ffi::OsStr::from_bytes(&name),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {}
+                Ok(_) => {
+                    self.skip(path, "replaced while being backed up".into());
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.skip(path, format!("cannot read metadata: {e}"));
+                    return Ok(None);
+                }
+            }
+        }
         let Some(kind) = fsmeta::node_kind(&meta) else {
             self.skip(path, "unknown file type".into());
             return Ok(None);
@@ -523,11 +547,26 @@ impl Archiver<'_> {
                     // A mount point: kept as an empty directory, like restic does.
                     node.subtree = Some(self.save_tree(&Tree::default())?);
                 } else {
-                    node.subtree = Some(self.archive_dir(path, parent.and_then(|p| p.subtree), Some(root_dev))?);
+                    match open_dir(dir, &node.name, path, (meta.dev(), meta.ino())) {
+                        Ok(fd) => {
+                            node.subtree =
+                                Some(self.archive_dir(path, parent.and_then(|p| p.subtree), Some(root_dev), &fd)?);
+                        }
+                        // Kept, with its metadata, as an empty directory.
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            self.skip(path, format!("cannot list directory: {e}"));
+                            node.subtree = Some(self.save_tree(&Tree::default())?);
+                        }
+                        // Replaced (by a symlink or another directory) since the walk saw it.
+                        Err(e) => {
+                            self.skip(path, format!("cannot open directory: {e}"));
+                            return Ok(None);
+                        }
+                    }
                 }
             }
             NodeKind::File => {
-                if !self.archive_file(path, &mut node, parent)? {
+                if !self.archive_file(path, &mut node, parent, dir)? {
                     return Ok(None);
                 }
                 self.file_finished(path, &node)?;
@@ -558,7 +597,7 @@ impl Archiver<'_> {
     }
 
     /// Fills a file node's content. `Ok(false)` when the file was skipped.
-    fn archive_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> Result<bool> {
+    fn archive_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>, dir: Option<&OwnedFd>) -> Result<bool> {
         self.counters.bytes_total.fetch_add(node.size, Ordering::Relaxed);
         if let Some(parent) = parent {
             if self.unchanged(node, parent)? {
@@ -568,7 +607,7 @@ impl Archiver<'_> {
                 return Ok(true);
             }
         }
-        let file = match open_for_backup(path) {
+        let file = match open_for_backup(dir, &node.name, path) {
             Ok(file) => file,
             Err(e) => {
                 self.skip(path, format!("cannot open: {e}"));
@@ -782,12 +821,57 @@ impl Archiver<'_> {
     }
 }
 
-/// Opens a file for reading without following a symlink swapped in after the
-/// walk saw a regular file, and without updating its access time when allowed.
-fn open_for_backup(path: &Path) -> std::io::Result<File> {
-    let open = |flags: i32| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
-    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
-    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+/// Opens a file for reading through its directory (`openat`, never following
+/// a symlink), without updating its access time when allowed.
+fn open_for_backup(dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> std::io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let open = |flags: OFlags| -> std::io::Result<OwnedFd> {
+        let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(match dir {
+            Some(dir) => rustix::fs::openat(dir, std::ffi::OsStr::from_bytes(name), flags, Mode::empty())?,
+            None => rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty())?,
+        })
+    };
     // O_NOATIME is refused for files the caller does not own.
-    open(nofollow | noatime).or_else(|_| open(nofollow))
+    let fd = open(OFlags::NOATIME).or_else(|_| open(OFlags::empty()))?;
+    Ok(File::from(fd))
+}
+
+/// Opens a directory for listing (through its parent when given), never
+/// through a symlink, and only while it is still the directory the walk saw:
+/// `expect` is its (device, inode).
+fn open_dir(dir: Option<&OwnedFd>, name: &[u8], path: &Path, expect: (u64, u64)) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match dir {
+        Some(dir) => rustix::fs::openat(dir, std::ffi::OsStr::from_bytes(name), flags, Mode::empty())?,
+        None => rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty())?,
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != expect {
+        return Err(std::io::Error::other("replaced while being backed up"));
+    }
+    Ok(fd)
+}
+
+/// The entries of an open directory: name, and whether it is a directory.
+fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(Vec<u8>, bool)>> {
+    let mut reader = rustix::fs::Dir::read_from(dir)?;
+    let mut out = Vec::new();
+    while let Some(entry) = reader.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            rustix::fs::FileType::Directory => true,
+            // Some filesystems do not report types in listings.
+            rustix::fs::FileType::Unknown => rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory),
+            _ => false,
+        };
+        out.push((name.to_vec(), is_dir));
+    }
+    Ok(out)
 }

@@ -81,11 +81,20 @@ impl Snapshot {
 /// Every snapshot in the repository, oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let names = repo.backend().list(ObjectKind::Snapshot)?;
-    let mut all = names
+    let loaded = names
         .par_iter()
         .filter_map(|info| SnapshotId::from_hex(&info.name).ok())
-        .map(|id| Ok((id, Snapshot::load(repo, &id)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|id| (id, Snapshot::load(repo, &id)))
+        .collect::<Vec<_>>();
+    let mut all = Vec::with_capacity(loaded.len());
+    for (id, result) in loaded {
+        match result {
+            Ok(snapshot) => all.push((id, snapshot)),
+            // Forgotten by another process after the listing.
+            Err(Error::Backend(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
     all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     Ok(all)
 }

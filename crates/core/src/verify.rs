@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::cache::BlobLocation;
 use crate::index::IndexFile;
 use crate::keys::KeyFile;
@@ -238,7 +238,15 @@ impl Verifier<'_> {
                 .backend()
                 .read(ObjectKind::Key, &info.name)
                 .map_err(Error::from)
-                .and_then(|bytes| KeyFile::from_bytes(&bytes, &info.name).map(|_| ()));
+                .and_then(|bytes| {
+                    if KeyId::hash_of(&bytes).to_hex() != info.name {
+                        return Err(Error::corrupt(
+                            format!("key file {}", info.name),
+                            "its content does not match its name",
+                        ));
+                    }
+                    KeyFile::from_bytes(&bytes, &info.name).map(|_| ())
+                });
             if let Err(e) = result {
                 self.report(Severity::Error, format!("key file {}", info.name), why(&e));
             }

@@ -206,7 +206,13 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue;
                 }
-                let meta = entry.metadata().map_err(|e| Self::io_err("stat", &entry.path(), e))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted between listing and stat (a released lock, a
+                    // forgotten snapshot): it is simply not there any more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Self::io_err("stat", &entry.path(), e)),
+                };
                 if meta.is_file() {
                     out.push(ObjectInfo { name, size: meta.len() });
                 }
