@@ -260,9 +260,10 @@ fn run() -> Result<bool> {
         "{} is missing (apt-get install time)",
         measure::TIME
     );
+    fs::create_dir_all(&cfg.work)?;
+    let snap_source = report::git_state(&cfg.root);
     let snap = build_snap(&cfg)?;
     let load_before = report::load_average();
-    fs::create_dir_all(&cfg.work)?;
     let may_drop = measure::drop_caches();
     println!(
         "page cache: {}",
@@ -281,7 +282,7 @@ fn run() -> Result<bool> {
         mib(data.v1.bytes),
         v1_dir.display()
     );
-    let limit = limit::measure(&v1_dir, may_drop).context("measuring the read and BLAKE3 limit")?;
+    let limit = limit::measure(&v1_dir, may_drop, cfg.quiet_wait).context("measuring the read and BLAKE3 limit")?;
     println!(
         "limit: read {:.0} MiB/s ({}), BLAKE3 on one thread {:.0} MiB/s",
         limit::mib_per_s(limit.bytes, limit.read_s),
@@ -344,16 +345,27 @@ fn run() -> Result<bool> {
     }
     remove_if_exists(&cfg.src())?;
 
-    let report = report::Report::new(&cfg, &data, &limit, may_drop, &runs, load_before);
+    let report = report::Report::new(&cfg, &data, &limit, may_drop, &runs, load_before, snap_source);
     report.write()?;
     Ok(!runs.iter().any(ToolRun::failed))
 }
 
-/// The release snap binary, built now so that it is the current source's.
+/// The release snap binary, built now so that it is the current source's,
+/// and copied into the work directory: others may rebuild target/release/snap
+/// while the race runs.
 fn build_snap(cfg: &Config) -> Result<PathBuf> {
-    if let Some(bin) = &cfg.snap_bin {
-        return Ok(bin.clone());
-    }
+    let built = match &cfg.snap_bin {
+        Some(bin) => bin.clone(),
+        None => build_release(cfg)?,
+    };
+    let pinned = cfg.work.join("bin/snap");
+    fs::create_dir_all(cfg.work.join("bin"))?;
+    remove_if_exists(&pinned)?;
+    fs::copy(&built, &pinned).with_context(|| format!("copying {}", built.display()))?;
+    Ok(pinned)
+}
+
+fn build_release(cfg: &Config) -> Result<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     println!("building snap: cargo build --release --bin snap");
     let status = Command::new(cargo)
