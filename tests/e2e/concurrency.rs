@@ -7,13 +7,12 @@
 //! has exactly its last two snapshots, and each restores bit-exact.
 //!
 //! Default: 3 rounds per writer; the ignored `torture_concurrency` does
-//! `SNAP_TORTURE_N` (default 30). Two ignored tests show races of readers
-//! with concurrent deletions (known bugs).
+//! `SNAP_TORTURE_N` (default 30). Two more tests race readers of `locks/`
+//! and `snapshots/` with concurrent deletions.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,30 +39,7 @@ struct Stats {
     creates: usize,
     forgets: usize,
     removed: usize,
-    /// Runs that failed listing a lock another process had just released
-    /// (see `lock_listing_survives_locks_released_meanwhile`), then retried.
-    lock_list_races: usize,
     failures: Vec<String>,
-}
-
-/// Whether snap failed because a lock it was listing disappeared between the
-/// directory listing and its stat: a known bug, worked around by retrying.
-fn lock_list_race(out: &Output) -> bool {
-    let err = stderr(out);
-    out.status.code() == Some(1) && err.contains("cannot stat") && err.contains("/locks/")
-}
-
-/// Runs snap, retrying (a few times) runs that hit [`lock_list_race`].
-fn run_retrying(snap: &Snap, args: &[&str], stats: &Mutex<Stats>) -> Output {
-    let mut out = snap.run(args);
-    for _ in 0..3 {
-        if !lock_list_race(&out) {
-            break;
-        }
-        stats.lock().unwrap().lock_list_races += 1;
-        out = snap.run(args);
-    }
-    out
 }
 
 /// Counts running writers down when dropped, even by a panic, so that the
@@ -143,7 +119,7 @@ fn writer(
         } else {
             change_tree(dir, writer, round);
         }
-        let out = run_retrying(snap, &["create", "--json", "--retry-lock", "1m", s(dir)], stats);
+        let out = snap.run(&["create", "--json", "--retry-lock", "1m", s(dir)]);
         if out.status.code() != Some(0) {
             stats.lock().unwrap().failures.push(format!(
                 "writer {writer} round {round}: create failed\n{}",
@@ -168,21 +144,17 @@ fn writer(
 
 /// One `forget --prune` run; drops the copies of the snapshots it removed.
 fn forget(snap: &Snap, copies: &Mutex<Copies>, stats: &Mutex<Stats>) {
-    let out = run_retrying(
-        snap,
-        &[
-            "forget",
-            "--keep-last",
-            "2",
-            "--group-by",
-            "host,paths",
-            "--prune",
-            "--retry-lock",
-            "1m",
-            "--json",
-        ],
-        stats,
-    );
+    let out = snap.run(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--group-by",
+        "host,paths",
+        "--prune",
+        "--retry-lock",
+        "1m",
+        "--json",
+    ]);
     let mut stats = stats.lock().unwrap();
     if out.status.code() != Some(0) {
         stats
@@ -250,11 +222,10 @@ fn harness(rounds: u64, seed: u64) {
     let stats = stats.into_inner().unwrap();
     eprintln!(
         "concurrency: {WRITERS} writers × {rounds} rounds: {} creates, {} forget --prune runs removing {} snapshots, \
-         {} retried lock listing races, {} failures; {:.1} s",
+         {} failures; {:.1} s",
         stats.creates,
         stats.forgets,
         stats.removed,
-        stats.lock_list_races,
         stats.failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -384,6 +355,7 @@ fn snapshot_listing_survives_a_concurrent_forget() {
                 }
                 outs
             });
+            let _done = StopOnDrop(&done);
             std::thread::sleep(Duration::from_millis(20));
             snap.ok(&["forget", "--keep-last", "1", "-q"]);
             done.store(true, Ordering::SeqCst);

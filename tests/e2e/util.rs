@@ -1041,3 +1041,13 @@ impl Snap {
 pub fn panicked(out: &Output) -> bool {
     out.status.code() == Some(101) || String::from_utf8_lossy(&out.stderr).contains("panicked")
 }
+
+/// Sets a flag when dropped: a background thread told to stop by it stops
+/// even when the test panics (`std::thread::scope` waits for its threads).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

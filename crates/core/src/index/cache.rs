@@ -213,12 +213,21 @@ impl IndexCache {
             .filter_map(|o| IndexId::from_hex(&o.name).ok())
             .collect();
         let known = self.known_index_files()?;
-        let mut stats = SyncStats::default();
-        if known.iter().any(|id| !listed.contains(id)) {
-            self.clear()?;
-            stats.rebuilt = true;
-        }
+        let mut stats = SyncStats {
+            rebuilt: known.iter().any(|id| !listed.contains(id)),
+            ..SyncStats::default()
+        };
         let known = if stats.rebuilt { HashSet::new() } else { known };
+        // A rebuild clears and reloads in one transaction: other processes
+        // sharing the cache see the old index or the new one, never an empty
+        // or partial one (which would make them report blobs as lost).
+        let rebuild = if stats.rebuilt {
+            let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            self.clear_in(&txn)?;
+            Some(txn)
+        } else {
+            None
+        };
         let mut missing: Vec<IndexId> = listed.into_iter().filter(|id| !known.contains(id)).collect();
         missing.sort();
         for batch in missing.chunks(SYNC_BATCH) {
@@ -244,8 +253,14 @@ impl IndexCache {
                     }
                 }
             }
-            self.insert(&files)?;
+            match &rebuild {
+                Some(txn) => self.write_files(txn, &files)?,
+                None => self.insert(&files)?,
+            }
             stats.index_files_loaded += files.len();
+        }
+        if let Some(txn) = rebuild {
+            txn.commit().map_err(|e| self.err(e))?;
         }
         Ok(stats)
     }
@@ -263,20 +278,24 @@ impl IndexCache {
         Ok(out)
     }
 
-    fn clear(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+    fn clear_in(&self, txn: &redb::WriteTransaction) -> Result<()> {
         for name in [BLOBS, PACKS] {
             txn.delete_table(name).map_err(|e| self.err(e))?;
             txn.open_table(name).map_err(|e| self.err(e))?;
         }
         txn.delete_table(INDEX_FILES).map_err(|e| self.err(e))?;
         txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// Records index files (already stored in the repository) in one transaction.
     pub fn insert(&self, files: &[(IndexId, IndexFile)]) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.write_files(&txn, files)?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn write_files(&self, txn: &redb::WriteTransaction, files: &[(IndexId, IndexFile)]) -> Result<()> {
         {
             let mut blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
             let mut packs = txn.open_table(PACKS).map_err(|e| self.err(e))?;
@@ -298,7 +317,7 @@ impl IndexCache {
                     .map_err(|e| self.err(e))?;
             }
         }
-        txn.commit().map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// Where `id` is stored, if it is indexed.
