@@ -82,8 +82,15 @@ impl GlobalArgs {
                 resync(repo)?;
                 Ok(Some(guard))
             }
-            Err(Error::Backend(e)) => {
-                tracing::warn!("going on without a lock: {e}");
+            // Only a repository that refuses writes goes on without a lock; any
+            // other storage error stops the command.
+            Err(Error::Backend(snap_core::backend::BackendError::Io { error, op, what }))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                tracing::warn!("the repository is read-only ({op} {what}: {error}); going on without a lock");
                 Ok(None)
             }
             Err(e) => Err(e.into()),
