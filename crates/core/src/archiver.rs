@@ -539,6 +539,12 @@ impl Archiver<'_> {
             return Ok(None);
         };
         let mut node = fsmeta::node_from_metadata(name, kind, &meta, path, &self.names);
+        // Linux has no empty symlinks: an empty target means the link could
+        // not be read, because the entry changed after the lstat above.
+        if kind == NodeKind::Symlink && node.link_target.is_empty() {
+            self.skip(path, "changed while being backed up (symlink unreadable)".into());
+            return Ok(None);
+        }
         match kind {
             NodeKind::Dir => {
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
