@@ -147,28 +147,26 @@ impl Packer {
     fn send(&self, writer: PackWriter) -> Result<()> {
         let pack = writer.finish(self.repo.crypto());
         let sender = self.sender.as_ref().expect("sender lives until finish");
-        if sender.send(Upload::Pack(pack)).is_err() {
-            // The uploader stopped: its error is reported by `finish`.
-            return Err(Error::Backend(crate::backend::BackendError::Io {
-                op: "upload",
-                what: "pack".into(),
-                error: std::io::Error::other("the uploader stopped after an earlier error"),
-            }));
-        }
-        Ok(())
+        // If the uploader stopped, its own error is reported by `finish`.
+        sender.send(Upload::Pack(pack)).map_err(|_| uploader_stopped())
+    }
+
+    /// Swaps out the open data and tree packs for empty ones.
+    fn take_open_packs(&self) -> OpenPacks {
+        std::mem::replace(
+            &mut *self.open.lock().expect("packer lock"),
+            OpenPacks {
+                data: PackWriter::new(BlobKind::Data, 0),
+                tree: PackWriter::new(BlobKind::Tree, 0),
+            },
+        )
     }
 
     /// Makes every blob handed in so far durable and indexed: stores the
     /// partly filled packs, waits for the uploads and writes an index file.
     /// Blobs added concurrently may or may not be included.
     pub fn checkpoint(&self) -> Result<()> {
-        let open = std::mem::replace(
-            &mut *self.open.lock().expect("packer lock"),
-            OpenPacks {
-                data: PackWriter::new(BlobKind::Data, 0),
-                tree: PackWriter::new(BlobKind::Tree, 0),
-            },
-        );
+        let open = self.take_open_packs();
         for writer in [open.data, open.tree] {
             if !writer.is_empty() {
                 self.send(writer)?;
@@ -176,28 +174,15 @@ impl Packer {
         }
         let (ack, done) = sync_channel(1);
         let sender = self.sender.as_ref().expect("sender lives until finish");
-        let stopped = || {
-            Error::Backend(crate::backend::BackendError::Io {
-                op: "upload",
-                what: "pack".into(),
-                error: std::io::Error::other("the uploader stopped after an earlier error"),
-            })
-        };
-        sender.send(Upload::Flush(ack)).map_err(|_| stopped())?;
-        done.recv().map_err(|_| stopped())?
+        sender.send(Upload::Flush(ack)).map_err(|_| uploader_stopped())?;
+        done.recv().map_err(|_| uploader_stopped())?
     }
 
     /// Stores the partly filled packs, waits for the uploads, and writes the
     /// last index file. Call it on success and on interruption alike: what was
     /// uploaded is then indexed and the next backup reuses it.
     pub fn finish(mut self) -> Result<PackerStats> {
-        let open = std::mem::replace(
-            &mut *self.open.lock().expect("packer lock"),
-            OpenPacks {
-                data: PackWriter::new(BlobKind::Data, 0),
-                tree: PackWriter::new(BlobKind::Tree, 0),
-            },
-        );
+        let open = self.take_open_packs();
         let mut send_result = Ok(());
         for writer in [open.data, open.tree] {
             if !writer.is_empty() && send_result.is_ok() {
@@ -227,6 +212,15 @@ impl Drop for Packer {
             let _ = handle.join();
         }
     }
+}
+
+/// The error of a producer whose uploader thread has stopped.
+fn uploader_stopped() -> Error {
+    Error::Backend(crate::backend::BackendError::Io {
+        op: "upload",
+        what: "pack".into(),
+        error: std::io::Error::other("the uploader stopped after an earlier error"),
+    })
 }
 
 fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {

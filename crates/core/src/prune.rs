@@ -292,7 +292,6 @@ pub fn prune(
         bytes: stats.bytes_repacked,
         items: to_repack.len() as u64,
     });
-    let repack_set: HashSet<PackId> = to_repack.iter().copied().collect();
     if !to_repack.is_empty() {
         let packer = Packer::for_repack(repo, repo.config().compression);
         let copied = to_repack.par_iter().try_for_each(|pack_id| -> Result<()> {
@@ -374,7 +373,6 @@ pub fn prune(
             Err(e) => return Err(e.into()),
         }
     }
-    debug_assert!(repack_set.iter().all(|id| gone.contains(id)));
     repo.index().sync(repo.backend(), repo.crypto())?;
     Ok(stats)
 }

@@ -101,7 +101,8 @@ impl Repository {
         };
         // The config is written last: until it exists, the location is not a repository.
         backend.write(ObjectKind::Config, "config", &Config::new(body, &crypto).to_bytes())?;
-        Self::open_with_key(backend, crypto, key_id, cache_root)
+        let config = read_config(backend.as_ref())?;
+        Self::open_with_key(backend, config, crypto, key_id, cache_root)
     }
 
     /// Opens an existing repository, trying `password` against every key file.
@@ -129,10 +130,9 @@ impl Repository {
             match file.unlock(password, &info.name) {
                 Ok(key) => {
                     let crypto = Crypto::new(key, config.body.encryption);
-                    config.verify(&crypto)?;
                     let key_id = KeyId::from_hex(&info.name)
                         .map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
-                    return Self::open_with_key(backend, crypto, key_id, cache_root);
+                    return Self::open_with_key(backend, config, crypto, key_id, cache_root);
                 }
                 Err(Error::WrongPassword) => {}
                 Err(e) => last_err = e,
@@ -146,8 +146,13 @@ impl Repository {
         Err(last_err)
     }
 
-    fn open_with_key(backend: Arc<dyn Backend>, crypto: Crypto, key_id: KeyId, cache_root: &Path) -> Result<Self> {
-        let config = read_config(backend.as_ref())?;
+    fn open_with_key(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        crypto: Crypto,
+        key_id: KeyId,
+        cache_root: &Path,
+    ) -> Result<Self> {
         config.verify(&crypto)?;
         let cache_path = cache_root.join(&config.body.id).join("index.redb");
         let index = IndexCache::open(&cache_path, &config.body.id)?;

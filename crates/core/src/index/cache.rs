@@ -322,15 +322,7 @@ impl IndexCache {
 
     /// Where `id` is stored, if it is indexed.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let found = table.get(&id.0[..]).map_err(|e| self.err(e))?;
-        match found {
-            None => Ok(None),
-            Some(v) => decode_location(id, v.value())
-                .map(Some)
-                .ok_or_else(|| self.err(format!("entry for blob {id} is damaged"))),
-        }
+        self.reader()?.lookup(id)
     }
 
     /// Opens a reader for many lookups in one read transaction.
