@@ -167,6 +167,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.read_range(kind, name, offset, len)
     }
 
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
+        self.check(Op::ReadRange, kind, name)?;
+        self.inner.read_range_into(kind, name, offset, len, buf)
+    }
+
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
         let action = self.check(Op::Write, kind, name)?;
         let len = data.len() as u64;

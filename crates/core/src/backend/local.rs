@@ -6,8 +6,9 @@
 //! is fsynced, so a crash leaves either the whole object or none (plus, at
 //! worst, a `.tmp-` file that listing ignores).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectKind};
@@ -113,9 +114,22 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_range_into(kind, name, offset, len, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
         check_name(name)?;
         let path = self.path(kind, name);
-        let mut file = File::open(&path).map_err(|e| Self::not_found_or(kind, name, "open", &path, e))?;
+        let file = File::open(&path).map_err(|e| Self::not_found_or(kind, name, "open", &path, e))?;
         let size = file.metadata().map_err(|e| Self::io_err("stat", &path, e))?.len();
         let end = offset.saturating_add(len);
         if end > size {
@@ -127,11 +141,11 @@ impl Backend for LocalBackend {
                 size,
             });
         }
-        let mut buf = vec![0u8; len as usize];
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(&mut buf))
-            .map_err(|e| Self::io_err("read", &path, e))?;
-        Ok(buf)
+        // The length was checked against the file, so this cannot be a
+        // hostile allocation.
+        buf.resize(len as usize, 0);
+        file.read_exact_at(buf, offset)
+            .map_err(|e| Self::io_err("read", &path, e))
     }
 
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
@@ -147,10 +161,7 @@ impl Backend for LocalBackend {
         crate::crypto::fill_random(&mut tmp_name);
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(tmp_name)));
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(data)?;
-            file.sync_all()?;
-            drop(file);
+            super::direct::create_synced(&tmp, data)?;
             fs::rename(&tmp, &path)?;
             sync_dir(&dir)
         })();

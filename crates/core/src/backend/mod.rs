@@ -3,6 +3,7 @@
 //! byte ranges, lists them by kind, and deletes them. Writes are atomic: a
 //! reader sees the whole object or nothing.
 
+mod direct;
 pub mod faulty;
 mod local;
 
@@ -82,6 +83,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn read(&self, kind: ObjectKind, name: &str) -> BackendResult<Vec<u8>>;
     /// Reads exactly `len` bytes at `offset`.
     fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
+    /// [`Backend::read_range`] into `buf` (replacing its contents), so that a
+    /// caller reading many ranges can reuse one allocation.
+    fn read_range_into(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> BackendResult<()> {
+        *buf = self.read_range(kind, name, offset, len)?;
+        Ok(())
+    }
     /// Stores an object atomically and durably. Overwriting an existing name is
     /// allowed only with identical bytes (names are content hashes).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()>;
