@@ -290,3 +290,46 @@ fn restore_again_as_an_unprivileged_user() {
     assert_same_tree(&src, &restored(&target, &src), what);
     make_removable(snap.scratch());
 }
+
+/// Files whose blobs are spread over many packs are written a pack at a
+/// time, so a restore holds many of them half-written at once. With few file
+/// descriptors allowed (`ulimit -n 64`), it closes and reopens them instead
+/// of failing, and every byte still lands where it belongs.
+#[test]
+fn restore_with_few_file_descriptors_allowed() {
+    use std::os::unix::process::CommandExt;
+
+    let snap = Snap::init(&["--chunk-sizes", SMALL_CHUNKS, "--pack-size-mib", "1"]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..300u64 {
+        write_random_file(&src.join(format!("f{i:03}")), 48 * 1024, i);
+    }
+    snap.create(&[s(&src)]);
+    // New first blocks: every file now has blobs in old and in new packs.
+    for i in 0..300u64 {
+        let path = src.join(format!("f{i:03}"));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[..6000].copy_from_slice(&random_bytes(6000, 1000 + i));
+        fs::write(&path, bytes).unwrap();
+    }
+    snap.create(&[s(&src)]);
+
+    let target = work.path().join("target");
+    let mut cmd = snap.command();
+    cmd.args(["restore", "latest", "--target", s(&target)]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = rustix::process::Rlimit {
+                current: Some(64),
+                maximum: Some(64),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    assert_same_tree(&src, &restored(&target, &src), Compare::all());
+}

@@ -71,6 +71,8 @@ thread_local! {
     // One zstd context per thread and level: creating one per blob costs more
     // than compressing a small blob.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    // Likewise for decompression, which a restore does once per blob.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Compresses `data` with `compression`. Returns `None` when the result would
@@ -95,14 +97,31 @@ pub fn compress(data: &[u8], compression: Compression) -> Option<Vec<u8>> {
 
 /// Decompresses a blob whose plaintext is exactly `raw_len` bytes.
 pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(data, raw_len)?;
-    if out.len() != raw_len {
+    let mut out = Vec::new();
+    decompress_into(data, raw_len, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out` (replacing its contents), so that a caller
+/// decompressing many blobs can reuse one allocation.
+pub fn decompress_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(raw_len);
+    let written = DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let decompressor = match cell.as_mut() {
+            Some(d) => d,
+            None => cell.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress_to_buffer(data, out)
+    })?;
+    if written != raw_len {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("decompressed to {} bytes, header says {raw_len}", out.len()),
+            format!("decompressed to {written} bytes, header says {raw_len}"),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

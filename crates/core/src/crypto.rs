@@ -174,6 +174,38 @@ impl Crypto {
     }
 }
 
+impl Crypto {
+    /// Opens bytes produced by [`Crypto::seal`] where they lie, returning the
+    /// plaintext as a part of `sealed`: no allocation, no copy.
+    pub fn open_in_place<'a>(&self, sealed: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
+        match &self.aead {
+            Some(aead) => {
+                if sealed.len() < NONCE_LEN + TAG_LEN {
+                    return Err(AuthError);
+                }
+                let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+                let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+                let nonce = XNonce::try_from(&*nonce).map_err(|_| AuthError)?;
+                let tag = Tag::try_from(&*tag).map_err(|_| AuthError)?;
+                aead.decrypt_inout_detached(&nonce, &[], (&mut *ciphertext).into(), &tag)
+                    .map_err(|_| AuthError)?;
+                Ok(ciphertext)
+            }
+            None => {
+                if sealed.len() < TAG_LEN {
+                    return Err(AuthError);
+                }
+                let (plaintext, tag) = sealed.split_at_mut(sealed.len() - TAG_LEN);
+                let expected = self.mac(plaintext);
+                if !constant_time_eq(&expected[..TAG_LEN], tag) {
+                    return Err(AuthError);
+                }
+                Ok(plaintext)
+            }
+        }
+    }
+}
+
 fn aead_seal_into(aead: &XChaCha20Poly1305, plaintext: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
@@ -227,6 +259,19 @@ mod tests {
             Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305),
             Crypto::new(MasterKey::generate(), Encryption::None),
         ]
+    }
+
+    #[test]
+    fn opening_in_place_matches_opening() {
+        for crypto in both() {
+            let plain: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+            let mut sealed = crypto.seal(&plain);
+            assert_eq!(crypto.open_in_place(&mut sealed).unwrap(), &plain[..]);
+            let mut damaged = crypto.seal(&plain);
+            damaged[30] ^= 1;
+            assert!(crypto.open_in_place(&mut damaged).is_err());
+            assert!(crypto.open_in_place(&mut [0u8; 3]).is_err());
+        }
     }
 
     #[test]

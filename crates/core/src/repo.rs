@@ -235,6 +235,35 @@ impl Repository {
         Ok(plain)
     }
 
+    /// [`Repository::decode_blob`] without allocating: opens `sealed` where
+    /// it lies and decompresses into `scratch` when the blob is compressed.
+    /// Returns the plaintext, checked against its id.
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        location: &BlobLocation,
+        sealed: &'a mut [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let e = &location.entry;
+        let what = || format!("blob {} in pack {}", e.id, location.pack);
+        let opened = self
+            .crypto
+            .open_in_place(sealed)
+            .map_err(|err| Error::corrupt(what(), err))?;
+        let plain: &[u8] = match e.encoding {
+            Encoding::Raw => opened,
+            Encoding::Zstd => {
+                compress::decompress_into(opened, e.raw_length as usize, scratch)
+                    .map_err(|err| Error::corrupt(what(), err))?;
+                scratch
+            }
+        };
+        if plain.len() != e.raw_length as usize || self.crypto.blob_id(plain) != e.id {
+            return Err(Error::corrupt(what(), "its content does not match its id"));
+        }
+        Ok(plain)
+    }
+
     /// Stores an index file and records it in the cache.
     pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
         let bytes = file.encode(&self.crypto);

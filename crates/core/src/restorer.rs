@@ -1,13 +1,16 @@
 //! `restore`: writes a snapshot, or parts of it, into a target directory.
 //!
 //! Three phases:
-//! 1. plan: walk the snapshot's trees, create directories, empty files of the
-//!    right length (holes where the content is zero), fifos and devices, and
-//!    note which blob goes to which file offsets;
+//! 1. plan: walk the snapshot's trees, create directories, fifos and
+//!    devices, and note which blob goes to which file offsets;
 //! 2. content: group the needed blobs by pack, and on several threads read
 //!    each pack's needed byte ranges once (neighbouring blobs are merged into
 //!    one read), check every blob against its id, and write it with
-//!    positional writes to every place it belongs;
+//!    positional writes to every place it belongs. A file is created (at full
+//!    length, all holes, so zero blobs need no write) when its first blob
+//!    arrives and closed after its last, so creating files, which costs the
+//!    kernel more than writing them, runs on every thread and overlaps the
+//!    reads; files with no content are created at the end;
 //! 3. finish: hard links, symlinks, then metadata, directories last and
 //!    deepest first so their times stick.
 //!
@@ -22,8 +25,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
@@ -40,8 +43,13 @@ use crate::tree::{self, Node, NodeKind, Tree};
 
 /// Blobs closer than this in a pack are fetched in one read.
 const MERGE_GAP: u64 = 256 * 1024;
-/// Upper bound of one merged read, which bounds memory per thread.
-const MAX_READ: u64 = 32 << 20;
+/// Upper bound of one merged read (unless one blob is larger), which bounds
+/// the read buffer each thread keeps.
+const MAX_READ: u64 = 8 << 20;
+/// Most files kept open between writes; past it a file is closed after each
+/// write and opened again for the next (see `FileSlots`). Lower when the
+/// process may open few files: see `open_file_budget`.
+const MAX_OPEN_FILES: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct RestoreOptions {
@@ -73,6 +81,14 @@ pub struct RestoreResult {
 struct PlannedFile {
     path: PathBuf,
     node: Node,
+    /// How many blob writes this file gets.
+    writes: u32,
+}
+
+/// A blob to restore: where it is stored, and where it goes.
+struct PlannedBlob {
+    location: BlobLocation,
+    targets: Vec<Target>,
 }
 
 /// Where one blob's bytes go.
@@ -93,11 +109,51 @@ struct Plan {
     links: Vec<(PathBuf, PathBuf, Node)>,
     /// (device, inode) of multiply-linked files -> first restored path.
     first_links: HashMap<(u64, u64), PathBuf>,
-    blobs: HashMap<BlobId, Vec<Target>>,
+    blobs: HashMap<BlobId, PlannedBlob>,
+}
+
+/// The state of one planned file during the content phase.
+enum Handle {
+    /// Not created yet.
+    New,
+    Open(Arc<File>),
+    /// Created, not open now.
+    Closed,
+    /// Could not be created; the error is reported once.
+    Failed,
+}
+
+struct FileSlot {
+    handle: Handle,
+    /// Blob writes still to come.
+    remaining: u32,
+}
+
+/// One slot per planned file. Files are kept open from their first write to
+/// their last, except that past `budget` open at once a file is closed after
+/// each write (a file whose blobs are spread over many packs would otherwise
+/// hold a descriptor for the whole restore).
+struct FileSlots {
+    slots: Vec<Mutex<FileSlot>>,
+    open: AtomicUsize,
+    budget: usize,
+}
+
+/// How many restored files may stay open: a quarter of the descriptor limit
+/// (the rest is for pack reads, the index and the caller), at most
+/// `MAX_OPEN_FILES`.
+fn open_file_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (limit / 4).clamp(1, MAX_OPEN_FILES as u64) as usize
 }
 
 struct Restorer<'a> {
     repo: &'a Repository,
+    /// Trees loaded ahead of the planning walk (see `prefetch_trees`); the
+    /// walk takes each one out as it plans it.
+    trees: Mutex<HashMap<BlobId, Tree>>,
     progress: &'a dyn Progress,
     cancel: &'a AtomicBool,
     includes: Option<Gitignore>,
@@ -129,6 +185,7 @@ pub fn restore(
 ) -> Result<RestoreResult> {
     let restorer = Restorer {
         repo,
+        trees: Mutex::new(HashMap::new()),
         progress,
         cancel,
         includes: if options.includes.is_empty() {
@@ -162,8 +219,9 @@ pub fn restore(
             .iter()
             .any(|p| tree::path_components(p).is_some_and(|c| c.is_empty()));
     if whole {
-        let root = Tree::load(repo, &snapshot.tree)?;
-        restorer.plan_tree(&mut plan, &root, Path::new("/"), &options.target, false)?;
+        pool.install(|| restorer.prefetch_trees(vec![snapshot.tree]))?;
+        let root = restorer.load_tree(&snapshot.tree)?;
+        restorer.plan_tree(&mut plan, root, Path::new("/"), &options.target, false)?;
     } else {
         let mut seen_names = std::collections::HashSet::new();
         for path in &options.paths {
@@ -179,9 +237,14 @@ pub fn restore(
             }
             let source = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
             let dest = options.target.join(std::ffi::OsStr::from_bytes(&node.name));
+            if let Some(subtree) = node.subtree {
+                pool.install(|| restorer.prefetch_trees(vec![subtree]))?;
+            }
             restorer.plan_node(&mut plan, node, &source, &dest, false)?;
         }
     }
+    // What the walk did not take (excluded directories) is not needed.
+    restorer.trees.lock().expect("trees lock").clear();
     let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
     progress.event(Event::Total {
         bytes: total,
@@ -218,13 +281,53 @@ impl Restorer<'_> {
     /// Plans the children of `tree`, found at snapshot path `source` and to be
     /// restored at `dest`. `selected`: an ancestor matched an include pattern.
     /// Returns whether anything was planned.
-    fn plan_tree(&self, plan: &mut Plan, tree: &Tree, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
+    fn plan_tree(&self, plan: &mut Plan, tree: Tree, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
         let mut any = false;
-        for node in &tree.nodes {
-            let name = std::ffi::OsStr::from_bytes(&node.name);
-            any |= self.plan_node(plan, node.clone(), &source.join(name), &dest.join(name), selected)?;
+        for node in tree.nodes {
+            let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
+            any |= self.plan_node(plan, node, &source.join(&name), &dest.join(&name), selected)?;
         }
         Ok(any)
+    }
+
+    /// Loads every tree below `roots` on the pool's threads, a level of the
+    /// hierarchy at a time, so that the planning walk (one thread, depth
+    /// first) finds them in memory instead of waiting for each read in turn.
+    /// A tree that fails to load is left out: the walk loads it again and
+    /// reports the error where it belongs.
+    fn prefetch_trees(&self, roots: Vec<BlobId>) -> Result<()> {
+        let mut seen: std::collections::HashSet<BlobId> = roots.iter().copied().collect();
+        let mut level = roots;
+        while !level.is_empty() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let loaded: Vec<(BlobId, Tree)> = level
+                .par_iter()
+                .filter_map(|id| Tree::load(self.repo, id).ok().map(|tree| (*id, tree)))
+                .collect();
+            level = Vec::new();
+            let mut trees = self.trees.lock().expect("trees lock");
+            for (id, tree) in loaded {
+                level.extend(
+                    tree.nodes
+                        .iter()
+                        .filter_map(|n| n.subtree)
+                        .filter(|id| seen.insert(*id)),
+                );
+                trees.insert(id, tree);
+            }
+        }
+        Ok(())
+    }
+
+    /// A tree, from the prefetched ones if it is there (the same tree can
+    /// appear at several places: only the first takes it out).
+    fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        match self.trees.lock().expect("trees lock").remove(id) {
+            Some(tree) => Ok(tree),
+            None => Tree::load(self.repo, id),
+        }
     }
 
     fn plan_node(&self, plan: &mut Plan, node: Node, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
@@ -243,7 +346,7 @@ impl Restorer<'_> {
         match node.kind {
             NodeKind::Dir => {
                 let subtree = node.subtree.expect("decode checked: directories have subtrees");
-                let tree = match Tree::load(self.repo, &subtree) {
+                let tree = match self.load_tree(&subtree) {
                     Ok(tree) => tree,
                     Err(e) => {
                         self.error(dest, format!("cannot read directory listing: {e}"));
@@ -257,13 +360,13 @@ impl Restorer<'_> {
                         return Ok(false);
                     }
                     plan.dirs.push((dest.to_path_buf(), node));
-                    self.plan_tree(plan, &tree, source, dest, selected)?;
+                    self.plan_tree(plan, tree, source, dest, selected)?;
                     return Ok(true);
                 }
                 // Not selected itself: create it only if something below is.
                 plan.dirs.push((dest.to_path_buf(), node));
                 let created = create_dir(dest);
-                let any = created.is_ok() && self.plan_tree(plan, &tree, source, dest, false)?;
+                let any = created.is_ok() && self.plan_tree(plan, tree, source, dest, false)?;
                 if !any {
                     plan.dirs.truncate(index);
                     let _ = std::fs::remove_dir(dest);
@@ -280,27 +383,34 @@ impl Restorer<'_> {
                     }
                     plan.first_links.insert(key, dest.to_path_buf());
                 }
-                if let Err(e) = create_file(dest, node.size) {
-                    self.error(dest, format!("cannot create file: {e}"));
-                    return Ok(false);
-                }
                 let file = plan.files.len();
                 let mut offset = 0u64;
                 let mut complete = true;
+                let mut writes = 0u32;
                 for id in &node.content {
                     // Offsets come from the index; past a blob of unknown
                     // length no offset can be trusted, so nothing more of this
                     // file is written (a wrong byte is worse than a hole).
-                    let Some(len) = self.blob_len(id) else {
-                        self.error(
-                            dest,
-                            format!("content from offset {offset} on is lost: blob {id} is not in the index"),
-                        );
-                        complete = false;
-                        break;
+                    let planned = match plan.blobs.entry(*id) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => match self.repo.index().lookup(id) {
+                            Ok(Some(location)) => e.insert(PlannedBlob {
+                                location,
+                                targets: Vec::new(),
+                            }),
+                            _ => {
+                                self.error(
+                                    dest,
+                                    format!("content from offset {offset} on is lost: blob {id} is not in the index"),
+                                );
+                                complete = false;
+                                break;
+                            }
+                        },
                     };
-                    plan.blobs.entry(*id).or_default().push(Target { file, offset });
-                    offset += len;
+                    planned.targets.push(Target { file, offset });
+                    offset += u64::from(planned.location.entry.raw_length);
+                    writes += 1;
                 }
                 if complete && offset != node.size {
                     self.error(
@@ -311,6 +421,7 @@ impl Restorer<'_> {
                 plan.files.push(PlannedFile {
                     path: dest.to_path_buf(),
                     node,
+                    writes,
                 });
                 Ok(true)
             }
@@ -329,89 +440,159 @@ impl Restorer<'_> {
         }
     }
 
-    fn blob_len(&self, id: &BlobId) -> Option<u64> {
-        match self.repo.index().lookup(id) {
-            Ok(Some(location)) => Some(u64::from(location.entry.raw_length)),
-            _ => None,
-        }
-    }
-
-    /// Phase 2: reads every needed blob once and writes it everywhere it goes.
+    /// Phase 2: reads every needed blob once and writes it everywhere it
+    /// goes, then creates the files that got no write.
     fn write_content(&self, plan: &Plan) -> Result<()> {
-        let mut by_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
-        for id in plan.blobs.keys() {
-            match self.repo.index().lookup(id)? {
-                Some(location) => by_pack.entry(location.pack).or_default().push(location),
-                None => self.blob_failed(plan, id, &format!("blob {id} is not in the index")),
-            }
+        let files = FileSlots {
+            slots: plan
+                .files
+                .iter()
+                .map(|f| {
+                    Mutex::new(FileSlot {
+                        handle: Handle::New,
+                        remaining: f.writes,
+                    })
+                })
+                .collect(),
+            open: AtomicUsize::new(0),
+            budget: open_file_budget(),
+        };
+        let mut by_pack: HashMap<PackId, Vec<&BlobLocation>> = HashMap::new();
+        for blob in plan.blobs.values() {
+            by_pack.entry(blob.location.pack).or_default().push(&blob.location);
         }
-        let mut packs: Vec<(PackId, Vec<BlobLocation>)> = by_pack.into_iter().collect();
+        let mut packs: Vec<(PackId, Vec<&BlobLocation>)> = by_pack.into_iter().collect();
         packs.sort_by_key(|(id, _)| *id);
         packs.par_iter_mut().try_for_each(|(pack, blobs)| {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
             blobs.sort_by_key(|b| b.entry.offset);
             for range in merge_ranges(blobs) {
-                self.restore_range(plan, pack, range);
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
+                }
+                self.restore_range(plan, &files, pack, range);
             }
             Ok(())
-        })
+        })?;
+        files.slots.par_iter().zip(&plan.files).for_each(|(slot, file)| {
+            let mut slot = slot.lock().expect("file slot lock");
+            if matches!(slot.handle, Handle::New) {
+                slot.handle = match create_file(&file.path, file.node.size) {
+                    Ok(_) => Handle::Closed,
+                    Err(e) => {
+                        self.error(&file.path, format!("cannot create file: {e}"));
+                        Handle::Failed
+                    }
+                };
+            }
+        });
+        Ok(())
     }
 
-    fn restore_range(&self, plan: &Plan, pack: &PackId, blobs: &[BlobLocation]) {
+    fn restore_range(&self, plan: &Plan, files: &FileSlots, pack: &PackId, blobs: &[&BlobLocation]) {
+        thread_local! {
+            // Per thread, reused for every range: the bytes read, and the
+            // plaintext of a compressed blob (the others are opened in place).
+            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
         let start = u64::from(blobs[0].entry.offset);
         let last = blobs.last().expect("ranges are not empty");
         let end = u64::from(last.entry.offset) + u64::from(last.entry.length);
-        let bytes = match self
-            .repo
-            .backend()
-            .read_range(ObjectKind::Pack, &pack.to_hex(), start, end - start)
-        {
-            Ok(bytes) => bytes,
-            Err(e) => {
+        BUFS.with(|bufs| {
+            let (bytes, scratch) = &mut *bufs.borrow_mut();
+            let read = self
+                .repo
+                .backend()
+                .read_range_into(ObjectKind::Pack, &pack.to_hex(), start, end - start, bytes);
+            if let Err(e) = read {
                 for blob in blobs {
-                    self.blob_failed(plan, &blob.entry.id, &e.to_string());
+                    self.blob_failed(plan, files, &blob.entry.id, &e.to_string());
                 }
                 return;
             }
-        };
-        for blob in blobs {
-            let at = (u64::from(blob.entry.offset) - start) as usize;
-            let sealed = &bytes[at..at + blob.entry.length as usize];
-            match self.repo.decode_blob(blob, sealed) {
-                Ok(plain) => self.write_blob(plan, &blob.entry.id, &plain),
-                Err(e) => self.blob_failed(plan, &blob.entry.id, &e.to_string()),
+            for blob in blobs {
+                let at = (u64::from(blob.entry.offset) - start) as usize;
+                let sealed = &mut bytes[at..at + blob.entry.length as usize];
+                match self.repo.decode_blob_in_place(blob, sealed, scratch) {
+                    Ok(plain) => self.write_blob(plan, files, &blob.entry.id, plain),
+                    Err(e) => self.blob_failed(plan, files, &blob.entry.id, &e.to_string()),
+                }
             }
-        }
+        });
     }
 
-    fn write_blob(&self, plan: &Plan, id: &BlobId, plain: &[u8]) {
-        let targets = &plan.blobs[id];
-        // Files were created at full length, so zero blobs stay holes.
+    fn write_blob(&self, plan: &Plan, files: &FileSlots, id: &BlobId, plain: &[u8]) {
+        // Files are created at full length, so zero blobs stay holes.
         let all_zero = plain.iter().all(|&b| b == 0);
-        for target in targets {
+        for target in &plan.blobs[id].targets {
             let file = &plan.files[target.file];
-            if !all_zero {
-                let result = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&file.path)
-                    .and_then(|f| f.write_all_at(plain, target.offset));
-                if let Err(e) = result {
+            let Some(handle) = self.file_for_write(files, target.file, file, !all_zero) else {
+                continue;
+            };
+            // Zero blobs stay holes: the file was created at full length.
+            if let Some(handle) = handle.filter(|_| !all_zero) {
+                if let Err(e) = handle.write_all_at(plain, target.offset) {
                     self.error(&file.path, format!("cannot write: {e}"));
+                    files.written(target.file);
                     continue;
                 }
             }
+            files.written(target.file);
             self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
             self.progress.event(Event::Bytes(plain.len() as u64));
         }
     }
 
-    fn blob_failed(&self, plan: &Plan, id: &BlobId, why: &str) {
-        for target in plan.blobs.get(id).into_iter().flatten() {
+    /// Creates the file on its first write and opens it if it is closed.
+    /// `None`: the file cannot be written (already reported). `Some(None)`:
+    /// the file exists and the caller needs no handle (a zero blob).
+    fn file_for_write(
+        &self,
+        files: &FileSlots,
+        index: usize,
+        file: &PlannedFile,
+        need_handle: bool,
+    ) -> Option<Option<Arc<File>>> {
+        let mut slot = files.slots[index].lock().expect("file slot lock");
+        let opened = match &slot.handle {
+            Handle::Open(handle) => return Some(Some(handle.clone())),
+            Handle::Failed => {
+                slot.remaining -= 1;
+                return None;
+            }
+            Handle::Closed if !need_handle => return Some(None),
+            Handle::Closed => OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&file.path),
+            Handle::New => create_file(&file.path, file.node.size),
+        };
+        match opened {
+            Ok(handle) => {
+                let handle = Arc::new(handle);
+                files.open.fetch_add(1, Ordering::Relaxed);
+                slot.handle = Handle::Open(handle.clone());
+                Some(Some(handle))
+            }
+            Err(e) => {
+                let what = if matches!(slot.handle, Handle::New) {
+                    "create"
+                } else {
+                    "open"
+                };
+                self.error(&file.path, format!("cannot {what} file: {e}"));
+                slot.handle = Handle::Failed;
+                slot.remaining -= 1;
+                None
+            }
+        }
+    }
+
+    fn blob_failed(&self, plan: &Plan, files: &FileSlots, id: &BlobId, why: &str) {
+        for target in plan.blobs.get(id).map(|b| b.targets.as_slice()).unwrap_or_default() {
             let path = &plan.files[target.file].path;
             self.error(path, format!("content at offset {} is lost: {why}", target.offset));
+            files.written(target.file);
         }
     }
 
@@ -446,8 +627,26 @@ impl Restorer<'_> {
     }
 }
 
+impl FileSlots {
+    /// Counts one write to file `index` as done (or given up), and closes the
+    /// file after its last write, or after every write while too many files
+    /// are open.
+    fn written(&self, index: usize) {
+        let mut slot = self.slots[index].lock().expect("file slot lock");
+        slot.remaining = slot.remaining.saturating_sub(1);
+        if matches!(slot.handle, Handle::Open(_))
+            && (slot.remaining == 0 || self.open.load(Ordering::Relaxed) > self.budget)
+        {
+            // Another thread may still hold a clone for a write in flight;
+            // the descriptor closes when the last clone is dropped.
+            slot.handle = Handle::Closed;
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Splits blobs sorted by offset into runs read with one request each.
-fn merge_ranges(blobs: &[BlobLocation]) -> Vec<&[BlobLocation]> {
+fn merge_ranges<'a, 'b>(blobs: &'a [&'b BlobLocation]) -> Vec<&'a [&'b BlobLocation]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=blobs.len() {
@@ -498,13 +697,24 @@ fn create_dir(path: &Path) -> std::io::Result<()> {
 /// replaced, not truncated: truncating would change every other hard link to
 /// it, and fails on a read-only file the user may still delete.
 fn create_file(path: &Path, size: u64) -> std::io::Result<File> {
-    remove_existing_non_dir(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    file.set_len(size)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+    };
+    // Into an empty target, the first try succeeds: no stat per file.
+    let file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove_existing_non_dir(path);
+            create()?
+        }
+        other => other?,
+    };
+    if size > 0 {
+        file.set_len(size)?;
+    }
     Ok(file)
 }
 
