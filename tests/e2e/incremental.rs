@@ -123,3 +123,53 @@ fn rewritten_file_with_the_same_size_and_mtime_is_read_again() {
     assert_code(&snap.restore("latest", &target, &[]), 0);
     assert_eq!(fs::read(restored(&target, &file)).unwrap(), b"value = 2\n");
 }
+
+/// A second backup takes the extended attributes of an untouched entry from
+/// the parent snapshot instead of reading them; changing one (which changes
+/// ctime) is still seen, on a file and on a directory.
+#[test]
+fn changed_extended_attributes_are_seen_on_unchanged_content() {
+    let snap = Snap::init(&["--chunk-sizes", SMALL_CHUNKS]);
+    let work = tempdir();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    if !xattrs_supported(&src) {
+        eprintln!("no user xattrs on this file system: nothing to test");
+        return;
+    }
+    let file = src.join("dir/file");
+    fs::write(&file, b"same content").unwrap();
+    let dir = src.join("dir");
+    xattr::set(&file, "user.kept", b"1").unwrap();
+    xattr::set(&file, "user.changed", b"old").unwrap();
+    xattr::set(&dir, "user.d", b"old").unwrap();
+    let untouched = src.join("untouched");
+    fs::write(&untouched, b"other content").unwrap();
+    xattr::set(&untouched, "user.u", b"kept").unwrap();
+    snap.create(&[s(&src)]);
+
+    xattr::set(&file, "user.changed", b"new").unwrap();
+    xattr::set(&dir, "user.d", b"new").unwrap();
+    let second = snap.create(&[s(&src)]);
+    // The changed ctime makes the file count as changed (it is read again).
+    assert_eq!(summary(&second, "files_changed"), 1, "{second}");
+    assert_eq!(summary(&second, "files_unmodified"), 1, "{second}");
+
+    let target = work.path().join("target");
+    assert_code(&snap.restore("latest", &target, &[]), 0);
+    let restored = restored(&target, &src);
+    assert_eq!(
+        xattr::get(restored.join("dir/file"), "user.changed").unwrap().unwrap(),
+        b"new"
+    );
+    assert_eq!(
+        xattr::get(restored.join("dir/file"), "user.kept").unwrap().unwrap(),
+        b"1"
+    );
+    assert_eq!(xattr::get(restored.join("dir"), "user.d").unwrap().unwrap(), b"new");
+    // Taken from the parent snapshot, not read: still there.
+    assert_eq!(
+        xattr::get(restored.join("untouched"), "user.u").unwrap().unwrap(),
+        b"kept"
+    );
+}

@@ -58,4 +58,8 @@ impl Progress for Bar {
             Event::Warning { path, message } => self.warn(path, &message),
         }
     }
+
+    fn shows_total(&self) -> bool {
+        !self.bar.is_hidden()
+    }
 }

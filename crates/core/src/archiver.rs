@@ -196,7 +196,9 @@ pub fn archive(
             let scan_roots = paths.clone();
             let walked = std::thread::scope(|scope| {
                 // Sizes for the progress bar's total, found while the backup runs.
-                scope.spawn(|| archiver.scan(&scan_roots));
+                if archiver.progress.shows_total() {
+                    scope.spawn(|| archiver.scan(&scan_roots));
+                }
                 pool.install(|| archiver.archive_virtual(Path::new("/"), &root, parent_tree))
             });
             (display, parent.map(|(id, _)| id), walked)
@@ -441,15 +443,15 @@ impl Archiver<'_> {
                 match child {
                     SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None, None),
                     SourceTree::Virtual(_) => {
-                        let meta = match std::fs::symlink_metadata(&child_path) {
-                            Ok(meta) => meta,
+                        let st = match rustix::fs::lstat(&child_path) {
+                            Ok(st) => st,
                             Err(e) => {
                                 self.skip(&child_path, format!("cannot read metadata: {e}"));
                                 return Ok(None);
                             }
                         };
-                        let mut node =
-                            fsmeta::node_from_metadata(name.clone(), NodeKind::Dir, &meta, &child_path, &self.names);
+                        let mut node = fsmeta::node_from_stat(name.clone(), NodeKind::Dir, &st, &self.names);
+                        node.xattrs = fsmeta::read_xattrs(&child_path);
                         node.subtree =
                             Some(self.archive_virtual(&child_path, child, parent_node.and_then(|n| n.subtree))?);
                         self.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -508,52 +510,61 @@ impl Archiver<'_> {
         dir: Option<&OwnedFd>,
     ) -> Result<Option<Node>> {
         self.check_cancel()?;
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(meta) => meta,
+        // Through the directory being walked, not the path: if a directory
+        // above was swapped for a symlink, the path leads elsewhere.
+        let name_os = std::ffi::OsStr::from_bytes(&name).to_owned();
+        let stat = match dir {
+            Some(dir) => rustix::fs::statat(dir, &name_os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+            None => rustix::fs::lstat(path),
+        };
+        let st = match stat {
+            Ok(st) => st,
             Err(e) => {
-                self.skip(path, format!("cannot read metadata: {e}"));
+                self.skip(path, format!("cannot read metadata: {}", std::io::Error::from(e)));
                 return Ok(None);
             }
         };
-        // The path must still lead to the entry the directory holds: if a
-        // directory above was swapped for a symlink, it leads elsewhere.
-        if let Some(dir) = dir {
-            match rustix::fs::statat(
-                dir,
-                std::ffi::OsStr::from_bytes(&name),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            ) {
-                Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {}
-                Ok(_) => {
-                    self.skip(path, "replaced while being backed up".into());
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.skip(path, format!("cannot read metadata: {e}"));
-                    return Ok(None);
-                }
-            }
-        }
-        let Some(kind) = fsmeta::node_kind(&meta) else {
+        let Some(kind) = fsmeta::node_kind(&st) else {
             self.skip(path, "unknown file type".into());
             return Ok(None);
         };
-        let mut node = fsmeta::node_from_metadata(name, kind, &meta, path, &self.names);
-        // Linux has no empty symlinks: an empty target means the link could
-        // not be read, because the entry changed after the lstat above.
-        if kind == NodeKind::Symlink && node.link_target.is_empty() {
-            self.skip(path, "changed while being backed up (symlink unreadable)".into());
-            return Ok(None);
+        let mut node = fsmeta::node_from_stat(name, kind, &st, &self.names);
+        // Changing extended attributes changes ctime: while kind, inode and
+        // ctime match the parent snapshot's entry, its attributes still hold
+        // and are not read again (a listxattr per file is a large part of an
+        // unchanged backup).
+        let same_attributes = parent.filter(|p| p.kind == kind && p.inode == node.inode && p.ctime_ns == node.ctime_ns);
+        if let Some(p) = same_attributes {
+            node.xattrs = p.xattrs.clone();
+        } else if kind != NodeKind::File {
+            // Files' attributes are read from the open file, below.
+            node.xattrs = fsmeta::read_xattrs(path);
+        }
+        if kind == NodeKind::Symlink {
+            let target = match dir {
+                Some(dir) => rustix::fs::readlinkat(dir, &name_os, Vec::new()),
+                None => rustix::fs::readlinkat(rustix::fs::CWD, path, Vec::new()),
+            };
+            // Linux has no empty symlinks: an empty or unreadable target means
+            // the entry changed after the stat above.
+            match target {
+                Ok(target) if !target.as_bytes().is_empty() => node.link_target = target.into_bytes(),
+                _ => {
+                    self.skip(path, "changed while being backed up (symlink unreadable)".into());
+                    return Ok(None);
+                }
+            }
         }
         match kind {
             NodeKind::Dir => {
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
-                let root_dev = root_dev.unwrap_or(meta.dev());
-                if self.one_file_system && meta.dev() != root_dev {
+                let dev = node.device;
+                let root_dev = root_dev.unwrap_or(dev);
+                if self.one_file_system && dev != root_dev {
                     // A mount point: kept as an empty directory, like restic does.
                     node.subtree = Some(self.save_tree(&Tree::default())?);
                 } else {
-                    match open_dir(dir, &node.name, path, (meta.dev(), meta.ino())) {
+                    match open_dir(dir, &node.name, path, (dev, node.inode)) {
                         Ok(fd) => {
                             node.subtree =
                                 Some(self.archive_dir(path, parent.and_then(|p| p.subtree), Some(root_dev), &fd)?);
@@ -572,7 +583,7 @@ impl Archiver<'_> {
                 }
             }
             NodeKind::File => {
-                if !self.archive_file(path, &mut node, parent, dir)? {
+                if !self.archive_file(path, &mut node, parent, dir, same_attributes.is_some())? {
                     return Ok(None);
                 }
                 self.file_finished(path, &node)?;
@@ -603,7 +614,15 @@ impl Archiver<'_> {
     }
 
     /// Fills a file node's content. `Ok(false)` when the file was skipped.
-    fn archive_file(&self, path: &Path, node: &mut Node, parent: Option<&Node>, dir: Option<&OwnedFd>) -> Result<bool> {
+    /// `have_xattrs`: the node already has the file's extended attributes.
+    fn archive_file(
+        &self,
+        path: &Path,
+        node: &mut Node,
+        parent: Option<&Node>,
+        dir: Option<&OwnedFd>,
+        have_xattrs: bool,
+    ) -> Result<bool> {
         self.counters.bytes_total.fetch_add(node.size, Ordering::Relaxed);
         if let Some(parent) = parent {
             if self.unchanged(node, parent)? {
@@ -621,7 +640,11 @@ impl Archiver<'_> {
             }
         };
         match file.metadata() {
-            Ok(opened) if opened.ino() == node.inode && opened.dev() == node.device => {}
+            Ok(opened) if opened.ino() == node.inode && opened.dev() == node.device => {
+                if !have_xattrs {
+                    node.xattrs = fsmeta::read_file_xattrs(&file);
+                }
+            }
             Ok(_) => {
                 self.skip(path, "replaced by another file while being backed up".into());
                 return Ok(false);

@@ -2,35 +2,26 @@
 //! backup, applying it on restore. Linux/Unix only.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Mode, Stat, Timespec, Timestamps, CWD};
 
 use crate::tree::{Node, NodeKind, Xattr};
 
 /// The node kind of a file type, `None` for types snap does not know.
-pub fn node_kind(meta: &Metadata) -> Option<NodeKind> {
-    let t = meta.file_type();
-    Some(if t.is_file() {
-        NodeKind::File
-    } else if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else if t.is_fifo() {
-        NodeKind::Fifo
-    } else if t.is_char_device() {
-        NodeKind::CharDevice
-    } else if t.is_block_device() {
-        NodeKind::BlockDevice
-    } else if t.is_socket() {
-        NodeKind::Socket
-    } else {
-        return None;
+pub fn node_kind(st: &Stat) -> Option<NodeKind> {
+    use rustix::fs::FileType;
+    Some(match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => NodeKind::File,
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        FileType::Fifo => NodeKind::Fifo,
+        FileType::CharacterDevice => NodeKind::CharDevice,
+        FileType::BlockDevice => NodeKind::BlockDevice,
+        FileType::Socket => NodeKind::Socket,
+        FileType::Unknown => return None,
     })
 }
 
@@ -67,49 +58,57 @@ impl OwnerNames {
     }
 }
 
-/// Builds a node (without content or subtree) from `lstat` data.
-/// Extended attributes that cannot be read are left out.
-pub fn node_from_metadata(name: Vec<u8>, kind: NodeKind, meta: &Metadata, path: &Path, names: &OwnerNames) -> Node {
+/// Builds a node from `lstat` data: no symlink target, extended
+/// attributes, content or subtree yet.
+// `stat` field types differ between targets: the casts are not all no-ops.
+#[allow(clippy::unnecessary_cast)]
+pub fn node_from_stat(name: Vec<u8>, kind: NodeKind, st: &Stat, names: &OwnerNames) -> Node {
     let mut node = Node::new(name, kind);
-    node.mode = meta.mode() & 0o7777;
-    node.uid = meta.uid();
-    node.gid = meta.gid();
+    node.mode = st.st_mode as u32 & 0o7777;
+    node.uid = st.st_uid;
+    node.gid = st.st_gid;
     node.user = names.user(node.uid);
     node.group = names.group(node.gid);
-    node.mtime_ns = meta
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec());
-    node.ctime_ns = meta
-        .ctime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.ctime_nsec());
-    node.inode = meta.ino();
-    node.device = meta.dev();
-    node.links = meta.nlink();
+    let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+    node.mtime_ns = ns(st.st_mtime as i64, st.st_mtime_nsec as i64);
+    node.ctime_ns = ns(st.st_ctime as i64, st.st_ctime_nsec as i64);
+    node.inode = st.st_ino as u64;
+    node.device = st.st_dev as u64;
+    node.links = st.st_nlink as u64;
     if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
-        node.rdev = meta.rdev();
+        node.rdev = st.st_rdev as u64;
     }
     if kind == NodeKind::File {
-        node.size = meta.len();
+        node.size = st.st_size as u64;
     }
-    if kind == NodeKind::Symlink {
-        if let Ok(target) = std::fs::read_link(path) {
-            node.link_target = target.as_os_str().as_bytes().to_vec();
-        }
-    }
-    node.xattrs = read_xattrs(path);
     node
 }
 
-/// Extended attributes of `path` itself (symlinks are not followed), sorted by name.
+/// Extended attributes of `path` itself (symlinks are not followed), sorted
+/// by name. Those that cannot be read are left out.
 pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
+    collect_xattrs(names, |name| xattr::get(path, name))
+}
+
+/// Extended attributes of an open file, sorted by name.
+pub fn read_file_xattrs(file: &std::fs::File) -> Vec<Xattr> {
+    use xattr::FileExt;
+    let Ok(names) = file.list_xattr() else {
+        return Vec::new();
+    };
+    collect_xattrs(names, |name| file.get_xattr(name))
+}
+
+fn collect_xattrs(
+    names: xattr::XAttrs,
+    get: impl Fn(&std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> Vec<Xattr> {
     let mut out: Vec<Xattr> = names
         .filter_map(|name| {
-            let value = xattr::get(path, &name).ok()??;
+            let value = get(&name).ok()??;
             Some(Xattr {
                 name: name.as_bytes().to_vec(),
                 value,

@@ -19,6 +19,13 @@ pub enum Event<'a> {
 /// A sink for [`Event`]s. Called from many threads at once.
 pub trait Progress: Sync {
     fn event(&self, event: Event<'_>);
+
+    /// Whether [`Event::Total`] is shown. When not, an operation may skip the
+    /// work of finding the total (a backup then walks its sources once, not
+    /// twice).
+    fn shows_total(&self) -> bool {
+        true
+    }
 }
 
 /// Discards every event.
@@ -26,4 +33,8 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn event(&self, _event: Event<'_>) {}
+
+    fn shows_total(&self) -> bool {
+        false
+    }
 }
