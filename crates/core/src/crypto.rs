@@ -157,40 +157,15 @@ impl Crypto {
 
     /// Opens bytes produced by [`Crypto::seal`].
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
-        match &self.aead {
-            Some(aead) => aead_open(aead, sealed),
-            None => {
-                if sealed.len() < TAG_LEN {
-                    return Err(AuthError);
-                }
-                let (plaintext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-                let expected = self.mac(plaintext);
-                if !constant_time_eq(&expected[..TAG_LEN], tag) {
-                    return Err(AuthError);
-                }
-                Ok(plaintext.to_vec())
-            }
-        }
+        let start = if self.aead.is_some() { NONCE_LEN } else { 0 };
+        open_copy(sealed, start, |buf| Ok(self.open_in_place(buf)?.len()))
     }
-}
 
-impl Crypto {
     /// Opens bytes produced by [`Crypto::seal`] where they lie, returning the
     /// plaintext as a part of `sealed`: no allocation, no copy.
     pub fn open_in_place<'a>(&self, sealed: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
         match &self.aead {
-            Some(aead) => {
-                if sealed.len() < NONCE_LEN + TAG_LEN {
-                    return Err(AuthError);
-                }
-                let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
-                let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-                let nonce = XNonce::try_from(&*nonce).map_err(|_| AuthError)?;
-                let tag = Tag::try_from(&*tag).map_err(|_| AuthError)?;
-                aead.decrypt_inout_detached(&nonce, &[], (&mut *ciphertext).into(), &tag)
-                    .map_err(|_| AuthError)?;
-                Ok(ciphertext)
-            }
+            Some(aead) => aead_open_in_place(aead, sealed),
             None => {
                 if sealed.len() < TAG_LEN {
                     return Err(AuthError);
@@ -218,18 +193,17 @@ fn aead_seal_into(aead: &XChaCha20Poly1305, plaintext: &[u8], out: &mut Vec<u8>)
     out.extend_from_slice(tag.as_slice());
 }
 
-fn aead_open(aead: &XChaCha20Poly1305, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+fn aead_open_in_place<'a>(aead: &XChaCha20Poly1305, sealed: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(AuthError);
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let nonce = XNonce::try_from(nonce).map_err(|_| AuthError)?;
-    let tag = Tag::try_from(tag).map_err(|_| AuthError)?;
-    let mut buf = ciphertext.to_vec();
-    aead.decrypt_inout_detached(&nonce, &[], buf.as_mut_slice().into(), &tag)
+    let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let nonce = XNonce::try_from(&*nonce).map_err(|_| AuthError)?;
+    let tag = Tag::try_from(&*tag).map_err(|_| AuthError)?;
+    aead.decrypt_inout_detached(&nonce, &[], (&mut *ciphertext).into(), &tag)
         .map_err(|_| AuthError)?;
-    Ok(buf)
+    Ok(ciphertext)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -246,7 +220,23 @@ pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
 
 /// Opens bytes produced by [`seal_with`].
 pub fn open_with(key: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
-    aead_open(&XChaCha20Poly1305::new(&Key::from(*key)), sealed)
+    let aead = XChaCha20Poly1305::new(&Key::from(*key));
+    open_copy(sealed, NONCE_LEN, |buf| Ok(aead_open_in_place(&aead, buf)?.len()))
+}
+
+/// Opens a copy of `sealed` with `open_in_place` (which returns the
+/// plaintext's length; the plaintext starts at `start`) and returns just the
+/// plaintext.
+fn open_copy(
+    sealed: &[u8],
+    start: usize,
+    open_in_place: impl FnOnce(&mut [u8]) -> Result<usize, AuthError>,
+) -> Result<Vec<u8>, AuthError> {
+    let mut buf = sealed.to_vec();
+    let len = open_in_place(&mut buf)?;
+    buf.copy_within(start..start + len, 0);
+    buf.truncate(len);
+    Ok(buf)
 }
 
 #[cfg(test)]
