@@ -30,6 +30,7 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, OwnerNames};
 use crate::id::{BlobId, SnapshotId};
+use crate::index::cache::IndexReader;
 use crate::pack::BlobKind;
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -123,6 +124,9 @@ struct Counters {
 
 struct Archiver<'a> {
     repo: &'a Repository,
+    /// The index when the backup started, for the unchanged-file check (one
+    /// read transaction for every lookup; see `Packer::indexed`).
+    index: IndexReader,
     packer: Packer,
     progress: &'a dyn Progress,
     cancel: &'a AtomicBool,
@@ -148,19 +152,12 @@ pub fn archive(
     let time = jiff::Timestamp::now();
     let excludes = build_excludes(&options.excludes, &options.exclude_files)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
-        n => n,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("snap-archiver-{i}"))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
+    let pool = crate::pool::workers(options.threads, "archiver")?;
 
     let archiver = Archiver {
         repo,
-        packer: Packer::new(repo, compression),
+        index: repo.index().reader()?,
+        packer: Packer::new(repo, compression)?,
         progress,
         cancel,
         excludes,
@@ -512,9 +509,12 @@ impl Archiver<'_> {
         self.check_cancel()?;
         // Through the directory being walked, not the path: if a directory
         // above was swapped for a symlink, the path leads elsewhere.
-        let name_os = std::ffi::OsStr::from_bytes(&name).to_owned();
         let stat = match dir {
-            Some(dir) => rustix::fs::statat(dir, &name_os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+            Some(dir) => rustix::fs::statat(
+                dir,
+                std::ffi::OsStr::from_bytes(&name),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            ),
             None => rustix::fs::lstat(path),
         };
         let st = match stat {
@@ -542,7 +542,7 @@ impl Archiver<'_> {
         }
         if kind == NodeKind::Symlink {
             let target = match dir {
-                Some(dir) => rustix::fs::readlinkat(dir, &name_os, Vec::new()),
+                Some(dir) => rustix::fs::readlinkat(dir, std::ffi::OsStr::from_bytes(&node.name), Vec::new()),
                 None => rustix::fs::readlinkat(rustix::fs::CWD, path, Vec::new()),
             };
             // Linux has no empty symlinks: an empty or unreadable target means
@@ -604,9 +604,8 @@ impl Archiver<'_> {
         {
             return Ok(false);
         }
-        let index = self.repo.index().reader()?;
         for id in &parent.content {
-            if index.lookup(id)?.is_none() {
+            if self.index.lookup(id)?.is_none() {
                 return Ok(false);
             }
         }

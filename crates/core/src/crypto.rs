@@ -235,6 +235,9 @@ fn open_copy(
     let mut buf = sealed.to_vec();
     let len = open_in_place(&mut buf)?;
     buf.copy_within(start..start + len, 0);
+    // What is left past the plaintext is a stale copy of part of it: clear
+    // it rather than leave it in spare capacity (key files open through here).
+    buf[len..].fill(0);
     buf.truncate(len);
     Ok(buf)
 }

@@ -7,7 +7,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`] |
+//! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`], [`pool`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`] |
@@ -33,6 +33,7 @@ pub mod lock;
 pub mod pack;
 pub mod packer;
 pub mod policy;
+pub mod pool;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -23,7 +23,8 @@ use crate::backend::ObjectKind;
 use crate::compress::{self, Compression, Encoding};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
-use crate::index::{IndexFile, IndexedPack};
+use crate::index::cache::IndexReader;
+use crate::index::IndexedPack;
 use crate::pack::{BlobKind, FinishedPack, PackWriter};
 use crate::repo::Repository;
 
@@ -57,9 +58,11 @@ struct OpenPacks {
 pub struct Packer {
     repo: Repository,
     compression: Compression,
-    /// False when repacking: the blobs are in the index (in packs about to
-    /// be deleted) and must be stored again.
-    skip_indexed: bool,
+    /// The index as it was when the packer started, to skip blobs it lists
+    /// (one read transaction for all lookups: one per blob made the workers
+    /// queue on redb's locks). `None` when repacking: the blobs are in the
+    /// index (in packs about to be deleted) and must be stored again.
+    indexed: Option<IndexReader>,
     pack_size: usize,
     open: Mutex<OpenPacks>,
     seen: Mutex<HashSet<BlobId>>,
@@ -70,17 +73,17 @@ pub struct Packer {
 }
 
 impl Packer {
-    pub fn new(repo: &Repository, compression: Compression) -> Self {
-        Self::with_mode(repo, compression, true)
+    pub fn new(repo: &Repository, compression: Compression) -> Result<Self> {
+        Ok(Self::with_mode(repo, compression, Some(repo.index().reader()?)))
     }
 
     /// A packer for prune: stores every blob handed in once, even when the
     /// index already lists it.
     pub fn for_repack(repo: &Repository, compression: Compression) -> Self {
-        Self::with_mode(repo, compression, false)
+        Self::with_mode(repo, compression, None)
     }
 
-    fn with_mode(repo: &Repository, compression: Compression, skip_indexed: bool) -> Self {
+    fn with_mode(repo: &Repository, compression: Compression, indexed: Option<IndexReader>) -> Self {
         let pack_size = repo.config().pack_size as usize;
         let (sender, receiver) = sync_channel(UPLOAD_QUEUE);
         let uploader_repo = repo.clone();
@@ -91,7 +94,7 @@ impl Packer {
         Packer {
             repo: repo.clone(),
             compression,
-            skip_indexed,
+            indexed,
             pack_size,
             open: Mutex::new(OpenPacks {
                 data: PackWriter::new(BlobKind::Data, 0),
@@ -114,8 +117,10 @@ impl Packer {
 
     /// Like [`Packer::add`] for a caller that already hashed `data`.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<bool> {
-        if self.skip_indexed && self.repo.index().lookup(&id)?.is_some() {
-            return Ok(false);
+        if let Some(indexed) = &self.indexed {
+            if indexed.lookup(&id)?.is_some() {
+                return Ok(false);
+            }
         }
         if !self.seen.lock().expect("packer lock").insert(id) {
             return Ok(false);
@@ -227,16 +232,10 @@ fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerSt
     let mut stats = PackerStats::default();
     let mut pending: Vec<IndexedPack> = Vec::new();
     let flush = |pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
+        if repo.save_pending_index(pending, &[])? {
+            crate::failpoint::hit("index-written");
+            stats.index_files_written += 1;
         }
-        let file = IndexFile {
-            packs: std::mem::take(pending),
-            supersedes: Vec::new(),
-        };
-        repo.save_index(&file)?;
-        crate::failpoint::hit("index-written");
-        stats.index_files_written += 1;
         Ok(())
     };
     for message in receiver {

@@ -28,7 +28,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::index::cache::BlobLocation;
-use crate::index::{IndexFile, IndexedPack};
+use crate::index::{self, IndexFile, IndexedPack};
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
 use crate::repo::Repository;
@@ -187,12 +187,7 @@ pub fn prune(
     flush(&mut batch)?;
 
     // 2. Plan.
-    let index_files: Vec<IndexId> = repo
-        .backend()
-        .list(ObjectKind::Index)?
-        .into_iter()
-        .filter_map(|o| IndexId::from_hex(&o.name).ok())
-        .collect();
+    let index_files = index::list_ids(repo.backend())?;
     let mut packs: HashMap<PackId, PackPlan> = HashMap::new();
     let mut numbers: Vec<PackId> = Vec::new();
     {
@@ -331,17 +326,6 @@ pub fn prune(
     let gone: HashSet<PackId> = to_delete.iter().chain(&to_repack).copied().collect();
     let mut written: HashSet<PackId> = HashSet::new();
     let mut pending: Vec<IndexedPack> = Vec::new();
-    let write_index = |pending: &mut Vec<IndexedPack>| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let file = IndexFile {
-            packs: std::mem::take(pending),
-            supersedes: index_files.clone(),
-        };
-        repo.save_index(&file)?;
-        Ok(())
-    };
     for index_id in &index_files {
         check_cancel()?;
         let file = load_index(repo, index_id)?;
@@ -351,11 +335,11 @@ pub fn prune(
             }
             pending.push(p);
             if pending.len() >= PACKS_PER_NEW_INDEX {
-                write_index(&mut pending)?;
+                repo.save_pending_index(&mut pending, &index_files)?;
             }
         }
     }
-    write_index(&mut pending)?;
+    repo.save_pending_index(&mut pending, &index_files)?;
     crate::failpoint::hit("prune-index-written");
 
     // 3c. Old index files go before any pack does.

@@ -21,8 +21,8 @@ use serde::Serialize;
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
-use crate::index::{IndexFile, IndexedPack};
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::{self, IndexedPack};
 use crate::pack::{self, BlobKind};
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -47,12 +47,7 @@ pub struct RepairIndexStats {
 /// Rebuilds the index from the headers of every stored pack.
 pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicBool) -> Result<RepairIndexStats> {
     let mut stats = RepairIndexStats::default();
-    let old: Vec<IndexId> = repo
-        .backend()
-        .list(ObjectKind::Index)?
-        .into_iter()
-        .filter_map(|o| IndexId::from_hex(&o.name).ok())
-        .collect();
+    let old = index::list_ids(repo.backend())?;
     let stored = repo.backend().list(ObjectKind::Pack)?;
     progress.event(Event::Total {
         bytes: 0,
@@ -92,13 +87,11 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicB
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => stats.packs_unreadable.push((name, e.to_string())),
         }
-        if batch.len() >= PACKS_PER_INDEX {
-            write_index(repo, &mut batch, &old)?;
+        if batch.len() >= PACKS_PER_INDEX && repo.save_pending_index(&mut batch, &old)? {
             stats.index_files_written += 1;
         }
     }
-    if !batch.is_empty() {
-        write_index(repo, &mut batch, &old)?;
+    if repo.save_pending_index(&mut batch, &old)? {
         stats.index_files_written += 1;
     }
     for id in &old {
@@ -107,15 +100,6 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicB
     }
     repo.index().sync(repo.backend(), repo.crypto())?;
     Ok(stats)
-}
-
-fn write_index(repo: &Repository, batch: &mut Vec<IndexedPack>, supersedes: &[IndexId]) -> Result<()> {
-    let file = IndexFile {
-        packs: std::mem::take(batch),
-        supersedes: supersedes.to_vec(),
-    };
-    repo.save_index(&file)?;
-    Ok(())
 }
 
 #[derive(Clone, Debug, Default)]
@@ -153,7 +137,9 @@ pub fn repair_snapshots(
 ) -> Result<Vec<RepairedSnapshot>> {
     let mut repairer = SnapshotRepairer {
         repo,
-        packer: (!options.dry_run).then(|| Packer::new(repo, repo.config().compression)),
+        packer: (!options.dry_run)
+            .then(|| Packer::new(repo, repo.config().compression))
+            .transpose()?,
         memo: HashMap::new(),
         cancel,
     };

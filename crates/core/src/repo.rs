@@ -15,7 +15,7 @@ use crate::crypto::{Crypto, Encryption, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, KeyId};
 use crate::index::cache::{BlobLocation, IndexCache};
-use crate::index::IndexFile;
+use crate::index::{IndexFile, IndexedPack};
 use crate::keys::{KdfParams, KeyFile, Password};
 
 /// Choices made once, at `init`.
@@ -215,24 +215,23 @@ impl Repository {
             u64::from(e.offset),
             u64::from(e.length),
         )?;
-        self.decode_blob(location, &sealed)
+        self.decode_owned_blob(location, sealed)
     }
 
     /// Turns a blob's stored bytes into its plaintext, checking its id.
     pub fn decode_blob(&self, location: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
-        let e = &location.entry;
-        let what = || format!("blob {} in pack {}", e.id, location.pack);
-        let opened = self.crypto.open(sealed).map_err(|err| Error::corrupt(what(), err))?;
-        let plain = match e.encoding {
-            Encoding::Raw => opened,
-            Encoding::Zstd => {
-                compress::decompress(&opened, e.raw_length as usize).map_err(|err| Error::corrupt(what(), err))?
-            }
-        };
-        if plain.len() != e.raw_length as usize || self.crypto.blob_id(&plain) != e.id {
-            return Err(Error::corrupt(what(), "its content does not match its id"));
-        }
-        Ok(plain)
+        self.decode_owned_blob(location, sealed.to_vec())
+    }
+
+    /// [`Repository::decode_blob`] of bytes the caller no longer needs: they
+    /// are opened where they lie.
+    fn decode_owned_blob(&self, location: &BlobLocation, mut opened: Vec<u8>) -> Result<Vec<u8>> {
+        let mut decompressed = Vec::new();
+        let plain = self.decode_blob_in_place(location, &mut opened, &mut decompressed)?;
+        Ok(match location.entry.encoding {
+            Encoding::Raw => plain.to_vec(),
+            Encoding::Zstd => decompressed,
+        })
     }
 
     /// [`Repository::decode_blob`] without allocating: opens `sealed` where
@@ -265,12 +264,26 @@ impl Repository {
     }
 
     /// Stores an index file and records it in the cache.
-    pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
+    pub fn save_index(&self, file: IndexFile) -> Result<IndexId> {
         let bytes = file.encode(&self.crypto);
         let id = IndexId::hash_of(&bytes);
         self.backend.write(ObjectKind::Index, &id.to_hex(), &bytes)?;
-        self.index.insert(&[(id, file.clone())])?;
+        self.index.insert(&[(id, file)])?;
         Ok(id)
+    }
+
+    /// Stores the packs in `pending` (leaving it empty) as one index file
+    /// that supersedes `supersedes`. Returns whether there was anything to
+    /// store.
+    pub fn save_pending_index(&self, pending: &mut Vec<IndexedPack>, supersedes: &[IndexId]) -> Result<bool> {
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        self.save_index(IndexFile {
+            packs: std::mem::take(pending),
+            supersedes: supersedes.to_vec(),
+        })?;
+        Ok(true)
     }
 }
 

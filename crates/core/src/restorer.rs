@@ -35,7 +35,7 @@ use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::fsmeta;
 use crate::id::{BlobId, PackId};
-use crate::index::cache::BlobLocation;
+use crate::index::cache::{BlobLocation, IndexReader};
 use crate::progress::{Event, Progress};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -125,7 +125,7 @@ enum Handle {
 
 struct FileSlot {
     handle: Handle,
-    /// Blob writes still to come.
+    /// Blob writes still to come; at 0 an open file is closed.
     remaining: u32,
 }
 
@@ -151,6 +151,9 @@ fn open_file_budget() -> usize {
 
 struct Restorer<'a> {
     repo: &'a Repository,
+    /// One read transaction for every blob lookup of the plan (one per
+    /// lookup made them queue on redb's locks).
+    index: IndexReader,
     /// Trees loaded ahead of the planning walk (see `prefetch_trees`); the
     /// walk takes each one out as it plans it.
     trees: Mutex<HashMap<BlobId, Tree>>,
@@ -185,6 +188,7 @@ pub fn restore(
 ) -> Result<RestoreResult> {
     let restorer = Restorer {
         repo,
+        index: repo.index().reader()?,
         trees: Mutex::new(HashMap::new()),
         progress,
         cancel,
@@ -197,15 +201,7 @@ pub fn restore(
         errors: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
     };
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()) + 2,
-        n => n,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("snap-restorer-{i}"))
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("thread pool: {e}")))?;
+    let pool = crate::pool::workers(options.threads, "restorer")?;
     let chown = options
         .ownership
         .unwrap_or_else(|| rustix::process::geteuid().is_root());
@@ -393,7 +389,7 @@ impl Restorer<'_> {
                     // file is written (a wrong byte is worse than a hole).
                     let planned = match plan.blobs.entry(*id) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => match self.repo.index().lookup(id) {
+                        std::collections::hash_map::Entry::Vacant(e) => match self.index.lookup(id) {
                             Ok(Some(location)) => e.insert(PlannedBlob {
                                 location,
                                 targets: Vec::new(),
@@ -529,17 +525,18 @@ impl Restorer<'_> {
             let Some(handle) = self.file_for_write(files, target.file, file, !all_zero) else {
                 continue;
             };
-            // Zero blobs stay holes: the file was created at full length.
-            if let Some(handle) = handle.filter(|_| !all_zero) {
-                if let Err(e) = handle.write_all_at(plain, target.offset) {
-                    self.error(&file.path, format!("cannot write: {e}"));
-                    files.written(target.file);
-                    continue;
-                }
-            }
+            let written = match handle.filter(|_| !all_zero) {
+                Some(handle) => handle.write_all_at(plain, target.offset),
+                None => Ok(()),
+            };
             files.written(target.file);
-            self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-            self.progress.event(Event::Bytes(plain.len() as u64));
+            match written {
+                Ok(()) => {
+                    self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    self.progress.event(Event::Bytes(plain.len() as u64));
+                }
+                Err(e) => self.error(&file.path, format!("cannot write: {e}")),
+            }
         }
     }
 
@@ -556,10 +553,7 @@ impl Restorer<'_> {
         let mut slot = files.slots[index].lock().expect("file slot lock");
         let opened = match &slot.handle {
             Handle::Open(handle) => return Some(Some(handle.clone())),
-            Handle::Failed => {
-                slot.remaining -= 1;
-                return None;
-            }
+            Handle::Failed => return None,
             Handle::Closed if !need_handle => return Some(None),
             Handle::Closed => OpenOptions::new()
                 .write(true)
@@ -582,7 +576,6 @@ impl Restorer<'_> {
                 };
                 self.error(&file.path, format!("cannot {what} file: {e}"));
                 slot.handle = Handle::Failed;
-                slot.remaining -= 1;
                 None
             }
         }

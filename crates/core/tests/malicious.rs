@@ -41,7 +41,7 @@ impl Hostile {
     /// Stores trees (bottom-up: children first) bypassing every check, and
     /// a snapshot of the last one.
     fn snapshot(&self, build: impl FnOnce(&dyn Fn(&Tree) -> BlobId) -> BlobId) -> Snapshot {
-        let packer = Packer::new(&self.repo, self.repo.config().compression);
+        let packer = Packer::new(&self.repo, self.repo.config().compression).unwrap();
         let root = build(&|tree: &Tree| packer.add(BlobKind::Tree, &tree.encode()).unwrap().0);
         packer.finish().unwrap();
         Snapshot {
@@ -58,7 +58,7 @@ impl Hostile {
     }
 
     fn data(&self, bytes: &[u8]) -> BlobId {
-        let packer = Packer::new(&self.repo, self.repo.config().compression);
+        let packer = Packer::new(&self.repo, self.repo.config().compression).unwrap();
         let id = packer.add(BlobKind::Data, bytes).unwrap().0;
         packer.finish().unwrap();
         id

@@ -29,7 +29,9 @@ const ALIGN: usize = 4096;
 const BLOCK: usize = 4 << 20;
 /// Smaller objects are written normally: the saving would not pay for the
 /// extra system calls.
-pub const MIN_DIRECT: usize = 1 << 20;
+const MIN_DIRECT: usize = 1 << 20;
+/// What a file system answers when it cannot do `O_DIRECT` as asked.
+const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
 
 /// A `BLOCK`-sized buffer aligned to `ALIGN`, reused by its thread.
 struct AlignedBuf {
@@ -84,7 +86,7 @@ pub fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
                     // The device wants a larger alignment, or the file system
                     // accepted the flag at open but not at write: start over
                     // through the page cache.
-                    Err(e) if e.raw_os_error() == Some(libc_einval()) => {
+                    Err(e) if e.raw_os_error() == Some(EINVAL) => {
                         clear_direct(&file)?;
                         file.set_len(0)?;
                         file.seek(SeekFrom::Start(0))?;
@@ -94,17 +96,13 @@ pub fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
                 }
                 return file.sync_all();
             }
-            Err(e) if e.raw_os_error() == Some(libc_einval()) => {}
+            Err(e) if e.raw_os_error() == Some(EINVAL) => {}
             Err(e) => return Err(e),
         }
     }
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
     file.write_all(data)?;
     file.sync_all()
-}
-
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
 }
 
 /// Writes whole aligned blocks directly, then the unaligned tail normally.

@@ -207,11 +207,7 @@ impl IndexCache {
 
     /// Brings the cache up to date with the repository's index files.
     pub fn sync(&self, backend: &dyn Backend, crypto: &Crypto) -> Result<SyncStats> {
-        let listed: HashSet<IndexId> = backend
-            .list(ObjectKind::Index)?
-            .into_iter()
-            .filter_map(|o| IndexId::from_hex(&o.name).ok())
-            .collect();
+        let listed: HashSet<IndexId> = super::list_ids(backend)?.into_iter().collect();
         let known = self.known_index_files()?;
         let mut stats = SyncStats {
             rebuilt: known.iter().any(|id| !listed.contains(id)),

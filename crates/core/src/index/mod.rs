@@ -9,6 +9,7 @@ pub mod cache;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, ObjectKind};
 use crate::compress;
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
@@ -32,6 +33,16 @@ pub struct IndexFile {
     /// Index files whose content this one replaces (written by prune and
     /// repair, which delete those files afterwards).
     pub supersedes: Vec<IndexId>,
+}
+
+/// The ids of the repository's index files. Names that are not ids are
+/// left out (`verify` reports them).
+pub fn list_ids(backend: &dyn Backend) -> Result<Vec<IndexId>> {
+    Ok(backend
+        .list(ObjectKind::Index)?
+        .into_iter()
+        .filter_map(|o| IndexId::from_hex(&o.name).ok())
+        .collect())
 }
 
 impl IndexFile {
