@@ -7,8 +7,9 @@
 //! 2. Plan, streaming over the index files: per pack, used and unused blobs
 //!    and bytes. A blob stored in several packs is used in one of them.
 //!    Packs without used blobs are deleted; packs whose unused share exceeds
-//!    `max_unused`, or that are tiny, are repacked; packs that no index lists
-//!    (left by interrupted backups) are deleted.
+//!    `max_unused` are repacked, and so are tiny packs where merging leaves
+//!    fewer of them (see `decide`: a second prune has nothing to do); packs
+//!    that no index lists (left by interrupted backups) are deleted.
 //! 3. Act, in the order crash safety needs: repack (new packs and their
 //!    index files), write new index files for the kept packs, delete the old
 //!    index files, and only then delete packs. Killed at any point, the
@@ -232,13 +233,29 @@ pub fn prune(
         txn.commit().map_err(|e| cache_err(&e))?;
     }
     let small = u64::from(repo.config().pack_size) / 16;
-    let small_count = packs.values().filter(|p| p.used_blobs > 0 && p.size < small).count();
+    let wasteful =
+        |p: &PackPlan| p.unused_bytes as f64 / (p.used_bytes + p.unused_bytes).max(1) as f64 > options.max_unused;
+    // Small packs are merged per blob kind, since a pack holds one kind: a
+    // small tree pack and a small data pack cannot become one, and counting
+    // them together repacked both on every run. Repacking a kind's small packs
+    // pays when there are several (they become one), or when packs of that
+    // kind are repacked anyway (the small ones join the partly filled pack
+    // that repack ends with). Either way at most one small pack per kind is
+    // left, so the next prune has nothing to do.
+    let mut merge_small: HashMap<crate::pack::BlobKind, (usize, bool)> = HashMap::new();
+    for p in packs.values().filter(|p| p.used_blobs > 0) {
+        let (small_count, rewritten) = merge_small.entry(p.kind).or_default();
+        if p.size < small {
+            *small_count += 1;
+        }
+        *rewritten |= wasteful(p);
+    }
     let decide = |p: &PackPlan| -> Action {
         if p.used_blobs == 0 {
             return Action::Delete;
         }
-        let unused_share = p.unused_bytes as f64 / (p.used_bytes + p.unused_bytes).max(1) as f64;
-        if unused_share > options.max_unused || (p.size < small && small_count > 1) {
+        let (small_count, rewritten) = merge_small[&p.kind];
+        if wasteful(p) || (p.size < small && (small_count > 1 || rewritten)) {
             Action::Repack
         } else {
             Action::Keep
