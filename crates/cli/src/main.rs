@@ -3,6 +3,10 @@
 //! rendering of the result. This file sets up logging and turns errors into
 //! exit codes.
 
+#![deny(clippy::print_stdout)]
+
+#[macro_use]
+mod term;
 mod cmd;
 mod exit;
 mod global;
@@ -79,8 +83,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
+        .with_ansi(false)
+        .event_format(term::LogFormat)
         .init();
     global::install_interrupt_handler();
 
@@ -99,8 +103,9 @@ fn main() {
     };
     let code = match result {
         Ok(code) => code,
+        Err(error) if term::is_stdout_closed(&error) => term::exit_stdout_closed(),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("{} {error:#}", term::label("error"));
             exit::code_for(&error)
         }
     };

@@ -36,7 +36,7 @@ impl Bar {
 
     fn warn(&self, path: &Path, message: &str) {
         // Warnings go to stderr even with --json, whose stdout stays parseable.
-        let line = format!("warning: {}: {message}", path.display());
+        let line = format!("{} {}: {message}", crate::term::label("warning"), path.display());
         if self.bar.is_hidden() {
             eprintln!("{line}");
         } else {

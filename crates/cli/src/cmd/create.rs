@@ -121,12 +121,14 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 .collect(),
         })?;
     } else if !global.quiet {
-        print_summary(&result.id, s);
+        print_summary(&result.id, s)?;
     }
     if s.summary.errors > 0 {
         eprintln!(
-            "warning: {} files or directories could not be read and are not in snapshot {}",
-            s.summary.errors,
+            "{} {} could not be read and {} not in snapshot {}",
+            crate::term::label("warning"),
+            super::count(s.summary.errors, "file or directory", "files or directories"),
+            if s.summary.errors == 1 { "is" } else { "are" },
             result.id.short()
         );
         return Ok(exit::INCOMPLETE);
@@ -134,23 +136,27 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn print_summary(id: &SnapshotId, s: &snap_core::snapshot::Snapshot) {
+fn print_summary(id: &SnapshotId, s: &snap_core::snapshot::Snapshot) -> Result<()> {
     let m = &s.summary;
-    println!("snapshot {} saved", id.short());
-    println!(
-        "  files:  {} new, {} changed, {} unmodified; {} directories",
-        m.files_new, m.files_changed, m.files_unmodified, m.dirs
-    );
-    println!(
+    outln!("snapshot {} saved", id.short())?;
+    outln!(
+        "  files:  {} new, {} changed, {} unmodified; {}",
+        m.files_new,
+        m.files_changed,
+        m.files_unmodified,
+        super::count(m.dirs, "directory", "directories")
+    )?;
+    outln!(
         "  read:   {} of {} in {:.1} s",
         super::human_bytes(m.bytes_read),
         super::human_bytes(m.bytes_total),
         m.duration_seconds
-    );
-    println!(
-        "  added:  {} stored ({} before compression) in {} new blobs",
+    )?;
+    outln!(
+        "  added:  {} stored ({} before compression) in {}",
         super::human_bytes(m.bytes_added_stored),
         super::human_bytes(m.bytes_added_raw),
-        m.blobs_added
-    );
+        super::count(m.blobs_added, "new blob", "new blobs")
+    )?;
+    Ok(())
 }

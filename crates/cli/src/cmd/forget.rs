@@ -122,11 +122,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         if !global.quiet && !global.json {
             for id in &to_remove {
-                println!(
+                outln!(
                     "{} snapshot {}",
                     if args.dry_run { "would remove" } else { "remove" },
                     id.short()
-                );
+                )?;
             }
         }
     } else {
@@ -142,7 +142,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
         }
         if !global.quiet && !global.json {
-            println!("removed {} snapshots", to_remove.len());
+            outln!("removed {}", super::count(to_remove.len(), "snapshot", "snapshots"))?;
         }
     }
     if args.prune {
@@ -187,7 +187,7 @@ fn apply_policy(
             remove: Vec::new(),
         };
         if !global.json && !global.quiet {
-            println!("group {key}: keep {kept}, remove {}", decisions.len() - kept);
+            outln!("group {key}: keep {kept}, remove {}", decisions.len() - kept)?;
         }
         // Newest first, as people read retention tables.
         for (&i, decision) in members.iter().zip(&decisions).rev() {
@@ -199,12 +199,12 @@ fn apply_policy(
             };
             if !global.json && !global.quiet {
                 let verdict = if decision.keep { "keep  " } else { "remove" };
-                println!(
+                outln!(
                     "  {verdict} {}  {}  {}",
                     id.short(),
                     super::local_time(&snapshot.time),
                     decision.reasons.join(", ")
-                );
+                )?;
             }
             if decision.keep {
                 group_json.keep.push(entry);

@@ -90,9 +90,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             encrypted: !args.no_encryption,
         })?;
     } else if !global.quiet {
-        println!("created repository {} at {location}", &repo.config().id[..8]);
+        outln!("created repository {} at {location}", &repo.config().id[..8])?;
         if !args.no_encryption {
-            println!("keep the password safe: without it the data cannot be read");
+            outln!("keep the password safe: without it the data cannot be read")?;
         }
     }
     Ok(crate::exit::OK)

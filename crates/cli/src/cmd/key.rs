@@ -60,16 +60,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     .collect();
                 super::print_json(&out)?;
             } else {
-                println!("  ID        Created              User@Host");
+                outln!("  ID        Created              User@Host")?;
                 for k in keys {
-                    println!(
+                    outln!(
                         "{} {}  {}  {}@{}",
                         if k.current { "*" } else { " " },
                         k.id.short(),
                         super::local_time(&k.file.created),
                         k.file.username,
                         k.file.host
-                    );
+                    )?;
                 }
             }
         }
@@ -99,7 +99,7 @@ fn report(global: &GlobalArgs, what: &str, id: &snap_core::id::KeyId) -> Result<
     if global.json {
         super::print_json(&serde_json::json!({ "id": id.to_hex() }))?;
     } else if !global.quiet {
-        println!("{what} {}", id.short());
+        outln!("{what} {}", id.short())?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `snap ls`: list a snapshot's entries with their full source paths.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -58,7 +58,11 @@ struct Lister<'a> {
     repo: &'a Repository,
     args: &'a Args,
     json: bool,
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    /// Names quoted as GNU ls does on a terminal (`crate::term::shell_escape`),
+    /// so a newline or an escape sequence in a name can neither fake a line
+    /// nor drive the terminal; raw bytes to a pipe, as ls.
+    escape: bool,
+    out: std::io::BufWriter<crate::term::Stdout>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
@@ -68,7 +72,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         repo: &repo,
         args: &args,
         json: global.json,
-        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        escape: std::io::stdout().is_terminal(),
+        out: std::io::BufWriter::new(crate::term::Stdout::lock()),
     };
     match &args.path {
         None => lister.walk(&snapshot.tree, Path::new("/"))?,
@@ -146,21 +151,36 @@ impl Lister<'_> {
                 node.group.clone()
             };
             let mut line = format!(
-                "{kind}{} {owner:<8} {group:<8} {:>12} {} {}",
+                "{kind}{} {owner:<8} {group:<8} {:>12} {} ",
                 mode_string(node.mode),
                 node.size,
                 super::local_time(&mtime),
-                path.display()
-            );
+            )
+            .into_bytes();
+            self.push_name(&mut line, path.as_os_str().as_bytes());
             if node.kind == NodeKind::Symlink {
-                line.push_str(&format!(" -> {}", String::from_utf8_lossy(&node.link_target)));
+                line.extend_from_slice(b" -> ");
+                self.push_name(&mut line, &node.link_target);
             }
-            writeln!(self.out, "{line}")?;
+            line.push(b'\n');
+            self.out.write_all(&line)?;
         } else {
-            self.out.write_all(path.as_os_str().as_bytes())?;
-            self.out.write_all(b"\n")?;
+            let mut line = Vec::new();
+            self.push_name(&mut line, path.as_os_str().as_bytes());
+            line.push(b'\n');
+            self.out.write_all(&line)?;
         }
         Ok(())
+    }
+}
+
+impl Lister<'_> {
+    fn push_name(&self, line: &mut Vec<u8>, name: &[u8]) {
+        if self.escape {
+            line.extend_from_slice(crate::term::shell_escape(name).as_bytes());
+        } else {
+            line.extend_from_slice(name);
+        }
     }
 }
 

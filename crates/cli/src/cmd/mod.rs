@@ -18,7 +18,7 @@ use snap_core::snapshot::Snapshot;
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    outln!("{}", serde_json::to_string(value)?)?;
     Ok(())
 }
 
@@ -54,6 +54,12 @@ impl<'a> SnapshotJson<'a> {
             summary: &s.summary,
         }
     }
+}
+
+/// A count with its noun, singular for one: `1 snapshot`, `2 snapshots`.
+pub fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Sizes for people: 1.5 GiB.

@@ -60,21 +60,26 @@ pub fn run_locked(global: &GlobalArgs, repo: &Repository, args: &Args) -> Result
             bytes_freed: stats.bytes_freed(),
         })?;
     } else if !global.quiet {
-        let verb = if stats.dry_run { "would" } else { "did" };
-        println!(
-            "{} snapshots use {} blobs; {} packs ({}) in the repository",
-            stats.snapshots,
-            stats.used_blobs,
-            stats.packs_total,
+        let [delete, repack, remove] = if stats.dry_run {
+            ["would delete", "repack", "remove"]
+        } else {
+            ["deleted", "repacked", "removed"]
+        };
+        outln!(
+            "{} {} {}; {} ({}) in the repository",
+            super::count(stats.snapshots, "snapshot", "snapshots"),
+            if stats.snapshots == 1 { "uses" } else { "use" },
+            super::count(stats.used_blobs, "blob", "blobs"),
+            super::count(stats.packs_total, "pack", "packs"),
             super::human_bytes(stats.bytes_total)
-        );
-        println!(
-            "prune {verb} delete {} unused packs, repack {}, remove {} unindexed; {} freed",
-            stats.packs_deleted,
+        )?;
+        outln!(
+            "prune {delete} {}, {repack} {}, {remove} {} unindexed; {} freed",
+            super::count(stats.packs_deleted, "unused pack", "unused packs"),
             stats.packs_repacked,
             stats.packs_unindexed,
             super::human_bytes(stats.bytes_freed())
-        );
+        )?;
     }
     Ok(stats)
 }

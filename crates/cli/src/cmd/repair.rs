@@ -38,15 +38,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             bar.finish();
             let stats = stats.context("repair index failed")?;
             for (pack, why) in &stats.packs_unreadable {
-                eprintln!("error: pack {pack}: {why}; its blobs are not indexed");
+                eprintln!(
+                    "{} pack {pack}: {why}; its blobs are not indexed",
+                    crate::term::label("error")
+                );
             }
             if global.json {
                 super::print_json(&stats)?;
             } else if !global.quiet {
-                println!(
-                    "indexed {} blobs in {} packs into {} index files (replacing {})",
-                    stats.blobs_indexed, stats.packs_indexed, stats.index_files_written, stats.index_files_removed
-                );
+                outln!(
+                    "indexed {} in {} into {} (replacing {})",
+                    super::count(stats.blobs_indexed, "blob", "blobs"),
+                    super::count(stats.packs_indexed, "pack", "packs"),
+                    super::count(stats.index_files_written, "index file", "index files"),
+                    stats.index_files_removed
+                )?;
             }
             Ok(if stats.packs_unreadable.is_empty() {
                 crate::exit::OK
@@ -66,13 +72,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                         (Some(new), false) => format!("repaired as {}", new.short()),
                         (None, false) => "cannot be repaired (its root is unreadable)".to_string(),
                     };
-                    println!("snapshot {} {outcome}:", r.original.short());
+                    outln!("snapshot {} {outcome}:", r.original.short())?;
                     for path in &r.damaged_paths {
-                        println!("  damaged: {path}");
+                        outln!("  damaged: {path}")?;
                     }
                 }
                 if repaired.is_empty() {
-                    println!("no snapshot references missing data");
+                    outln!("no snapshot references missing data")?;
                 }
             }
             Ok(crate::exit::OK)

@@ -83,20 +83,24 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 .collect(),
         })?;
     } else if !global.quiet {
-        println!(
-            "restored snapshot {} to {}: {} files, {} directories, {} other, {}",
+        outln!(
+            "restored snapshot {} to {}: {}, {}, {} other, {}",
             id.short(),
             args.target.display(),
-            result.files,
-            result.dirs,
+            super::count(result.files, "file", "files"),
+            super::count(result.dirs, "directory", "directories"),
             result.other,
             super::human_bytes(result.bytes)
-        );
+        )?;
     }
     if !result.errors.is_empty() {
         eprintln!(
-            "error: {} entries were not restored completely (see the messages above)",
-            result.errors.len()
+            "{} {} not restored completely (see the messages above)",
+            crate::term::label("error"),
+            match result.errors.len() {
+                1 => "1 entry was".to_string(),
+                n => format!("{n} entries were"),
+            }
         );
         return Ok(exit::INCOMPLETE);
     }

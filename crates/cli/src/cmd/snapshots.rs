@@ -57,10 +57,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         out.trim_end().to_string()
     };
-    println!("{}", line(&header));
+    outln!("{}", line(&header))?;
     for row in &rows {
-        println!("{}", line(row));
+        outln!("{}", line(row))?;
     }
-    println!("{} snapshots", rows.len());
+    outln!("{}", super::count(rows.len(), "snapshot", "snapshots"))?;
     Ok(crate::exit::OK)
 }

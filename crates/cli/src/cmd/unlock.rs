@@ -17,7 +17,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     if global.json {
         super::print_json(&serde_json::json!({ "removed": removed }))?;
     } else if !global.quiet {
-        println!("removed {} locks", removed.len());
+        outln!("removed {}", super::count(removed.len(), "lock", "locks"))?;
     }
     Ok(crate::exit::OK)
 }

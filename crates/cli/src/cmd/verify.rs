@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 Severity::Error => "error",
                 Severity::Notice => "notice",
             };
-            eprintln!("{label}: {}: {}", p.object, p.message);
+            eprintln!("{} {}: {}", crate::term::label(label), p.object, p.message);
             for (i, a) in p.affects.iter().enumerate() {
                 if i == 20 {
                     eprintln!("  ... and {} more", p.affects.len() - 20);
@@ -47,20 +47,20 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         if !global.quiet {
             let s = &report.stats;
-            println!(
-                "checked {} snapshots, {} index files, {} packs ({} read, {}), {} trees, {} blob references",
-                s.snapshots,
-                s.index_files,
-                s.packs,
+            outln!(
+                "checked {}, {}, {} ({} read, {}), {}, {}",
+                super::count(s.snapshots, "snapshot", "snapshots"),
+                super::count(s.index_files, "index file", "index files"),
+                super::count(s.packs, "pack", "packs"),
                 s.packs_read,
                 super::human_bytes(s.bytes_read),
-                s.trees,
-                s.blob_references
-            );
+                super::count(s.trees, "tree", "trees"),
+                super::count(s.blob_references, "blob reference", "blob references")
+            )?;
             if report.has_errors() {
-                println!("the repository is damaged: see the errors above");
+                outln!("the repository is damaged: see the errors above")?;
             } else {
-                println!("no errors found");
+                outln!("no errors found")?;
             }
         }
     }
