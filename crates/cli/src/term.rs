@@ -151,39 +151,51 @@ pub fn shell_escape(name: &[u8]) -> String {
             return text.to_string();
         }
     }
+    // Runs of plain characters go in '...', of escapes in $'...'; a quote
+    // stands alone as \'. Adjacent runs of one kind share their quotes.
+    #[derive(PartialEq)]
+    enum Run {
+        None,
+        Quoted,
+        Escaped,
+    }
     let mut out = String::new();
-    let mut quoted = false;
-    let mut open = |out: &mut String, want: bool| {
-        if quoted != want {
-            out.push('\'');
-            quoted = want;
+    let mut run = Run::None;
+    let mut switch = |out: &mut String, want: Run| {
+        if run == want {
+            return;
         }
+        if run != Run::None {
+            out.push('\'');
+        }
+        match want {
+            Run::None => {}
+            Run::Quoted => out.push('\''),
+            Run::Escaped => out.push_str("$'"),
+        }
+        run = want;
     };
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
             if c == '\'' {
-                open(&mut out, false);
+                switch(&mut out, Run::None);
                 out.push_str("\\'");
             } else if c.is_control() || invisible(c) {
-                open(&mut out, false);
-                out.push_str("$'");
+                switch(&mut out, Run::Escaped);
                 push_escape(&mut out, c);
-                out.push('\'');
             } else {
-                open(&mut out, true);
+                switch(&mut out, Run::Quoted);
                 out.push(c);
             }
         }
         if !chunk.invalid().is_empty() {
-            open(&mut out, false);
-            out.push_str("$'");
+            switch(&mut out, Run::Escaped);
             for b in chunk.invalid() {
                 out.push_str(&format!("\\{b:03o}"));
             }
-            out.push('\'');
         }
     }
-    open(&mut out, false);
+    switch(&mut out, Run::None);
     if out.is_empty() {
         out.push_str("''");
     }
@@ -234,6 +246,30 @@ mod tests {
         assert_eq!(shell_escape(b"\x7f"), "$'\\177'");
         assert_eq!(shell_escape(b""), "''");
         assert_eq!(shell_escape("a\u{202e}b".as_bytes()), "'a'$'\\342\\200\\256''b'");
+    }
+
+    /// A shell given the escaped name gives back the name's bytes.
+    #[test]
+    fn a_shell_reads_the_name_back() {
+        let every_byte: Vec<u8> = (1u8..=255).collect();
+        let names: [&[u8]; 5] = [
+            b"/a/it's \"x\" $HOME `y`",
+            b"\n\t\x1b[0m",
+            b"\xff\xfeok",
+            "\u{202e}\u{e9}".as_bytes(),
+            &every_byte,
+        ];
+        for name in names {
+            let script = format!("printf %s {}", shell_escape(name));
+            let out = match std::process::Command::new("bash").args(["-c", &script]).output() {
+                Ok(out) => out,
+                Err(e) => {
+                    eprintln!("note: no bash ({e}); skipped");
+                    return;
+                }
+            };
+            assert_eq!(out.stdout, name, "{script:?}");
+        }
     }
 
     #[test]
