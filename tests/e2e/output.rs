@@ -172,6 +172,32 @@ fn ls_into_head_ends_quietly() {
     assert_ended_quietly(&out, "snap ls latest | head -1");
 }
 
+/// With stderr a closed pipe, messages there are dropped and the command goes
+/// on (`eprintln!` panicked: exit 101 instead of verify's verdict).
+#[test]
+fn a_closed_stderr_does_not_stop_a_command() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir(&src).unwrap();
+    write_random_file(&src.join("f"), 5000, 1);
+    snap.create(&[s(&src)]);
+    for (pack, _) in packs(&snap.repo) {
+        fs::remove_file(pack).unwrap();
+    }
+    let mut child = snap
+        .command()
+        .arg("verify")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn snap");
+    drop(child.stderr.take());
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("the repository is damaged"), "{}", describe(&out));
+}
+
 /// A reader that reads to the end gets everything: stdout is flushed.
 #[test]
 fn a_full_listing_into_a_pipe_still_succeeds() {

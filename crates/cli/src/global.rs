@@ -47,7 +47,7 @@ pub fn install_interrupt_handler() {
             // so far is whole (atomic writes), so leaving is safe.
             std::process::exit(crate::exit::INTERRUPTED);
         }
-        eprintln!("interrupted: finishing the current writes (press Ctrl-C again to quit at once)");
+        errln!("interrupted: finishing the current writes (press Ctrl-C again to quit at once)");
     });
 }
 
@@ -138,7 +138,7 @@ impl GlobalArgs {
                 let repo = Repository::init(backend, Some(&password), &InitOptions::default(), &self.cache_root()?)
                     .with_context(|| format!("cannot create the default repository at {location}"))?;
                 if !self.quiet && !self.json {
-                    eprintln!("created repository {location}");
+                    errln!("created repository {location}");
                 }
                 Ok(repo)
             }

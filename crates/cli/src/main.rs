@@ -3,7 +3,7 @@
 //! rendering of the result. This file sets up logging and turns errors into
 //! exit codes.
 
-#![deny(clippy::print_stdout)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 #[macro_use]
 mod term;
@@ -105,7 +105,7 @@ fn main() {
         Ok(code) => code,
         Err(error) if term::is_stdout_closed(&error) => term::exit_stdout_closed(),
         Err(error) => {
-            eprintln!("{} {error:#}", term::label("error"));
+            errln!("{} {error:#}", term::label("error"));
             exit::code_for(&error)
         }
     };

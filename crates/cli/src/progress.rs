@@ -38,7 +38,7 @@ impl Bar {
         // Warnings go to stderr even with --json, whose stdout stays parseable.
         let line = format!("{} {}: {message}", crate::term::label("warning"), path.display());
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            errln!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -3,8 +3,10 @@
 //! errors on stderr (`warning: ...`, coloured only on a terminal), and the
 //! escaping of file names for a terminal.
 //!
-//! Every write to stdout goes through [`outln!`] or [`Stdout`]: `println!`
-//! panics on a closed pipe, so clippy's `print_stdout` lint forbids it.
+//! Every write to stdout goes through [`outln!`] or [`Stdout`], every write
+//! to stderr through [`errln!`] (or the progress bar): `println!` and
+//! `eprintln!` panic on a closed pipe, so clippy's `print_stdout` and
+//! `print_stderr` lints forbid them.
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
@@ -20,6 +22,15 @@ macro_rules! outln {
     };
     ($($arg:tt)*) => {
         $crate::term::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes one line to stderr, as `eprintln!` but never panicking: with
+/// stderr a closed pipe (`snap verify 2>&1 | head`) there is nowhere left to
+/// report to, and the command goes on.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::term::err(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -62,6 +73,11 @@ pub fn out(args: fmt::Arguments<'_>) -> io::Result<()> {
     let mut stdout = Stdout::lock();
     stdout.write_fmt(args)?;
     stdout.flush()
+}
+
+/// What [`errln!`] calls. Errors are ignored: see there.
+pub fn err(args: fmt::Arguments<'_>) {
+    let _ = io::stderr().lock().write_fmt(args);
 }
 
 /// Whether an error is, anywhere in its chain, a closed stdout.
@@ -264,7 +280,7 @@ mod tests {
             let out = match std::process::Command::new("bash").args(["-c", &script]).output() {
                 Ok(out) => out,
                 Err(e) => {
-                    eprintln!("note: no bash ({e}); skipped");
+                    errln!("note: no bash ({e}); skipped");
                     return;
                 }
             };

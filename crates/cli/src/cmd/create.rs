@@ -124,7 +124,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         print_summary(&result.id, s)?;
     }
     if s.summary.errors > 0 {
-        eprintln!(
+        errln!(
             "{} {} could not be read and {} not in snapshot {}",
             crate::term::label("warning"),
             super::count(s.summary.errors, "file or directory", "files or directories"),

@@ -38,7 +38,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             bar.finish();
             let stats = stats.context("repair index failed")?;
             for (pack, why) in &stats.packs_unreadable {
-                eprintln!(
+                errln!(
                     "{} pack {pack}: {why}; its blobs are not indexed",
                     crate::term::label("error")
                 );

@@ -94,7 +94,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         )?;
     }
     if !result.errors.is_empty() {
-        eprintln!(
+        errln!(
             "{} {} not restored completely (see the messages above)",
             crate::term::label("error"),
             match result.errors.len() {
