@@ -418,3 +418,35 @@ fn ls_escapes_names_on_a_terminal_and_not_in_a_pipe_or_json() {
     );
     assert!(!long.contains('\x1b') && !long.contains('\x07'), "{long:?}");
 }
+
+/// Names are not the only text from a snapshot that reaches a terminal: host
+/// names, tags, group keys and the paths in messages are printed with their
+/// control characters escaped, wherever they go.
+#[test]
+fn text_from_a_snapshot_cannot_drive_the_terminal() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    snap.create(&[s(&src), "--host", "evil\x1b]0;owned\x07", "--tag", "t\x1b[2J"]);
+    let id = snap.snapshots()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        snap.snapshots()[0]["host"],
+        "evil\x1b]0;owned\x07",
+        "JSON keeps the exact host"
+    );
+    let mut shown = String::new();
+    for args in [
+        vec!["snapshots"],
+        vec!["forget", "--keep-last", "1", "--dry-run"],
+        vec!["ls", &id, "/no\x1b[2Jsuch"],
+    ] {
+        let out = snap.run(&args);
+        shown.push_str(&String::from_utf8_lossy(&out.stdout));
+        shown.push_str(&stderr(&out));
+    }
+    assert!(shown.contains("evil\\033]0;owned\\a"), "{shown}");
+    assert!(shown.contains("t\\033[2J"), "{shown}");
+    assert!(shown.contains("/no\\033[2Jsuch"), "the error names the path: {shown}");
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+}

@@ -105,7 +105,8 @@ fn main() {
         Ok(code) => code,
         Err(error) if term::is_stdout_closed(&error) => term::exit_stdout_closed(),
         Err(error) => {
-            errln!("{} {error:#}", term::label("error"));
+            // Errors can quote names from a snapshot or the source tree.
+            errln!("{} {}", term::label("error"), term::printable(&format!("{error:#}")));
             exit::code_for(&error)
         }
     };

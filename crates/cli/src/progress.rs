@@ -36,7 +36,12 @@ impl Bar {
 
     fn warn(&self, path: &Path, message: &str) {
         // Warnings go to stderr even with --json, whose stdout stays parseable.
-        let line = format!("{} {}: {message}", crate::term::label("warning"), path.display());
+        let line = format!(
+            "{} {}: {}",
+            crate::term::label("warning"),
+            crate::term::printable(&path.to_string_lossy()),
+            crate::term::printable(message)
+        );
         if self.bar.is_hidden() {
             errln!("{line}");
         } else {

@@ -218,6 +218,26 @@ pub fn shell_escape(name: &[u8]) -> String {
     out
 }
 
+/// Free text that came from a snapshot or a source tree (a host name, a tag,
+/// a path inside a message) with its control and invisible characters
+/// written as C escapes (`\n`, `\033`), as `ls -b` does: such text can then
+/// neither fake a line of output nor send escape sequences to the terminal.
+/// `--json` output keeps the exact text.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || invisible(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() || invisible(c) {
+            push_escape(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Characters that are not control characters but change how a terminal
 /// shows what follows: bidirectional overrides and isolates, zero-width ones.
 fn invisible(c: char) -> bool {
@@ -262,6 +282,13 @@ mod tests {
         assert_eq!(shell_escape(b"\x7f"), "$'\\177'");
         assert_eq!(shell_escape(b""), "''");
         assert_eq!(shell_escape("a\u{202e}b".as_bytes()), "'a'$'\\342\\200\\256''b'");
+    }
+
+    #[test]
+    fn printable_text_escapes_only_what_a_terminal_would_act_on() {
+        use super::printable;
+        assert_eq!(printable("host a, tags [x y]"), "host a, tags [x y]");
+        assert_eq!(printable("a\nb\x1b[2Jc\u{202e}"), "a\\nb\\033[2Jc\\342\\200\\256");
     }
 
     /// A shell given the escaped name gives back the name's bytes.

@@ -187,7 +187,11 @@ fn apply_policy(
             remove: Vec::new(),
         };
         if !global.json && !global.quiet {
-            outln!("group {key}: keep {kept}, remove {}", decisions.len() - kept)?;
+            outln!(
+                "group {}: keep {kept}, remove {}",
+                crate::term::printable(&key.to_string()),
+                decisions.len() - kept
+            )?;
         }
         // Newest first, as people read retention tables.
         for (&i, decision) in members.iter().zip(&decisions).rev() {

@@ -74,7 +74,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     };
                     outln!("snapshot {} {outcome}:", r.original.short())?;
                     for path in &r.damaged_paths {
-                        outln!("  damaged: {path}")?;
+                        outln!("  damaged: {}", crate::term::printable(path))?;
                     }
                 }
                 if repaired.is_empty() {

@@ -32,10 +32,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             [
                 id.short(),
                 super::local_time(&s.time),
-                s.host.clone(),
-                s.tags.join(","),
+                crate::term::printable(&s.host).into_owned(),
+                crate::term::printable(&s.tags.join(",")).into_owned(),
                 super::human_bytes(s.summary.bytes_total),
-                s.paths.join(" "),
+                crate::term::printable(&s.paths.join(" ")).into_owned(),
             ]
         })
         .collect();

@@ -36,13 +36,22 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 Severity::Error => "error",
                 Severity::Notice => "notice",
             };
-            errln!("{} {}: {}", crate::term::label(label), p.object, p.message);
+            errln!(
+                "{} {}: {}",
+                crate::term::label(label),
+                p.object,
+                crate::term::printable(&p.message)
+            );
             for (i, a) in p.affects.iter().enumerate() {
                 if i == 20 {
                     errln!("  ... and {} more", p.affects.len() - 20);
                     break;
                 }
-                errln!("  used by {} in snapshot {}", a.path, &a.snapshot[..8]);
+                errln!(
+                    "  used by {} in snapshot {}",
+                    crate::term::printable(&a.path),
+                    &a.snapshot[..8]
+                );
             }
         }
         if !global.quiet {
