@@ -313,6 +313,15 @@ pub fn prune(
                     return;
                 }
                 outcome = result
+                    .map_err(|e| match e {
+                        // A used blob that cannot be read: copying the rest
+                        // and deleting the pack would lose it for good.
+                        Error::Corrupt { what, reason } => Error::Corrupt {
+                            what,
+                            reason: format!("{reason}; prune stops (run `snap repair packs {pack_id}` first)"),
+                        },
+                        other => other,
+                    })
                     .and_then(|plain| packer.add_with_id(plan.kind, entry.id, plain))
                     .map(|_| progress.event(Event::Bytes(u64::from(entry.length))));
             });
