@@ -9,6 +9,7 @@ mod crash;
 mod encryption;
 mod environment;
 mod filters;
+mod heal;
 mod incremental;
 mod interrupt;
 mod json;

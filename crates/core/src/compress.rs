@@ -104,8 +104,32 @@ pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 
 /// [`decompress`] into `out` (replacing its contents), so that a caller
 /// decompressing many blobs can reuse one allocation.
+///
+/// `raw_len` comes from an index or pack header, which a hostile writer
+/// holding the key can fill with anything: it is checked before the output
+/// is reserved, against the blob size limit and against the content size
+/// the compressed frame itself records (snap always writes one), so a claim
+/// the data cannot back allocates nothing.
 pub fn decompress_into(data: &[u8], raw_len: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidData, message);
     out.clear();
+    if raw_len > crate::packread::MAX_BLOB_SIZE as usize {
+        return Err(invalid(format!(
+            "claims {raw_len} bytes decompressed, above the limit of {}",
+            crate::packread::MAX_BLOB_SIZE
+        )));
+    }
+    match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(size)) if size == raw_len as u64 => {}
+        Ok(Some(size)) => {
+            return Err(invalid(format!(
+                "the compressed frame holds {size} bytes, header says {raw_len}"
+            )))
+        }
+        // Not written by snap, but valid zstd: the limit above still bounds it.
+        Ok(None) => {}
+        Err(_) => return Err(invalid("not a zstd frame".into())),
+    }
     out.reserve(raw_len);
     let written = DECOMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
@@ -140,6 +164,24 @@ mod tests {
         crate::crypto::fill_random(&mut noise);
         assert!(compress(&noise, Compression::Zstd(3)).is_none());
         assert!(compress(&text, Compression::Off).is_none());
+    }
+
+    #[test]
+    fn absurd_raw_length_is_refused_before_allocating() {
+        let text = b"hello world ".repeat(1000);
+        let packed = compress(&text, Compression::Zstd(3)).unwrap();
+        let mut out = Vec::new();
+        // A claim of 3 GiB for 12 KB of text: refused, nothing reserved.
+        let err = decompress_into(&packed, 3 << 30, &mut out).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert_eq!(out.capacity(), 0);
+        // Below the limit but above what the frame holds: likewise.
+        let err = decompress_into(&packed, 500 << 20, &mut out).unwrap_err();
+        assert!(err.to_string().contains("frame holds"), "{err}");
+        assert_eq!(out.capacity(), 0);
+        assert!(decompress_into(b"not zstd at all", 10, &mut out).is_err());
+        decompress_into(&packed, text.len(), &mut out).unwrap();
+        assert_eq!(out, text);
     }
 
     #[test]

@@ -28,7 +28,6 @@ use serde::Serialize;
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::index::cache::BlobLocation;
 use crate::index::{self, IndexFile, IndexedPack};
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -313,24 +312,37 @@ pub fn prune(
             let header = crate::pack::decode_header(repo.crypto(), pack_id, &bytes, bytes.len() as u64)?;
             let txn = used.begin_read().map_err(|e| cache_err(&e))?;
             let table = txn.open_table(USED).map_err(|e| cache_err(&e))?;
+            let mut kept = Vec::new();
             for entry in &header.entries {
                 let keeper = table
                     .get(&entry.id.0[..])
                     .map_err(|e| cache_err(&e))?
                     .map(|v| v.value());
-                if keeper != Some(plan.number) {
-                    continue;
+                if keeper == Some(plan.number) {
+                    kept.push(*entry);
                 }
-                let start = entry.offset as usize;
-                let location = BlobLocation {
-                    pack: *pack_id,
-                    entry: *entry,
-                };
-                let plain = repo.decode_blob(&location, &bytes[start..start + entry.length as usize])?;
-                packer.add_with_id(plan.kind, entry.id, &plain)?;
-                progress.event(Event::Bytes(u64::from(entry.length)));
             }
-            Ok(())
+            let mut bytes = bytes;
+            let mut scratch = Vec::new();
+            let mut outcome = Ok(());
+            repo.decode_pack_blobs(pack_id, 0, &mut bytes, &kept, &mut scratch, |entry, result| {
+                if outcome.is_err() {
+                    return;
+                }
+                outcome = result
+                    .map_err(|e| match e {
+                        // A used blob that cannot be read: copying the rest
+                        // and deleting the pack would lose it for good.
+                        Error::Corrupt { what, reason } => Error::Corrupt {
+                            what,
+                            reason: format!("{reason}; prune stops (run `snap repair packs {pack_id}` first)"),
+                        },
+                        other => other,
+                    })
+                    .and_then(|plain| packer.add_with_id(plan.kind, entry.id, plain))
+                    .map(|_| progress.event(Event::Bytes(u64::from(entry.length))));
+            });
+            outcome
         });
         // Index what was copied even on failure; nothing has been deleted yet.
         let finished = packer.finish();

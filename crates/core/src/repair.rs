@@ -3,6 +3,11 @@
 //! - [`repair_index`] rebuilds every index file from the pack headers alone,
 //!   so a repository whose index files were all lost works again. New index
 //!   files are written before the old ones are deleted.
+//! - [`repair_packs`] salvages the intact blobs of damaged packs into new
+//!   packs and removes the damaged packs from the index and the storage, so
+//!   nothing points at damaged data any more: the next backup stores the lost
+//!   blobs again (it re-reads every file whose blobs are not all indexed),
+//!   and [`repair_snapshots`] marks what older snapshots lost.
 //! - [`repair_snapshots`] rewrites snapshots that reference missing blobs:
 //!   a file with missing chunks keeps its readable chunks and is renamed
 //!   `<name>.damaged`; an unreadable directory becomes an empty
@@ -11,7 +16,7 @@
 //!
 //! The caller holds the exclusive lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +25,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::ObjectKind;
+use crate::damaged;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId};
-use crate::index::{self, IndexedPack};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::index::{self, IndexFile, IndexedPack};
 use crate::pack::{self, BlobKind};
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -100,6 +106,342 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicB
     }
     repo.index().sync(repo.backend(), repo.crypto())?;
     Ok(stats)
+}
+
+/// Which packs `repair packs` looks at.
+#[derive(Clone, Debug, Default)]
+pub struct RepairPacksOptions {
+    /// Packs named by the user (full ids or unique prefixes). Empty: the
+    /// packs the last `verify` found damaged ([`crate::damaged`]), or every
+    /// indexed pack with `read_data`.
+    pub packs: Vec<String>,
+    pub read_data: bool,
+}
+
+/// What became of one pack `repair packs` looked at.
+#[derive(Clone, Debug, Serialize)]
+pub struct RepairedPack {
+    pub pack: PackId,
+    /// `intact` (read whole and found so: left as it is), or `removed`
+    /// (damaged or missing: its intact blobs were copied to new packs and it
+    /// was removed from the index and the storage).
+    pub outcome: PackOutcome,
+    /// Why the pack counts as damaged (empty when intact).
+    pub damage: String,
+    pub blobs_salvaged: u64,
+    /// Blobs of the pack that could not be read back.
+    pub blobs_damaged: Vec<BlobId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackOutcome {
+    Intact,
+    Removed,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairPacksStats {
+    pub packs: Vec<RepairedPack>,
+    /// Damaged blobs that no other pack holds: the data is gone from the
+    /// repository until a backup stores it again.
+    pub blobs_lost: Vec<BlobId>,
+    pub packs_written: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+}
+
+impl RepairPacksStats {
+    pub fn removed(&self) -> impl Iterator<Item = &RepairedPack> {
+        self.packs.iter().filter(|p| p.outcome == PackOutcome::Removed)
+    }
+}
+
+/// Salvages and removes damaged packs. See the module documentation; the
+/// order is crash safe as prune's is: new packs and their index files first,
+/// then new index files without the damaged packs (superseding all old
+/// ones), then the old index files go, and only then the damaged packs.
+pub fn repair_packs(
+    repo: &Repository,
+    options: &RepairPacksOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<RepairPacksStats> {
+    let check_cancel = || {
+        if cancel.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
+    let indexed: HashMap<PackId, (u64, BlobKind)> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, size, kind)| (id, (size, kind)))
+        .collect();
+    let recorded = damaged::load(repo)?;
+    let candidates: BTreeSet<PackId> = if !options.packs.is_empty() {
+        options
+            .packs
+            .iter()
+            .map(|name| resolve_pack(name, &indexed))
+            .collect::<Result<_>>()?
+    } else if options.read_data {
+        indexed.keys().copied().collect()
+    } else {
+        // Packs recorded but no longer indexed were removed since (by an
+        // earlier repair or prune): nothing to do for them.
+        recorded.iter().filter(|p| indexed.contains_key(p)).copied().collect()
+    };
+    let mut stats = RepairPacksStats::default();
+    if candidates.is_empty() {
+        damaged::update(repo, &BTreeSet::new(), &recorded)?;
+        return Ok(stats);
+    }
+
+    // The index's entries of each candidate: what restore would read.
+    let old_index = index::list_ids(repo.backend())?;
+    let mut entries: HashMap<PackId, Vec<crate::pack::PackEntry>> = HashMap::new();
+    for id in &old_index {
+        check_cancel()?;
+        for p in load_index(repo, id)?.packs {
+            if candidates.contains(&p.id) {
+                entries.entry(p.id).or_insert(p.blobs);
+            }
+        }
+    }
+    let stored: HashMap<String, u64> = repo
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
+    let total: u64 = candidates.iter().map(|p| indexed[p].0).sum();
+    progress.event(Event::Total {
+        bytes: total,
+        items: candidates.len() as u64,
+    });
+
+    // Check each candidate and copy the intact blobs of the damaged ones.
+    let packer = Packer::for_repack(repo, repo.config().compression);
+    let checked: Result<Vec<RepairedPack>> = candidates
+        .par_iter()
+        .map(|pack| {
+            check_cancel()?;
+            let (size, kind) = indexed[pack];
+            let list = entries.get(pack).map(Vec::as_slice).unwrap_or_default();
+            let result = salvage_pack(
+                repo,
+                &packer,
+                pack,
+                kind,
+                size,
+                stored.get(&pack.to_hex()).copied(),
+                list,
+            );
+            progress.event(Event::Bytes(size));
+            result
+        })
+        .collect();
+    // Index what was copied even on failure; nothing has been removed yet.
+    let finished = packer.finish();
+    let checked = checked?;
+    let finished = finished?;
+    stats.packs_written = finished.packs_written;
+    stats.index_files_written = finished.index_files_written;
+
+    let gone: HashSet<PackId> = checked
+        .iter()
+        .filter(|p| p.outcome == PackOutcome::Removed)
+        .map(|p| p.pack)
+        .collect();
+    if !gone.is_empty() {
+        check_cancel()?;
+        // New index files for every other pack, superseding all old ones.
+        let mut written: HashSet<PackId> = HashSet::new();
+        let mut pending: Vec<IndexedPack> = Vec::new();
+        for id in &old_index {
+            for p in load_index(repo, id)?.packs {
+                if gone.contains(&p.id) || !written.insert(p.id) {
+                    continue;
+                }
+                pending.push(p);
+                if pending.len() >= PACKS_PER_INDEX && repo.save_pending_index(&mut pending, &old_index)? {
+                    stats.index_files_written += 1;
+                }
+            }
+        }
+        if repo.save_pending_index(&mut pending, &old_index)? {
+            stats.index_files_written += 1;
+        }
+        crate::failpoint::hit("repair-packs-index-written");
+        for id in &old_index {
+            repo.backend().delete(ObjectKind::Index, &id.to_hex())?;
+            stats.index_files_removed += 1;
+        }
+        // No index lists them now. Deleted rather than kept: `repair index`
+        // would otherwise read their headers and index the damage again.
+        for pack in &gone {
+            match repo.backend().delete(ObjectKind::Pack, &pack.to_hex()) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        repo.index().sync(repo.backend(), repo.crypto())?;
+    }
+    let index = repo.index().reader()?;
+    let mut lost = BTreeSet::new();
+    for p in &checked {
+        for blob in &p.blobs_damaged {
+            if index.lookup(blob)?.is_none() {
+                lost.insert(*blob);
+            }
+        }
+    }
+    stats.blobs_lost = lost.into_iter().collect();
+    let handled: BTreeSet<PackId> = checked.iter().map(|p| p.pack).collect();
+    damaged::update(repo, &BTreeSet::new(), &handled)?;
+    stats.packs = checked;
+    Ok(stats)
+}
+
+/// A pack named on the command line: a full id or a prefix of one indexed pack.
+fn resolve_pack(name: &str, indexed: &HashMap<PackId, (u64, BlobKind)>) -> Result<PackId> {
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument(format!("'{name}' is not a pack id")));
+    }
+    let mut matches = indexed.keys().filter(|id| id.to_hex().starts_with(&name));
+    match (matches.next(), matches.next()) {
+        (Some(id), None) => Ok(*id),
+        (None, _) => Err(Error::InvalidArgument(format!(
+            "no indexed pack matches '{name}' (an unindexed pack has nothing to repair; `snap prune` removes it)"
+        ))),
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "'{name}' matches several packs: give more of the id"
+        ))),
+    }
+}
+
+/// Reads `pack` whole (if it is stored), checks its name and every indexed
+/// blob, and when anything is wrong hands the intact blobs to `packer`.
+fn salvage_pack(
+    repo: &Repository,
+    packer: &Packer,
+    pack: &PackId,
+    kind: BlobKind,
+    indexed_size: u64,
+    stored_size: Option<u64>,
+    entries: &[crate::pack::PackEntry],
+) -> Result<RepairedPack> {
+    let mut out = RepairedPack {
+        pack: *pack,
+        outcome: PackOutcome::Removed,
+        damage: String::new(),
+        blobs_salvaged: 0,
+        blobs_damaged: Vec::new(),
+    };
+    let Some(stored_size) = stored_size else {
+        out.damage = "missing from the storage".into();
+        out.blobs_damaged = entries.iter().map(|e| e.id).collect();
+        return Ok(out);
+    };
+    let mut bytes = match repo.backend().read(ObjectKind::Pack, &pack.to_hex()) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => {
+            out.damage = "missing from the storage".into();
+            out.blobs_damaged = entries.iter().map(|e| e.id).collect();
+            return Ok(out);
+        }
+        // A passing read error is not damage: stop rather than drop the pack.
+        Err(e) => return Err(e.into()),
+    };
+    let mut damage = Vec::new();
+    if stored_size != indexed_size || bytes.len() as u64 != indexed_size {
+        damage.push(format!("is {} bytes, the index says {indexed_size}", bytes.len()));
+    }
+    if PackId::hash_of(&bytes) != *pack {
+        damage.push("its content does not match its name".to_string());
+    }
+    // The pack's own header, when it opens: if the index disagrees with it
+    // (a buggy or hostile index), the blobs are salvaged as the header says,
+    // so a wrong index never costs data the pack still holds.
+    let mut sorted_index = entries.to_vec();
+    sorted_index.sort_by_key(|e| e.offset);
+    let header = pack::decode_header(repo.crypto(), pack, &bytes, bytes.len() as u64)
+        .ok()
+        .map(|h| {
+            let mut entries = h.entries;
+            entries.sort_by_key(|e| e.offset);
+            entries
+        });
+    // Decoded to find the damage, and kept only if the pack must go
+    // (bounded by the pack: at most one pack's plaintext per thread).
+    let mut intact: Vec<(BlobId, Vec<u8>)> = Vec::new();
+    let mut scratch = Vec::new();
+    let mut bad = Vec::new();
+    let by_header = match &header {
+        Some(h) if *h == sorted_index => None,
+        Some(h) => {
+            damage.push("its header disagrees with the index".into());
+            Some(h.as_slice())
+        }
+        None => {
+            damage.push("its header cannot be read".into());
+            None
+        }
+    };
+    // Blobs are opened in place: a second pass needs its own copy.
+    let mut second = by_header.map(|_| bytes.clone());
+    repo.decode_pack_blobs(
+        pack,
+        0,
+        &mut bytes,
+        entries,
+        &mut scratch,
+        |entry, result| match result {
+            Ok(plain) => intact.push((entry.id, plain.to_vec())),
+            Err(_) => bad.push(entry.id),
+        },
+    );
+    if let (Some(header_entries), Some(copy)) = (by_header, second.as_mut()) {
+        let mut have: HashSet<BlobId> = intact.iter().map(|(id, _)| *id).collect();
+        repo.decode_pack_blobs(pack, 0, copy, header_entries, &mut scratch, |entry, result| {
+            if let Ok(plain) = result {
+                if have.insert(entry.id) {
+                    intact.push((entry.id, plain.to_vec()));
+                }
+            }
+        });
+        bad.retain(|id| !have.contains(id));
+    }
+    if !bad.is_empty() {
+        damage.push(format!("{} of its {} blobs are damaged", bad.len(), entries.len()));
+    }
+    if damage.is_empty() {
+        out.outcome = PackOutcome::Intact;
+        return Ok(out);
+    }
+    for (id, plain) in &intact {
+        packer.add_with_id(kind, *id, plain)?;
+        out.blobs_salvaged += 1;
+    }
+    out.damage = damage.join("; ");
+    out.blobs_damaged = bad;
+    Ok(out)
+}
+
+fn load_index(repo: &Repository, id: &IndexId) -> Result<IndexFile> {
+    let bytes = repo.backend().read(ObjectKind::Index, &id.to_hex())?;
+    IndexFile::decode(repo.crypto(), id, &bytes).map_err(|e| match e {
+        Error::Corrupt { what, reason } => Error::Corrupt {
+            what,
+            reason: format!("{reason}; run `snap repair index` first"),
+        },
+        other => other,
+    })
 }
 
 #[derive(Clone, Debug, Default)]

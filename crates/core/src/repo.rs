@@ -48,6 +48,8 @@ pub struct Repository {
     chunker: Arc<Chunker>,
     index: Arc<IndexCache>,
     key_id: KeyId,
+    /// This repository's directory in the local cache.
+    cache_dir: Arc<std::path::PathBuf>,
 }
 
 impl Repository {
@@ -154,7 +156,8 @@ impl Repository {
         cache_root: &Path,
     ) -> Result<Self> {
         config.verify(&crypto)?;
-        let cache_path = cache_root.join(&config.body.id).join("index.redb");
+        let cache_dir = cache_root.join(&config.body.id);
+        let cache_path = cache_dir.join("index.redb");
         let index = IndexCache::open(&cache_path, &config.body.id)?;
         let stats = index.sync(backend.as_ref(), &crypto)?;
         tracing::debug!(?stats, "index cache synced");
@@ -166,6 +169,7 @@ impl Repository {
             chunker: Arc::new(chunker),
             index: Arc::new(index),
             key_id,
+            cache_dir: Arc::new(cache_dir),
         })
     }
 
@@ -193,6 +197,12 @@ impl Repository {
         &self.index
     }
 
+    /// This repository's directory in the local cache (the index cache and
+    /// other local, rebuildable state such as [`crate::damaged`]).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     /// The key file this handle was opened with.
     pub fn key_id(&self) -> KeyId {
         self.key_id
@@ -207,15 +217,14 @@ impl Repository {
         self.read_blob_at(&location)
     }
 
+    /// Reads one blob through the checks of [`Repository::read_pack_blobs`].
     pub fn read_blob_at(&self, location: &BlobLocation) -> Result<Vec<u8>> {
-        let e = &location.entry;
-        let sealed = self.backend.read_range(
-            ObjectKind::Pack,
-            &location.pack.to_hex(),
-            u64::from(e.offset),
-            u64::from(e.length),
-        )?;
-        self.decode_owned_blob(location, sealed)
+        let mut bufs = crate::packread::BlobBuffers::new();
+        let mut out = Err(Error::corrupt(format!("blob {}", location.entry.id), "not read"));
+        self.read_pack_blobs(&location.pack, &[location.entry], &mut bufs, |_, result| {
+            out = result.map(<[u8]>::to_vec);
+        })?;
+        out
     }
 
     /// Turns a blob's stored bytes into its plaintext, checking its id.

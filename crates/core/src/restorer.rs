@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 
-use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::fsmeta;
 use crate::id::{BlobId, PackId};
 use crate::index::cache::{BlobLocation, IndexReader};
+use crate::packread::BlobBuffers;
 use crate::progress::{Event, Progress};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -486,32 +486,20 @@ impl Restorer<'_> {
 
     fn restore_range(&self, plan: &Plan, files: &FileSlots, pack: &PackId, blobs: &[&BlobLocation]) {
         thread_local! {
-            // Per thread, reused for every range: the bytes read, and the
-            // plaintext of a compressed blob (the others are opened in place).
-            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+            // Per thread, reused for every range.
+            static BUFS: std::cell::RefCell<BlobBuffers> = const { std::cell::RefCell::new(BlobBuffers::new()) };
         }
-        let start = u64::from(blobs[0].entry.offset);
-        let last = blobs.last().expect("ranges are not empty");
-        let end = u64::from(last.entry.offset) + u64::from(last.entry.length);
         BUFS.with(|bufs| {
-            let (bytes, scratch) = &mut *bufs.borrow_mut();
+            // The shared reader checks every index entry against the bytes read.
             let read = self
                 .repo
-                .backend()
-                .read_range_into(ObjectKind::Pack, &pack.to_hex(), start, end - start, bytes);
+                .read_pack_blobs(pack, blobs, &mut bufs.borrow_mut(), |blob, result| match result {
+                    Ok(plain) => self.write_blob(plan, files, &blob.entry.id, plain),
+                    Err(e) => self.blob_failed(plan, files, &blob.entry.id, &e.to_string()),
+                });
             if let Err(e) = read {
                 for blob in blobs {
                     self.blob_failed(plan, files, &blob.entry.id, &e.to_string());
-                }
-                return;
-            }
-            for blob in blobs {
-                let at = (u64::from(blob.entry.offset) - start) as usize;
-                let sealed = &mut bytes[at..at + blob.entry.length as usize];
-                match self.repo.decode_blob_in_place(blob, sealed, scratch) {
-                    Ok(plain) => self.write_blob(plan, files, &blob.entry.id, plain),
-                    Err(e) => self.blob_failed(plan, files, &blob.entry.id, &e.to_string()),
                 }
             }
         });

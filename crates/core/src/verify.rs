@@ -10,7 +10,7 @@
 //! When something is wrong, a second pass finds which snapshots and paths use
 //! the damaged objects. Verify never writes to the repository.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,9 +20,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::ObjectKind;
+use crate::damaged;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId};
-use crate::index::cache::BlobLocation;
 use crate::index::IndexFile;
 use crate::keys::KeyFile;
 use crate::pack::{self, BlobKind, PackEntry};
@@ -131,6 +131,10 @@ pub struct VerifyStats {
 pub struct VerifyReport {
     pub problems: Vec<Problem>,
     pub stats: VerifyStats,
+    /// Indexed packs found damaged (missing, of the wrong size, with a bad
+    /// header or damaged blobs): what `snap repair packs` salvages and
+    /// removes. Recorded for it in [`crate::damaged`].
+    pub damaged_packs: Vec<PackId>,
 }
 
 impl VerifyReport {
@@ -175,6 +179,10 @@ struct Verifier<'a> {
     /// Problem index per damaged object, to attach `affects` later.
     damage: Mutex<Damage>,
     object_problem: Mutex<HashMap<String, usize>>,
+    /// Indexed packs found damaged, for `repair packs`.
+    damaged_packs: Mutex<BTreeSet<PackId>>,
+    /// Packs read whole and found intact.
+    whole_packs: Mutex<BTreeSet<PackId>>,
 }
 
 pub fn verify(
@@ -190,6 +198,8 @@ pub fn verify(
         problems: Mutex::new(Vec::new()),
         damage: Mutex::new(Damage::default()),
         object_problem: Mutex::new(HashMap::new()),
+        damaged_packs: Mutex::new(BTreeSet::new()),
+        whole_packs: Mutex::new(BTreeSet::new()),
     };
     let mut stats = VerifyStats::default();
     v.check_keys()?;
@@ -204,7 +214,18 @@ pub fn verify(
             .sort_by(|a, b| (&a.snapshot, &a.path).cmp(&(&b.snapshot, &b.path)));
         p.affects.dedup();
     }
-    Ok(VerifyReport { problems, stats })
+    let damaged_packs = v.damaged_packs.into_inner().expect("damage lock");
+    let whole_packs = v.whole_packs.into_inner().expect("damage lock");
+    // A local hint for `repair packs`; failing to write it loses nothing the
+    // report does not say, so it does not fail the verify.
+    if let Err(e) = damaged::update(repo, &damaged_packs, &whole_packs) {
+        tracing::warn!("cannot record the damaged packs for `snap repair packs`: {e}");
+    }
+    Ok(VerifyReport {
+        problems,
+        stats,
+        damaged_packs: damaged_packs.into_iter().collect(),
+    })
 }
 
 impl Verifier<'_> {
@@ -312,6 +333,7 @@ impl Verifier<'_> {
 
     fn pack_damaged(&self, pack: &PackId, message: String) {
         self.damage.lock().expect("damage lock").packs.insert(*pack);
+        self.damaged_packs.lock().expect("damage lock").insert(*pack);
         self.report(Severity::Error, format!("pack {pack}"), message);
     }
 
@@ -407,18 +429,20 @@ impl Verifier<'_> {
             self.pack_damaged(id, "its header disagrees with the index".into());
         }
         let mut bad_blobs = 0;
-        for entry in &header.entries {
-            let start = entry.offset as usize;
-            let sealed = &bytes[start..start + entry.length as usize];
-            let location = BlobLocation {
-                pack: *id,
-                entry: *entry,
-            };
-            if let Err(e) = self.repo.decode_blob(&location, sealed) {
-                bad_blobs += 1;
-                self.damage.lock().expect("damage lock").blobs.insert(entry.id);
-                self.report(Severity::Error, format!("blob {}", entry.id), why(&e));
-            }
+        let mut bytes = bytes;
+        let mut scratch = Vec::new();
+        self.repo
+            .decode_pack_blobs(id, 0, &mut bytes, &header.entries, &mut scratch, |entry, result| {
+                if let Err(e) = result {
+                    bad_blobs += 1;
+                    self.damage.lock().expect("damage lock").blobs.insert(entry.id);
+                    self.report(Severity::Error, format!("blob {}", entry.id), why(&e));
+                }
+            });
+        if bad_blobs > 0 || !hash_ok {
+            self.damaged_packs.lock().expect("damage lock").insert(*id);
+        } else if entries_digest(&header.entries) == info.entries_digest {
+            self.whole_packs.lock().expect("damage lock").insert(*id);
         }
         if !hash_ok && bad_blobs == 0 {
             // Every blob opened, so the change is outside them (padding, header).

@@ -1,8 +1,8 @@
-//! `snap repair index | snapshots`.
+//! `snap repair index | packs | snapshots`.
 
 use anyhow::{Context, Result};
 use snap_core::lock::LockKind;
-use snap_core::repair::{self, RepairSnapshotsOptions};
+use snap_core::repair::{self, RepairPacksOptions, RepairSnapshotsOptions};
 
 use crate::global::{GlobalArgs, CANCEL};
 use crate::progress::Bar;
@@ -17,6 +17,17 @@ pub struct Args {
 enum What {
     /// Rebuild the index files (and the local cache) from the pack headers.
     Index,
+    /// Salvage the intact blobs of damaged packs into new packs and remove the damaged packs.
+    ///
+    /// With no PACK: the packs the last `snap verify` found damaged.
+    Packs {
+        /// Packs to repair (ids or unique prefixes).
+        #[arg(value_name = "PACK")]
+        packs: Vec<String>,
+        /// Read every indexed pack to find the damaged ones.
+        #[arg(long, conflicts_with = "packs")]
+        read_data: bool,
+    },
     /// Rewrite snapshots that reference missing data, marking damaged files `.damaged`.
     Snapshots {
         /// Say what would change, write nothing.
@@ -59,6 +70,53 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             } else {
                 crate::exit::INCOMPLETE
             })
+        }
+        What::Packs { packs, read_data } => {
+            let bar = Bar::new(global.quiet, global.json);
+            let stats = repair::repair_packs(&repo, &RepairPacksOptions { packs, read_data }, &bar, &CANCEL);
+            bar.finish();
+            let stats = stats.context("repair packs failed")?;
+            if global.json {
+                super::print_json(&stats)?;
+            } else if !global.quiet {
+                if stats.packs.is_empty() {
+                    println!(
+                        "no damaged packs known: run `snap verify --read-data` first, name the packs, or use --read-data"
+                    );
+                }
+                for p in &stats.packs {
+                    match p.outcome {
+                        repair::PackOutcome::Intact => println!("pack {}: intact, left as it is", p.pack.short()),
+                        repair::PackOutcome::Removed => println!(
+                            "pack {}: {}; salvaged {} blobs, {} damaged; removed",
+                            p.pack.short(),
+                            p.damage,
+                            p.blobs_salvaged,
+                            p.blobs_damaged.len()
+                        ),
+                    }
+                }
+                let removed = stats.removed().count();
+                if removed > 0 {
+                    println!(
+                        "removed {removed} damaged {} from the index; {} {} no longer stored anywhere",
+                        if removed == 1 { "pack" } else { "packs" },
+                        stats.blobs_lost.len(),
+                        if stats.blobs_lost.len() == 1 {
+                            "blob is"
+                        } else {
+                            "blobs are"
+                        }
+                    );
+                    if !stats.blobs_lost.is_empty() {
+                        println!("next: `snap create` of the same paths stores the lost data again (files that still exist are read again),");
+                        println!(
+                            "      then `snap repair snapshots` marks what the older snapshots lost as `.damaged`"
+                        );
+                    }
+                }
+            }
+            Ok(crate::exit::OK)
         }
         What::Snapshots { dry_run, forget } => {
             let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL)

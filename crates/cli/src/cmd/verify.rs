@@ -68,6 +68,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             )?;
             if report.has_errors() {
                 outln!("the repository is damaged: see the errors above")?;
+                let n = report.damaged_packs.len();
+                if n > 0 {
+                    outln!(
+                        "next: 1. `snap repair packs` salvages the intact blobs of the {n} damaged {} and removes {} from the index",
+                        if n == 1 { "pack" } else { "packs" },
+                        if n == 1 { "it" } else { "them" }
+                    )?;
+                    outln!("      2. `snap create` of the same paths stores the lost data again (files that still exist are read again)")?;
+                    outln!("      then `snap repair snapshots` marks what the older snapshots lost as `.damaged`")?;
+                }
             } else {
                 outln!("no errors found")?;
             }

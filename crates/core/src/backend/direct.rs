@@ -44,8 +44,11 @@ impl AlignedBuf {
     }
 
     fn new() -> Self {
+        // Zeroed, not merely allocated: `as_mut_slice` hands out a `&mut [u8]`
+        // over the whole block, and a reference to uninitialised bytes is
+        // undefined behaviour even if they are written before being read.
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc(Self::layout()) };
+        let ptr = unsafe { alloc::alloc_zeroed(Self::layout()) };
         if ptr.is_null() {
             alloc::handle_alloc_error(Self::layout());
         }
@@ -53,8 +56,8 @@ impl AlignedBuf {
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` points to BLOCK bytes owned by `self`; u8 has no
-        // invalid bit patterns, and the bytes are written before being read.
+        // SAFETY: `ptr` points to BLOCK initialised (zeroed in `new`) bytes
+        // owned by `self`, and `&mut self` makes this the only reference.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, BLOCK) }
     }
 }
@@ -157,6 +160,19 @@ mod tests {
         // The target must be new: an existing object is never overwritten.
         let again = create_synced(&dir.path().join(format!("f{}", BLOCK)), &data[..BLOCK]);
         assert_eq!(again.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn buffer_starts_initialised() {
+        // A buffer freed after use and allocated again gets the allocator's
+        // recycled memory: it must still read as zeros, not as the last
+        // thread's pack bytes (with `alloc::alloc` this memory is
+        // uninitialised and the slice over it undefined behaviour).
+        for _ in 0..4 {
+            let mut buf = AlignedBuf::new();
+            assert!(buf.as_mut_slice().iter().all(|&b| b == 0), "fresh buffer is not zeroed");
+            buf.as_mut_slice().fill(0xa5);
+        }
     }
 
     #[test]
