@@ -15,4 +15,5 @@ mod json;
 mod lifecycle;
 mod roundtrip;
 mod scale;
+mod selection;
 mod unreadable;
