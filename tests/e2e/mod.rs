@@ -17,4 +17,5 @@ mod lifecycle;
 mod output;
 mod roundtrip;
 mod scale;
+mod selection;
 mod unreadable;

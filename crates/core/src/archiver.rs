@@ -77,15 +77,17 @@ pub struct ArchiveOptions {
 }
 
 /// Tag of checkpoint snapshots.
-pub const CHECKPOINT_TAG: &str = "checkpoint";
+pub use crate::snapshot::CHECKPOINT_TAG;
 
 /// Checkpoints make an interrupted backup resumable. Every interval, the
 /// files finished so far (new, changed or unchanged) are written as a
 /// snapshot tagged `checkpoint`, after everything they reference is stored
 /// and indexed. A later backup of the same host and paths takes it as its
-/// parent, so those files are not read again. A backup that completes
-/// deletes the checkpoints of its host and paths. Costs memory for one
-/// node per finished file (about 200 bytes).
+/// parent, so those files are not read again. There is at most one
+/// checkpoint per host and paths: each new one is written before the older
+/// ones are deleted, and a backup that completes deletes them all. A
+/// checkpoint is never `latest` and never counted by a retention policy.
+/// Costs memory for one node per finished file (about 200 bytes).
 struct Checkpoints {
     interval: std::time::Duration,
     completed: Mutex<Vec<(PathBuf, Node)>>,
@@ -95,6 +97,35 @@ struct Checkpoints {
     paths: Vec<String>,
     host: String,
     tags: Vec<String>,
+}
+
+impl Checkpoints {
+    /// Starts from the files of the checkpoint this run resumes: the new
+    /// checkpoint replaces it and must not know less, even before this run
+    /// has passed those files again (files it finishes later replace them).
+    /// Best effort: an unreadable tree only means those files are not carried.
+    fn carry_over(&self, repo: &Repository, root: &BlobId) {
+        let mut carried = Vec::new();
+        // A stack, not recursion: the tree's depth is the source's.
+        let mut stack = vec![(PathBuf::from("/"), *root)];
+        while let Some((dir, id)) = stack.pop() {
+            let Ok(tree) = Tree::load(repo, &id) else {
+                tracing::debug!("checkpoint tree {id} unreadable; its files are not carried over");
+                continue;
+            };
+            for node in tree.nodes {
+                let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+                match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(sub)) => stack.push((path, sub)),
+                    (NodeKind::File, _) => carried.push((path, node)),
+                    _ => {}
+                }
+            }
+        }
+        let mut completed = self.completed.lock().expect("checkpoint lock");
+        carried.append(&mut completed);
+        *completed = carried;
+    }
 }
 
 /// The tree of a checkpoint: the finished files under their directories.
@@ -150,6 +181,12 @@ pub fn archive(
 ) -> Result<ArchiveResult> {
     let started = Instant::now();
     let time = jiff::Timestamp::now();
+    // The tag marks partial snapshots; a complete one must not carry it.
+    if options.tags.iter().any(|t| t == CHECKPOINT_TAG) {
+        return Err(Error::InvalidArgument(format!(
+            "the tag '{CHECKPOINT_TAG}' is reserved for the partial snapshots of interrupted backups"
+        )));
+    }
     let excludes = build_excludes(&options.excludes, &options.exclude_files)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
     let pool = crate::pool::workers(options.threads, "archiver")?;
@@ -168,6 +205,8 @@ pub fn archive(
         checkpoints: None,
     };
     let mut archiver = archiver;
+    // Checkpoints exist only for backups of paths.
+    let resumable = matches!(options.source, Source::Paths(_));
 
     let (paths, parent, walked) = match &options.source {
         Source::Paths(paths) => {
@@ -188,6 +227,11 @@ pub fn archive(
                 ParentChoice::Latest => snapshot::latest_matching(repo, &options.host, &display)?,
                 ParentChoice::Snapshot(id) => Some((*id, Snapshot::load(repo, id)?)),
             };
+            if let (Some(checkpoints), Some((_, parent))) = (&archiver.checkpoints, &parent) {
+                if parent.is_checkpoint() {
+                    checkpoints.carry_over(repo, &parent.tree);
+                }
+            }
             let root = SourceTree::build(&paths);
             let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
             let scan_roots = paths.clone();
@@ -215,7 +259,6 @@ pub fn archive(
         packer,
         counters,
         warnings,
-        checkpoints,
         ..
     } = archiver;
     let packed = packer.finish();
@@ -255,8 +298,10 @@ pub fn archive(
     };
     crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
-    if checkpoints.is_some() {
-        remove_checkpoints(repo, &snapshot);
+    // Whether or not this run wrote checkpoints, the complete snapshot makes
+    // those of earlier, interrupted runs of the same host and paths obsolete.
+    if resumable {
+        remove_checkpoints(repo, &snapshot.host, &snapshot.paths, None);
     }
     Ok(ArchiveResult {
         id,
@@ -265,15 +310,19 @@ pub fn archive(
     })
 }
 
-/// Deletes the checkpoints a completed backup makes obsolete: those of the
-/// same host and paths. Failing to delete one only leaves a snapshot behind.
-fn remove_checkpoints(repo: &Repository, done: &Snapshot) {
-    let Ok(all) = snapshot::list(repo) else {
+/// Deletes the checkpoints of `host` and `paths` but `keep`: a completed
+/// backup makes them all obsolete, a new checkpoint the older ones. Failing
+/// to delete one only leaves a snapshot behind (never `latest`, and a
+/// retention policy removes it once a complete snapshot is newer).
+fn remove_checkpoints(repo: &Repository, host: &str, paths: &[String], keep: Option<SnapshotId>) {
+    // Damaged snapshot objects were reported when the parent was chosen.
+    let Ok(all) = snapshot::list_all(repo).map(|l| l.snapshots) else {
         return;
     };
-    let paths = done.sorted_paths();
+    let mut paths = paths.to_vec();
+    paths.sort();
     for (id, s) in all {
-        if s.tags.iter().any(|t| t == CHECKPOINT_TAG) && s.host == done.host && s.sorted_paths() == paths {
+        if s.is_checkpoint() && Some(id) != keep && s.host == host && s.sorted_paths() == paths {
             if let Err(e) = repo
                 .backend()
                 .delete(crate::backend::ObjectKind::Snapshot, &id.to_hex())
@@ -753,7 +802,16 @@ impl Archiver<'_> {
     }
 
     fn write_checkpoint(&self, checkpoints: &Checkpoints) -> Result<()> {
-        let finished = checkpoints.completed.lock().expect("checkpoint lock").clone();
+        // A file carried over from the resumed checkpoint and finished again
+        // is in the list twice: the later entry wins.
+        let finished: BTreeMap<PathBuf, Node> = checkpoints
+            .completed
+            .lock()
+            .expect("checkpoint lock")
+            .iter()
+            .cloned()
+            .collect();
+        let size: u64 = finished.values().map(|node| node.size).sum();
         let mut root = BTreeMap::new();
         for (path, node) in finished {
             let mut components: Vec<Vec<u8>> = path
@@ -782,6 +840,7 @@ impl Archiver<'_> {
         self.packer.checkpoint()?;
         let mut tags = checkpoints.tags.clone();
         tags.push(CHECKPOINT_TAG.to_string());
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let snapshot = Snapshot {
             time: jiff::Timestamp::now(),
             host: checkpoints.host.clone(),
@@ -791,9 +850,22 @@ impl Archiver<'_> {
             tree,
             parent: None,
             program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
-            summary: Summary::default(),
+            // What `snapshots` shows: the files the checkpoint holds.
+            summary: Summary {
+                files_new: c(&self.counters.files_new),
+                files_changed: c(&self.counters.files_changed),
+                files_unmodified: c(&self.counters.files_unmodified),
+                errors: c(&self.counters.errors),
+                bytes_read: c(&self.counters.bytes_read),
+                bytes_total: size,
+                ..Summary::default()
+            },
         };
-        snapshot.save(self.repo)?;
+        // The new checkpoint first, then the older ones: an interruption in
+        // between leaves two, never none.
+        let id = snapshot.save(self.repo)?;
+        crate::failpoint::hit("checkpoint-saved");
+        remove_checkpoints(self.repo, &checkpoints.host, &checkpoints.paths, Some(id));
         crate::failpoint::hit("checkpoint-written");
         Ok(())
     }

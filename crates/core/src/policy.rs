@@ -383,8 +383,10 @@ pub fn group(snapshots: &[(SnapshotId, Snapshot)], by: GroupBy) -> Vec<(GroupKey
         let key = GroupKey {
             host: by.host.then(|| snapshot.host.clone()),
             paths: by.paths.then(|| snapshot.sorted_paths()),
+            // A checkpoint belongs with the snapshots it will complete.
             tags: by.tags.then(|| {
                 let mut tags = snapshot.tags.clone();
+                tags.retain(|t| t != crate::snapshot::CHECKPOINT_TAG);
                 tags.sort();
                 tags.dedup();
                 tags
@@ -413,7 +415,36 @@ pub struct Decision {
 /// ignore (and keep) snapshots dated after it. Reasons come in the order:
 /// last, hourly, daily, weekly, monthly, yearly, within, within-hourly ...
 /// within-yearly, tags.
+///
+/// Checkpoints (partial snapshots of a backup that has not completed) are
+/// not counted by any rule and never kept in place of a complete snapshot:
+/// one newer than every complete snapshot of the group is kept as the resume
+/// point of an interrupted backup, an older one is removed.
 pub fn apply(snapshots: &[&Snapshot], rules: &KeepRules, now: Timestamp, tz: &TimeZone) -> Vec<Decision> {
+    let (complete, partial): (Vec<usize>, Vec<usize>) =
+        (0..snapshots.len()).partition(|&i| !snapshots[i].is_checkpoint());
+    let complete_snapshots: Vec<&Snapshot> = complete.iter().map(|&i| snapshots[i]).collect();
+    let mut decisions = vec![Decision::default(); snapshots.len()];
+    for (&i, decision) in complete.iter().zip(apply_complete(&complete_snapshots, rules, now, tz)) {
+        decisions[i] = decision;
+    }
+    let newest_complete = complete_snapshots.iter().map(|s| s.time).max();
+    for i in partial {
+        let decision = &mut decisions[i];
+        if newest_complete.is_none_or(|t| snapshots[i].time > t) {
+            decision.keep = true;
+            decision.reasons.push("checkpoint of an unfinished backup".to_string());
+        } else {
+            decision
+                .reasons
+                .push("checkpoint older than a complete snapshot".to_string());
+        }
+    }
+    decisions
+}
+
+/// [`apply`] on snapshots that are all complete.
+fn apply_complete(snapshots: &[&Snapshot], rules: &KeepRules, now: Timestamp, tz: &TimeZone) -> Vec<Decision> {
     let mut decisions = vec![Decision::default(); snapshots.len()];
     if rules.is_empty() {
         for decision in &mut decisions {
@@ -1466,6 +1497,61 @@ mod tests {
             .map(|d| d.keep)
             .collect();
         assert_eq!(keep, [false, false, true]);
+    }
+
+    /// The report's case: a checkpoint newer than the complete snapshot must
+    /// not take its place under `--keep-last 1`, nor be counted.
+    #[test]
+    fn checkpoints_are_not_counted_nor_kept_instead_of_complete_snapshots() {
+        let complete = |t: &str| at(ts(t));
+        let checkpoint = |t: &str| snapshot(ts(t), "mopped", &["/home/user/work"], &["checkpoint"]);
+        let last = |n| KeepRules {
+            last: count(n),
+            ..Default::default()
+        };
+        let keep_of = |snapshots: &[Snapshot], rules: &KeepRules| -> Vec<bool> {
+            decide(snapshots, rules, far_future(), &TimeZone::UTC)
+                .iter()
+                .map(|d| d.keep)
+                .collect()
+        };
+        // A resume point after the newest complete snapshot: both kept.
+        let snapshots = vec![
+            complete("2019-11-15 11:00"),
+            complete("2019-11-16 11:00"),
+            checkpoint("2019-11-17 11:00"),
+        ];
+        assert_eq!(keep_of(&snapshots, &last(1)), [false, true, true]);
+        assert_eq!(keep_of(&snapshots, &last(2)), [true, true, true]);
+        let decisions = decide(&snapshots, &last(1), far_future(), &TimeZone::UTC);
+        assert_eq!(decisions[2].reasons, ["checkpoint of an unfinished backup"]);
+        assert_eq!(decisions[1].reasons, ["last snapshot"]);
+        // A calendar rule does not spend its day on the checkpoint either.
+        let daily = KeepRules {
+            daily: count(1),
+            ..Default::default()
+        };
+        let snapshots = vec![complete("2019-11-17 10:00"), checkpoint("2019-11-17 11:00")];
+        assert_eq!(keep_of(&snapshots, &daily), [true, true]);
+        // A checkpoint older than a complete snapshot is obsolete.
+        let snapshots = vec![checkpoint("2019-11-16 11:00"), complete("2019-11-17 11:00")];
+        assert_eq!(keep_of(&snapshots, &last(5)), [false, true]);
+        // Alone in its group, it is kept.
+        assert_eq!(keep_of(&[checkpoint("2019-11-16 11:00")], &last(1)), [true]);
+        // Grouped by tags, it joins the snapshots it would complete.
+        let tagged = |t: &str, tags: &[&str]| (SnapshotId([0; 32]), snapshot(ts(t), "h", &["/p"], tags));
+        let all = vec![
+            tagged("2019-11-16 11:00", &["daily"]),
+            tagged("2019-11-17 11:00", &["daily", "checkpoint"]),
+        ];
+        let by = GroupBy {
+            host: true,
+            paths: true,
+            tags: true,
+        };
+        let groups = group(&all, by);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0].1, [0, 1]);
     }
 
     #[test]

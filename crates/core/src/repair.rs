@@ -460,6 +460,9 @@ pub struct RepairedSnapshot {
     /// Source paths of the damaged entries.
     pub damaged_paths: Vec<String>,
     pub original_removed: bool,
+    /// Even the root directory is unreadable: the snapshot cannot be
+    /// repaired (on a dry run too, so the dry run predicts the run).
+    pub root_unreadable: bool,
 }
 
 /// Result of rewriting one tree: its new id and whether anything changed.
@@ -513,7 +516,9 @@ pub fn repair_snapshots(
             repaired = Some(fixed.save(repo)?);
         }
         let mut original_removed = false;
-        if options.forget && !options.dry_run {
+        let root_unreadable = new_root.is_none();
+        // Only an original that has a repaired copy is removed.
+        if options.forget && !options.dry_run && repaired.is_some() {
             repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
             original_removed = true;
         }
@@ -522,6 +527,7 @@ pub fn repair_snapshots(
             repaired,
             damaged_paths,
             original_removed,
+            root_unreadable,
         });
     }
     Ok(out)

@@ -1,6 +1,8 @@
 //! Snapshot records: when, where from, which paths, and the root tree.
 //! Stored as sealed JSON under `snapshots/<BLAKE3 of the stored bytes>`.
 
+use std::path::{Path, PathBuf};
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -78,31 +80,146 @@ impl Snapshot {
     }
 }
 
-/// Every snapshot in the repository, oldest first.
-pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+/// Tag of checkpoint snapshots: the finished files of a backup that has not
+/// completed yet (see `archiver`). Reserved: a backup may not be given it.
+pub const CHECKPOINT_TAG: &str = "checkpoint";
+
+impl Snapshot {
+    /// A partial snapshot written while a backup runs, so an interrupted one
+    /// can resume. Never `latest`, never counted by a retention policy.
+    pub fn is_checkpoint(&self) -> bool {
+        self.tags.iter().any(|t| t == CHECKPOINT_TAG)
+    }
+
+    /// True when the snapshot holds `path` (absolute, normalized): it is one
+    /// of the snapshot's source paths, lies below one, or is a directory above
+    /// one (recorded as a parent of it).
+    pub fn holds_path(&self, path: &Path) -> bool {
+        self.paths.iter().any(|p| {
+            let p = Path::new(p);
+            path.starts_with(p) || p.starts_with(path)
+        })
+    }
+}
+
+/// A file in `snapshots/` that cannot be read as a snapshot. It is left out
+/// of [`list`] so one damaged object does not stop the commands that do not
+/// need it; `verify` lists it and `repair snapshots` removes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedSnapshot {
+    /// The object's name in `snapshots/`.
+    pub name: String,
+    pub reason: String,
+}
+
+/// Every readable snapshot (oldest first) and the damaged objects.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+/// Reads every object in `snapshots/`. Damaged ones (content that does not
+/// match the name, cannot be opened or decoded, or a name that is not an id)
+/// are returned apart; storage errors still fail.
+pub fn list_all(repo: &Repository) -> Result<Listing> {
     let names = repo.backend().list(ObjectKind::Snapshot)?;
     let loaded = names
         .par_iter()
-        .filter_map(|info| SnapshotId::from_hex(&info.name).ok())
-        .map(|id| (id, Snapshot::load(repo, &id)))
+        .map(|info| match SnapshotId::from_hex(&info.name) {
+            Ok(id) => (info.name.clone(), Some(id), Snapshot::load(repo, &id)),
+            Err(e) => (
+                info.name.clone(),
+                None,
+                Err(Error::corrupt(
+                    format!("snapshot {}", info.name),
+                    format!("its name is not a snapshot id ({e})"),
+                )),
+            ),
+        })
         .collect::<Vec<_>>();
-    let mut all = Vec::with_capacity(loaded.len());
-    for (id, result) in loaded {
-        match result {
-            Ok(snapshot) => all.push((id, snapshot)),
+    let mut listing = Listing::default();
+    for (name, id, result) in loaded {
+        match (id, result) {
+            (Some(id), Ok(snapshot)) => listing.snapshots.push((id, snapshot)),
             // Forgotten by another process after the listing.
-            Err(Error::Backend(e)) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            (_, Err(Error::Backend(e))) if e.is_not_found() => {}
+            (_, Err(Error::Corrupt { reason, .. })) => listing.damaged.push(DamagedSnapshot { name, reason }),
+            (_, Err(e)) => return Err(e),
+            (None, Ok(_)) => unreachable!("only a parsed id is loaded"),
         }
     }
-    all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok(all)
+    listing
+        .snapshots
+        .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    listing.damaged.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listing)
+}
+
+/// Every readable snapshot in the repository, oldest first. Damaged snapshot
+/// objects are left out with a warning (see [`list_all`]).
+pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let listing = list_all(repo)?;
+    for d in &listing.damaged {
+        tracing::warn!(
+            "snapshot {} is damaged and left out: {} (`snap repair snapshots` removes it)",
+            d.name,
+            d.reason
+        );
+    }
+    Ok(listing.snapshots)
+}
+
+/// Deletes the damaged objects in `snapshots/` (see [`list_all`]), or only
+/// names them on a dry run. Their content is lost already: what they
+/// referenced cannot be found from them.
+pub fn remove_damaged(repo: &Repository, dry_run: bool) -> Result<Vec<DamagedSnapshot>> {
+    let damaged = list_all(repo)?.damaged;
+    if !dry_run {
+        for d in &damaged {
+            match repo.backend().delete(ObjectKind::Snapshot, &d.name) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(damaged)
+}
+
+/// Which snapshots `latest` may name, as restic's `--host`, `--path` and
+/// `--tag`. An empty filter matches every snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub host: Option<String>,
+    /// Absolute, normalized paths the snapshot must hold (all of them; see
+    /// [`Snapshot::holds_path`]).
+    pub paths: Vec<PathBuf>,
+    /// Tags the snapshot must have (all of them).
+    pub tags: Vec<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.host == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.holds_path(p))
+    }
 }
 
 /// Finds a snapshot by `latest`, a full id, or a unique id prefix.
 pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    find_in(repo, spec, &Filter::default())
+}
+
+/// Finds a snapshot by `latest` (the newest complete snapshot that `filter`
+/// matches; never a checkpoint), a full id, or a unique id prefix (an id
+/// names its snapshot whatever the filter).
+pub fn find_in(repo: &Repository, spec: &str, filter: &Filter) -> Result<(SnapshotId, Snapshot)> {
     if spec == "latest" {
-        return list(repo)?.pop().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        return list(repo)?
+            .into_iter()
+            .rfind(|(_, s)| !s.is_checkpoint() && filter.matches(s))
+            .ok_or_else(|| Error::SnapshotNotFound(describe_latest(filter)));
     }
     let spec_lower = spec.to_ascii_lowercase();
     if spec_lower.is_empty() || !spec_lower.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -125,13 +242,48 @@ pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
     }
 }
 
-/// The newest snapshot of `host` with exactly these paths (the default parent).
+/// `latest` with the filter spelled out, for "no snapshot matches ...".
+fn describe_latest(filter: &Filter) -> String {
+    let mut out = "latest".to_string();
+    if let Some(host) = &filter.host {
+        out.push_str(&format!(" --host {host}"));
+    }
+    for path in &filter.paths {
+        out.push_str(&format!(" --path {}", path.display()));
+    }
+    for tag in &filter.tags {
+        out.push_str(&format!(" --tag {tag}"));
+    }
+    out
+}
+
+/// The newest snapshot of `host` with exactly these paths (the default
+/// parent). A checkpoint qualifies: resuming from it skips the files an
+/// interrupted backup finished.
 pub fn latest_matching(repo: &Repository, host: &str, paths: &[String]) -> Result<Option<(SnapshotId, Snapshot)>> {
     let mut wanted = paths.to_vec();
     wanted.sort();
     Ok(list(repo)?
         .into_iter()
         .rfind(|(_, s)| s.host == host && s.sorted_paths() == wanted))
+}
+
+/// A path as `create` records it: relative paths are taken from the working
+/// directory, `.` and `..` are removed lexically. Used wherever the user
+/// names a source path (`ls`, `restore --path`, `--path` filters).
+pub fn source_path(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::Normal(n) => clean.push(n),
+            _ => {}
+        }
+    }
+    Ok(clean)
 }
 
 /// This machine's host name.

@@ -37,7 +37,8 @@ pub struct Args {
     /// Do not cross filesystem boundaries.
     #[arg(short = 'x', long)]
     one_file_system: bool,
-    /// Compare with this snapshot instead of the latest of the same host and paths.
+    /// Compare with this snapshot instead of the latest of the same host and
+    /// paths (`latest` is that default).
     #[arg(long, conflicts_with = "force")]
     parent: Option<String>,
     /// Read every file, ignoring the parent snapshot.
@@ -78,7 +79,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let _lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
     let parent = if args.force {
         ParentChoice::None
-    } else if let Some(spec) = &args.parent {
+    } else if let Some(spec) = args.parent.as_deref().filter(|&p| p != "latest") {
         let (id, _) = snap_core::snapshot::find(&repo, spec)?;
         ParentChoice::Snapshot(id)
     } else {

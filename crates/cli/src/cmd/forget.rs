@@ -51,12 +51,10 @@ pub struct Args {
     /// Apply the policy per group of snapshots with equal host, paths, tags.
     #[arg(long, default_value = "host,paths", value_parser = policy::parse_group_by)]
     group_by: GroupBy,
-    /// Consider only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Consider only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    tags: Vec<String>,
+    /// Consider only snapshots of this host, these paths, these tags (and
+    /// `latest` is the newest of them).
+    #[command(flatten)]
+    select: super::SelectArgs,
     /// Allow a policy to remove every snapshot of a group.
     #[arg(long)]
     allow_empty_group: bool,
@@ -116,11 +114,32 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 "give snapshot ids or a policy, not both".into()
             ));
         }
+        let filter = args.select.filter()?;
+        let mut named = Vec::new();
         for spec in &args.ids {
-            let (id, _) = snap_core::snapshot::find(&repo, spec)?;
-            to_remove.push(id);
+            let (id, snapshot) = snap_core::snapshot::find_in(&repo, spec, &filter)?;
+            if !to_remove.contains(&id) {
+                to_remove.push(id);
+                named.push(EntryJson {
+                    id: id.to_hex(),
+                    time: snapshot.time.to_string(),
+                    reasons: vec!["named on the command line".to_string()],
+                });
+            }
         }
-        if !global.quiet && !global.json {
+        if global.json {
+            // The documented array of groups: one group of everything, with
+            // the named snapshots to remove.
+            super::print_json(&[GroupJson {
+                group: &GroupKey {
+                    host: None,
+                    paths: None,
+                    tags: None,
+                },
+                keep: Vec::new(),
+                remove: named,
+            }])?;
+        } else if !global.quiet {
             for id in &to_remove {
                 outln!(
                     "{} snapshot {}",
@@ -162,10 +181,10 @@ fn apply_policy(
     args: &Args,
     rules: &KeepRules,
 ) -> Result<Vec<SnapshotId>> {
+    let filter = args.select.filter()?;
     let all: Vec<(SnapshotId, Snapshot)> = snap_core::snapshot::list(repo)?
         .into_iter()
-        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| args.tags.iter().all(|t| s.tags.contains(t)))
+        .filter(|(_, s)| filter.matches(s))
         .collect();
     let now = jiff::Timestamp::now();
     let tz = jiff::tz::TimeZone::system();
@@ -176,7 +195,15 @@ fn apply_policy(
         let snapshots: Vec<&Snapshot> = members.iter().map(|&i| &all[i].1).collect();
         let decisions = policy::apply(&snapshots, rules, now, &tz);
         let kept = decisions.iter().filter(|d| d.keep).count();
-        if kept == 0 && !args.allow_empty_group {
+        // A checkpoint kept as a resume point does not make up for the
+        // complete snapshots.
+        let complete = snapshots.iter().filter(|s| !s.is_checkpoint()).count();
+        let kept_complete = snapshots
+            .iter()
+            .zip(&decisions)
+            .filter(|(s, d)| d.keep && !s.is_checkpoint())
+            .count();
+        if complete > 0 && kept_complete == 0 && !args.allow_empty_group {
             bail!(snap_core::Error::InvalidArgument(format!(
                 "the policy would remove every snapshot of group {key}; nothing was removed (--allow-empty-group to do it anyway)"
             )));

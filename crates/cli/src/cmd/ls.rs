@@ -13,10 +13,14 @@ use crate::global::GlobalArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Snapshot: `latest`, an id or a unique id prefix.
+    /// Snapshot: `latest` (the newest that holds PATH and matches the
+    /// filters), an id or a unique id prefix.
     snapshot: String,
-    /// List only this path (and what is below it), as it was on the source machine.
+    /// List only this path (and what is below it), as it was on the source
+    /// machine; a relative path is taken from the working directory, as `create` does.
     path: Option<PathBuf>,
+    #[command(flatten)]
+    select: super::SelectArgs,
     /// Show type, mode, owner, size and time.
     #[arg(short, long)]
     long: bool,
@@ -67,7 +71,10 @@ struct Lister<'a> {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let (id, snapshot) = snap_core::snapshot::find(&repo, &args.snapshot)?;
+    let path = args.path.as_deref().map(snap_core::snapshot::source_path).transpose()?;
+    let mut filter = args.select.filter()?;
+    filter.paths.extend(path.clone());
+    let (id, snapshot) = snap_core::snapshot::find_in(&repo, &args.snapshot, &filter)?;
     let mut lister = Lister {
         repo: &repo,
         args: &args,
@@ -75,11 +82,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         escape: std::io::stdout().is_terminal(),
         out: std::io::BufWriter::new(crate::term::Stdout::lock()),
     };
-    match &args.path {
+    match &path {
         None => lister.walk(&snapshot.tree, Path::new("/"))?,
         Some(path) => {
-            let components =
-                tree::path_components(path).with_context(|| format!("{}: '..' is not allowed", path.display()))?;
+            let components = tree::path_components(path).context("a resolved path has no '..'")?;
             let full = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
             if components.is_empty() {
                 lister.walk(&snapshot.tree, Path::new("/"))?;

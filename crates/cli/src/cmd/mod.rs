@@ -12,9 +12,41 @@ pub mod snapshots;
 pub mod unlock;
 pub mod verify;
 
+use std::path::PathBuf;
+
 use serde::Serialize;
 use snap_core::id::SnapshotId;
-use snap_core::snapshot::Snapshot;
+use snap_core::snapshot::{Filter, Snapshot};
+
+/// Which snapshots `latest` may name (restic's `--host`, `--path`, `--tag`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SelectArgs {
+    /// Only snapshots of this host (and `latest` is the newest of them).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots holding this source path, relative to the working
+    /// directory as with `create` (repeatable: all must be held).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+impl SelectArgs {
+    pub fn filter(&self) -> anyhow::Result<Filter> {
+        filter(self.host.clone(), &self.paths, self.tags.clone())
+    }
+}
+
+/// A snapshot filter with `paths` resolved as `create` resolves its sources.
+pub fn filter(host: Option<String>, paths: &[PathBuf], tags: Vec<String>) -> anyhow::Result<Filter> {
+    let paths = paths
+        .iter()
+        .map(|p| snap_core::snapshot::source_path(p))
+        .collect::<Result<_, _>>()?;
+    Ok(Filter { host, paths, tags })
+}
 
 /// Prints one JSON document on stdout.
 pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -35,6 +67,8 @@ pub struct SnapshotJson<'a> {
     pub tree: String,
     pub parent: Option<String>,
     pub program_version: &'a str,
+    /// A partial snapshot of an interrupted backup (tagged `checkpoint`).
+    pub checkpoint: bool,
     pub summary: &'a snap_core::snapshot::Summary,
 }
 
@@ -51,6 +85,7 @@ impl<'a> SnapshotJson<'a> {
             tree: s.tree.to_hex(),
             parent: s.parent.map(|p| p.to_hex()),
             program_version: &s.program_version,
+            checkpoint: s.is_checkpoint(),
             summary: &s.summary,
         }
     }

@@ -119,16 +119,28 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             Ok(crate::exit::OK)
         }
         What::Snapshots { dry_run, forget } => {
+            // Unreadable snapshot objects first: they name nothing to repair.
+            let damaged = snap_core::snapshot::remove_damaged(&repo, dry_run).context("repair snapshots failed")?;
+            for d in &damaged {
+                eprintln!(
+                    "snapshot object {} is damaged ({}): {}",
+                    d.name,
+                    d.reason,
+                    if dry_run { "would be removed" } else { "removed" }
+                );
+            }
             let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL)
                 .context("repair snapshots failed")?;
+            let unrepairable = repaired.iter().filter(|r| r.root_unreadable).count();
             if global.json {
                 super::print_json(&repaired)?;
             } else if !global.quiet {
                 for r in &repaired {
                     let outcome = match (&r.repaired, dry_run) {
+                        _ if r.root_unreadable => "cannot be repaired (its root is unreadable)".to_string(),
                         (_, true) => "would be repaired".to_string(),
                         (Some(new), false) => format!("repaired as {}", new.short()),
-                        (None, false) => "cannot be repaired (its root is unreadable)".to_string(),
+                        (None, false) => "was not repaired".to_string(),
                     };
                     outln!("snapshot {} {outcome}:", r.original.short())?;
                     for path in &r.damaged_paths {
@@ -138,6 +150,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 if repaired.is_empty() {
                     outln!("no snapshot references missing data")?;
                 }
+            }
+            if unrepairable > 0 {
+                eprintln!("error: {unrepairable} snapshots cannot be repaired (`snap forget` them)");
+                return Ok(crate::exit::FAILED);
             }
             Ok(crate::exit::OK)
         }

@@ -12,15 +12,23 @@ use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Snapshot: `latest`, an id or a unique id prefix.
+    /// Snapshot: `latest` (the newest that holds every --path and matches
+    /// --host and --tag), an id or a unique id prefix.
     snapshot: String,
     /// Directory to restore into (created if missing).
     #[arg(short, long)]
     target: PathBuf,
-    /// Restore only this path of the snapshot, as shown by `snap ls`; it lands
-    /// in the target under its own name (repeatable).
+    /// Restore only this path of the snapshot, as shown by `snap ls` (a
+    /// relative path is taken from the working directory, as `create` does);
+    /// it lands in the target under its own name (repeatable).
     #[arg(long = "path")]
     paths: Vec<PathBuf>,
+    /// With `latest`: the newest snapshot of this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// With `latest`: the newest snapshot with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
     /// Restore only entries matching this gitignore-style pattern (repeatable).
     #[arg(long = "include", value_name = "PATTERN")]
     includes: Vec<String>,
@@ -52,10 +60,11 @@ struct ErrorJson {
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
     let _lock = global.read_lock(&repo, "restore")?;
-    let (id, snapshot) = snap_core::snapshot::find(&repo, &args.snapshot)?;
+    let filter = super::filter(args.host.clone(), &args.paths, args.tags.clone())?;
+    let (id, snapshot) = snap_core::snapshot::find_in(&repo, &args.snapshot, &filter)?;
     let options = RestoreOptions {
         target: args.target.clone(),
-        paths: args.paths,
+        paths: filter.paths,
         includes: args.includes,
         excludes: args.excludes,
         ownership: None,

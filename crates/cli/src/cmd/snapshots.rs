@@ -6,21 +6,51 @@ use crate::global::GlobalArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    tags: Vec<String>,
+    /// Show only these snapshots: `latest` (with the filters below), ids or unique prefixes.
+    ids: Vec<String>,
+    #[command(flatten)]
+    select: super::SelectArgs,
+    /// Show only the N newest complete snapshots of each host and path set.
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let all: Vec<_> = snap_core::snapshot::list(&repo)?
-        .into_iter()
-        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| args.tags.iter().all(|t| s.tags.contains(t)))
-        .collect();
+    let filter = args.select.filter()?;
+    let mut all: Vec<_> = if args.ids.is_empty() {
+        snap_core::snapshot::list(&repo)?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect()
+    } else {
+        let mut chosen = Vec::new();
+        for spec in &args.ids {
+            let found = snap_core::snapshot::find_in(&repo, spec, &filter)?;
+            if !chosen.iter().any(|(id, _)| *id == found.0) {
+                chosen.push(found);
+            }
+        }
+        chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        chosen
+    };
+    if let Some(n) = args.latest {
+        // Per group, as restic: the newest N of each host and path set.
+        let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
+        let mut keep = vec![false; all.len()];
+        for (i, (_, s)) in all.iter().enumerate().rev() {
+            if s.is_checkpoint() {
+                continue;
+            }
+            let count = seen.entry((s.host.clone(), s.sorted_paths())).or_default();
+            if *count < n {
+                *count += 1;
+                keep[i] = true;
+            }
+        }
+        let mut keep = keep.into_iter();
+        all.retain(|_| keep.next().unwrap_or(false));
+    }
     if global.json {
         let items: Vec<_> = all.iter().map(|(id, s)| super::SnapshotJson::new(id, s)).collect();
         super::print_json(&items)?;
@@ -30,7 +60,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         .iter()
         .map(|(id, s)| {
             [
-                id.short(),
+                if s.is_checkpoint() {
+                    format!("{}*", id.short())
+                } else {
+                    id.short()
+                },
                 super::local_time(&s.time),
                 crate::term::printable(&s.host).into_owned(),
                 crate::term::printable(&s.tags.join(",")).into_owned(),
@@ -60,6 +94,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     outln!("{}", line(&header))?;
     for row in &rows {
         outln!("{}", line(row))?;
+    }
+    let checkpoints = all.iter().filter(|(_, s)| s.is_checkpoint()).count();
+    if checkpoints > 0 {
+        outln!(
+            "* checkpoint: the files an interrupted backup finished; never `latest`, removed when a backup of its paths completes"
+        )?;
     }
     outln!("{}", super::count(rows.len(), "snapshot", "snapshots"))?;
     Ok(crate::exit::OK)
