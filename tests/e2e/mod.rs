@@ -3,6 +3,7 @@
 pub mod util;
 
 mod bad_inputs;
+mod compat;
 mod concurrency;
 mod corruption;
 mod crash;

@@ -71,9 +71,96 @@ impl Config {
                 "its MAC does not match: it was changed after init, or belongs to another key",
             ));
         }
-        if self.body.encryption != crypto.encryption() {
-            return Err(Error::corrupt("config", "encryption mode differs from the key's"));
-        }
         Ok(())
+    }
+
+    /// Checks that a key file's wrapping agrees with `encryption`: an
+    /// encrypted repository's keys are sealed under a password (a key file
+    /// holding the master key in the clear would open it without one), and an
+    /// unencrypted repository's keys are stored in the clear (`init` writes
+    /// nothing else). Called before a key file is tried.
+    pub fn check_key_kdf(&self, key_encrypted: bool, key_name: &str) -> Result<()> {
+        let (kdf, mode) = match (self.body.encryption, key_encrypted) {
+            (Encryption::XChaCha20Poly1305, true) | (Encryption::None, false) => return Ok(()),
+            (Encryption::XChaCha20Poly1305, false) => ("none", "encrypted"),
+            (Encryption::None, true) => ("argon2id", "unencrypted"),
+        };
+        Err(Error::corrupt(
+            format!("key file {key_name}"),
+            format!("its kdf is {kdf} but the repository is {mode} (config encryption)"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::backend::{Backend, LocalBackend, ObjectKind};
+    use crate::crypto::Encryption;
+    use crate::error::Error;
+    use crate::id::KeyId;
+    use crate::keys::{KdfParams, KeyFile, Password};
+    use crate::repo::{InitOptions, Repository};
+
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// Writes a key file holding `repo`'s master key, wrapped under
+    /// `password` (or in the clear), as a storage writer could.
+    fn plant_key(backend: &dyn Backend, repo: &Repository, password: Option<&Password>) {
+        let file = KeyFile::create(repo.crypto().master_key(), password, FAST).unwrap();
+        let bytes = file.to_bytes();
+        backend
+            .write(ObjectKind::Key, &KeyId::hash_of(&bytes).to_hex(), &bytes)
+            .unwrap();
+    }
+
+    /// `config.encryption` is tied to the key files: an encrypted repository
+    /// does not open through a key file without a KDF (no password needed),
+    /// and an unencrypted one ignores password-sealed key files.
+    #[test]
+    fn key_files_must_agree_with_config_encryption() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = Password::new("pw");
+        let cache = dir.path().join("cache");
+
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("enc")));
+        let options = InitOptions {
+            kdf: FAST,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), Some(&password), &options, &cache).unwrap();
+        plant_key(backend.as_ref(), &repo, None);
+        assert!(
+            Repository::open(backend.clone(), None, &cache).is_err(),
+            "opened without a password"
+        );
+        let err = Repository::open(backend.clone(), Some(&Password::new("wrong")), &cache).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { reason, .. } if reason.contains("kdf is none")),
+            "{err}"
+        );
+        // The real key still opens it.
+        Repository::open(backend, Some(&password), &cache).unwrap();
+
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("plain")));
+        let options = InitOptions {
+            encryption: Encryption::None,
+            kdf: FAST,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), None, &options, &cache).unwrap();
+        let keys = backend.list(ObjectKind::Key).unwrap();
+        backend.delete(ObjectKind::Key, &keys[0].name).unwrap();
+        plant_key(backend.as_ref(), &repo, Some(&password));
+        let err = Repository::open(backend, Some(&password), &cache).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { reason, .. } if reason.contains("kdf is argon2id")),
+            "{err}"
+        );
     }
 }

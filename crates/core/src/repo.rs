@@ -126,6 +126,11 @@ impl Repository {
                     continue;
                 }
             };
+            if let Err(e) = config.check_key_kdf(file.is_encrypted(), &info.name) {
+                tracing::warn!("{e}; skipped");
+                last_err = e;
+                continue;
+            }
             if file.is_encrypted() && password.is_none() {
                 continue;
             }
@@ -140,7 +145,7 @@ impl Repository {
                 Err(e) => last_err = e,
             }
         }
-        if password.is_none() {
+        if password.is_none() && config.body.encryption != Encryption::None {
             return Err(Error::InvalidArgument(
                 "the repository is encrypted and no password was given (use --password-file, SNAP_PASSWORD_FILE, SNAP_PASSWORD_COMMAND or SNAP_PASSWORD)".into(),
             ));
