@@ -13,6 +13,7 @@ mod incremental;
 mod interrupt;
 mod json;
 mod lifecycle;
+mod locks;
 mod roundtrip;
 mod scale;
 mod unreadable;
