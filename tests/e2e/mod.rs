@@ -15,6 +15,7 @@ mod incremental;
 mod interrupt;
 mod json;
 mod lifecycle;
+mod locks;
 mod output;
 mod roundtrip;
 mod scale;

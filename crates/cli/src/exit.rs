@@ -27,7 +27,7 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
             return match e {
                 Error::NotARepository { .. } => NO_REPOSITORY,
                 Error::WrongPassword => WRONG_PASSWORD,
-                Error::Interrupted => INTERRUPTED,
+                Error::Interrupted | Error::LockLost { .. } => INTERRUPTED,
                 Error::Locked { .. } => LOCKED,
                 Error::InvalidArgument(_) | Error::SnapshotNotFound(_) | Error::AmbiguousSnapshot { .. } => USAGE,
                 _ => FAILED,

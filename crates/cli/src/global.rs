@@ -70,6 +70,8 @@ impl GlobalArgs {
     /// Takes a repository lock, waiting up to `--retry-lock`.
     pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<LockGuard> {
         let guard = lock::acquire(repo, kind, operation, self.retry_lock())?;
+        // A lost lock stops the operation as an interruption would.
+        guard.stop_on_loss(&CANCEL);
         resync(repo)?;
         Ok(guard)
     }
@@ -79,6 +81,7 @@ impl GlobalArgs {
     pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<LockGuard>> {
         match lock::acquire(repo, LockKind::Shared, operation, self.retry_lock()) {
             Ok(guard) => {
+                guard.stop_on_loss(&CANCEL);
                 resync(repo)?;
                 Ok(Some(guard))
             }

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::fsmeta::{self, OwnerNames};
 use crate::id::{BlobId, SnapshotId};
 use crate::index::cache::IndexReader;
+use crate::lock::LockGuard;
 use crate::pack::BlobKind;
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -179,6 +180,30 @@ pub fn archive(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<ArchiveResult> {
+    archive_with_lock(repo, options, progress, cancel, None)
+}
+
+/// [`archive`] under the caller's repository lock: before the snapshot is
+/// written, the lock must never have been lost and every blob the snapshot
+/// refers to must still be indexed ([`check_before_snapshot`]); a backup
+/// stopped by a lost lock fails with [`Error::LockLost`].
+pub fn archive_under_lock(
+    repo: &Repository,
+    options: ArchiveOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    lock: &LockGuard,
+) -> Result<ArchiveResult> {
+    archive_with_lock(repo, options, progress, cancel, Some(lock))
+}
+
+fn archive_with_lock(
+    repo: &Repository,
+    options: ArchiveOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    lock: Option<&LockGuard>,
+) -> Result<ArchiveResult> {
     let started = Instant::now();
     let time = jiff::Timestamp::now();
     // The tag marks partial snapshots; a complete one must not carry it.
@@ -263,7 +288,13 @@ pub fn archive(
     } = archiver;
     let packed = packer.finish();
     let (root, packed) = match (walked, packed) {
-        (Err(Error::Interrupted), _) => return Err(Error::Interrupted),
+        // Stopped because the lock was lost: say that, not "interrupted".
+        (Err(Error::Interrupted), _) => {
+            return Err(match lock.and_then(LockGuard::lost) {
+                Some(reason) => Error::LockLost { reason },
+                None => Error::Interrupted,
+            })
+        }
         // A storage failure makes the walk fail too ("the uploader stopped");
         // the packer's error is the cause (e.g. no space left on device).
         (_, Err(e)) => return Err(e),
@@ -296,6 +327,9 @@ pub fn archive(
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
+    if let Some(lock) = lock {
+        check_before_snapshot(repo, lock, &snapshot.tree)?;
+    }
     crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
     // Whether or not this run wrote checkpoints, the complete snapshot makes
@@ -308,6 +342,46 @@ pub fn archive(
         snapshot,
         warnings: warnings.into_inner().expect("warnings lock"),
     })
+}
+
+/// The last step before a snapshot is written: it may only refer to what
+/// the repository still holds. A prune that took the backup's lock as stale
+/// (or ran after `snap unlock --remove-all`) may have deleted blobs the
+/// backup reused from the index; a snapshot over them could not be restored.
+/// So: the lock was never lost ([`LockGuard::check`]), and if any index file
+/// that existed when it was taken is gone, every blob under `root` is looked
+/// up in the freshly synced index (rare, so the walk's cost is paid only then).
+fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> Result<()> {
+    lock.check()?;
+    if !lock.index_files_removed()? {
+        return Ok(());
+    }
+    repo.index().sync(repo.backend(), repo.crypto())?;
+    let index = repo.index().reader()?;
+    let missing = AtomicU64::new(0);
+    crate::tree::walk_trees(
+        repo,
+        &[*root],
+        &mut |_, tree, _| {
+            for node in &tree.nodes {
+                for blob in &node.content {
+                    if index.lookup(blob)?.is_none() {
+                        missing.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        },
+        &mut |_, _, _| {
+            missing.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
+    let missing = missing.into_inner();
+    if missing > 0 {
+        return Err(Error::BlobsRemoved { missing });
+    }
+    lock.check()
 }
 
 /// Deletes the checkpoints of `host` and `paths` but `keep`: a completed

@@ -48,8 +48,21 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    #[error("the repository is locked: {holder}; wait, or run `snap unlock` if that process is gone")]
-    Locked { holder: String },
+    /// `advice` says what can be done about it: it differs between a live
+    /// process on this host, one on another host and an unreadable lock.
+    #[error("the repository is locked: {holder}; {advice}")]
+    Locked { holder: String, advice: String },
+
+    /// The operation's own lock could not be kept (refresh failed for too
+    /// long, or the lock was removed): others may have taken it as stale, so
+    /// the operation stopped as if interrupted, writing nothing that depends on it.
+    #[error("the repository lock was lost ({reason}); stopped before it could be taken as stale")]
+    LockLost { reason: String },
+
+    /// A backup's snapshot would refer to blobs that were removed from the
+    /// repository while it ran (a prune that ignored its lock): not written.
+    #[error("snapshot not written: {missing} blobs it refers to were removed from the repository while the backup ran (by a prune that did not respect its lock); run the backup again")]
+    BlobsRemoved { missing: u64 },
 
     #[error("interrupted")]
     Interrupted,

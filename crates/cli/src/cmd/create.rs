@@ -76,7 +76,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         ));
     }
     let repo = global.open_or_init_default()?;
-    let _lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
+    let lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
     let parent = if args.force {
         ParentChoice::None
     } else if let Some(spec) = args.parent.as_deref().filter(|&p| p != "latest") {
@@ -105,7 +105,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
     };
     let bar = Bar::new(global.quiet, global.json);
-    let result = archiver::archive(&repo, options, &bar, &CANCEL);
+    let result = archiver::archive_under_lock(&repo, options, &bar, &CANCEL, &lock);
     bar.finish();
     let result = result.context("backup failed")?;
     let s = &result.snapshot;

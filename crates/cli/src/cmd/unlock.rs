@@ -13,11 +13,18 @@ pub struct Args {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let removed = snap_core::lock::remove(&repo, args.remove_all)?;
+    let snap_core::lock::Removed { removed, kept } = snap_core::lock::remove(&repo, args.remove_all)?;
     if global.json {
-        super::print_json(&serde_json::json!({ "removed": removed }))?;
+        super::print_json(&serde_json::json!({ "removed": removed, "kept": kept }))?;
     } else if !global.quiet {
         outln!("removed {}", super::count(removed.len(), "lock", "locks"))?;
+    }
+    // Locks of live processes (or unreadable ones) stay: say so, and what
+    // would remove them, so the advice in "the repository is locked" holds.
+    for lock in &kept {
+        eprintln!(
+            "warning: kept {lock}: it is not stale; if that process is gone, `snap unlock --remove-all` removes it"
+        );
     }
     Ok(crate::exit::OK)
 }

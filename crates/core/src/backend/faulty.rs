@@ -214,4 +214,9 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.check(Op::Exists, kind, name)?;
         self.inner.exists(kind, name)
     }
+
+    fn modified(&self, kind: ObjectKind, name: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        self.check(Op::Exists, kind, name)?;
+        self.inner.modified(kind, name)
+    }
 }

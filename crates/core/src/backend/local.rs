@@ -242,6 +242,13 @@ impl Backend for LocalBackend {
             Err(e) => Err(Self::io_err("stat", &path, e)),
         }
     }
+
+    fn modified(&self, kind: ObjectKind, name: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        check_name(name)?;
+        let path = self.path(kind, name);
+        let meta = fs::symlink_metadata(&path).map_err(|e| Self::not_found_or(kind, name, "stat", &path, e))?;
+        Ok(meta.modified().ok())
+    }
 }
 
 #[cfg(test)]

@@ -102,4 +102,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()>;
     fn list(&self, kind: ObjectKind) -> BackendResult<Vec<ObjectInfo>>;
     fn exists(&self, kind: ObjectKind, name: &str) -> BackendResult<bool>;
+    /// When the storage last wrote the object, by the storage's own clock
+    /// (`None` if it keeps no such time). Locks judge staleness by it, since
+    /// the clocks of the hosts sharing a repository may differ.
+    fn modified(&self, kind: ObjectKind, name: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        let _ = (kind, name);
+        Ok(None)
+    }
 }
