@@ -428,7 +428,7 @@ fn concurrent_backups_both_land_and_prune_waits_for_them() {
     assert_code(&first, 0);
     assert_code(&second, 0);
     // ...and one that waits succeeds once they are done.
-    snap.ok(&["prune", "--retry-lock", "1m"]);
+    snap.ok(&["prune", "--retry-lock", "15m"]);
     snap.ok(&["verify", "--read-data"]);
     for dir in [&a, &b] {
         let snapshots = snap.snapshots();
@@ -462,7 +462,7 @@ fn prune_waits_for_a_running_backup() {
     while object_count(&snap.repo, "locks") == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pruned = snap.run(&["prune", "--retry-lock", "2m"]);
+    let pruned = snap.run(&["prune", "--retry-lock", "15m"]);
     let backup = backup.wait_with_output().unwrap();
     assert_code(&backup, 0);
     assert_code(&pruned, 0);
