@@ -434,11 +434,9 @@ pub fn apply(snapshots: &[&Snapshot], rules: &KeepRules, now: Timestamp, tz: &Ti
         if newest_complete.is_none_or(|t| snapshots[i].time > t) {
             decision.keep = true;
             decision.reasons.push("checkpoint of an unfinished backup".to_string());
-        } else {
-            decision
-                .reasons
-                .push("checkpoint older than a complete snapshot".to_string());
         }
+        // Otherwise it is older than a complete snapshot: obsolete, removed
+        // (a removed snapshot has no reasons).
     }
     decisions
 }
