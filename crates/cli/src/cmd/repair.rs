@@ -80,25 +80,25 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 super::print_json(&stats)?;
             } else if !global.quiet {
                 if stats.packs.is_empty() {
-                    println!(
+                    outln!(
                         "no damaged packs known: run `snap verify --read-data` first, name the packs, or use --read-data"
-                    );
+                    )?;
                 }
                 for p in &stats.packs {
                     match p.outcome {
-                        repair::PackOutcome::Intact => println!("pack {}: intact, left as it is", p.pack.short()),
-                        repair::PackOutcome::Removed => println!(
-                            "pack {}: {}; salvaged {} blobs, {} damaged; removed",
+                        repair::PackOutcome::Intact => outln!("pack {}: intact, left as it is", p.pack.short())?,
+                        repair::PackOutcome::Removed => outln!(
+                            "pack {}: {}; salvaged {}, {} damaged; removed",
                             p.pack.short(),
                             p.damage,
-                            p.blobs_salvaged,
+                            super::count(p.blobs_salvaged as usize, "blob", "blobs"),
                             p.blobs_damaged.len()
-                        ),
+                        )?,
                     }
                 }
                 let removed = stats.removed().count();
                 if removed > 0 {
-                    println!(
+                    outln!(
                         "removed {removed} damaged {} from the index; {} {} no longer stored anywhere",
                         if removed == 1 { "pack" } else { "packs" },
                         stats.blobs_lost.len(),
@@ -107,12 +107,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                         } else {
                             "blobs are"
                         }
-                    );
+                    )?;
                     if !stats.blobs_lost.is_empty() {
-                        println!("next: `snap create` of the same paths stores the lost data again (files that still exist are read again),");
-                        println!(
+                        outln!("next: `snap create` of the same paths stores the lost data again (files that still exist are read again),")?;
+                        outln!(
                             "      then `snap repair snapshots` marks what the older snapshots lost as `.damaged`"
-                        );
+                        )?;
                     }
                 }
             }
@@ -122,12 +122,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             // Unreadable snapshot objects first: they name nothing to repair.
             let damaged = snap_core::snapshot::remove_damaged(&repo, dry_run).context("repair snapshots failed")?;
             for d in &damaged {
-                eprintln!(
+                eoutln!(
                     "snapshot object {} is damaged ({}): {}",
                     d.name,
                     d.reason,
                     if dry_run { "would be removed" } else { "removed" }
-                );
+                )?;
             }
             let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL)
                 .context("repair snapshots failed")?;
@@ -152,7 +152,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 }
             }
             if unrepairable > 0 {
-                eprintln!("error: {unrepairable} snapshots cannot be repaired (`snap forget` them)");
+                eoutln!("error: {unrepairable} snapshots cannot be repaired (`snap forget` them)")?;
                 return Ok(crate::exit::FAILED);
             }
             Ok(crate::exit::OK)

@@ -22,8 +22,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     // Locks of live processes (or unreadable ones) stay: say so, and what
     // would remove them, so the advice in "the repository is locked" holds.
     for lock in &kept {
-        eprintln!(
-            "warning: kept {lock}: it is not stale; if that process is gone, `snap unlock --remove-all` removes it"
+        errln!(
+            "{} kept {lock}: it is not stale; if that process is gone, `snap unlock --remove-all` removes it",
+            crate::term::label("warning")
         );
     }
     Ok(crate::exit::OK)
