@@ -283,6 +283,7 @@ pub fn repair_packs(
         // No index lists them now. Deleted rather than kept: `repair index`
         // would otherwise read their headers and index the damage again.
         for pack in &gone {
+            crate::failpoint::hit("repair-packs-deleting");
             match repo.backend().delete(ObjectKind::Pack, &pack.to_hex()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
