@@ -171,3 +171,45 @@ fn repair_packs_reads_everything_names_packs_and_drops_missing_ones() {
     assert_ne!(bad.status.code(), Some(0), "{}", describe(&bad));
     assert!(!panicked(&bad), "{}", describe(&bad));
 }
+
+#[test]
+fn a_killed_repair_packs_leaves_a_valid_repository_and_runs_again() {
+    for point in ["repair-packs-index-written", "repair-packs-deleting"] {
+        let (snap, src, first) = fixture();
+        let pack = damage_largest_pack(&snap.repo);
+        snap.run_code(&["verify", "--read-data"], 1);
+        let killed = snap
+            .command()
+            .args(["repair", "packs"])
+            .env("SNAP_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !killed.status.success() && stderr(&killed).contains("failpoint"),
+            "{point}: {}",
+            describe(&killed)
+        );
+        // Whatever the kill left, the intact files of the old snapshot restore.
+        snap.ok(&["unlock", "--remove-all"]);
+        let target = snap.scratch().join("after-kill");
+        snap.restore(&first, &target, &[]);
+        assert!(
+            same_content(&src.join("c.txt"), &restored(&target, &src).join("c.txt")),
+            "{point}"
+        );
+        // A second run finishes the job, and a backup makes everything whole.
+        snap.ok(&["repair", "packs"]);
+        let second = snap.create(&[s(&src)])["id"].as_str().unwrap().to_string();
+        // Killed while deleting, the damaged pack may be left unindexed:
+        // prune removes it like any pack no index lists.
+        snap.ok(&["prune"]);
+        assert!(
+            !packs(&snap.repo).iter().any(|(p, _)| p.ends_with(&pack)),
+            "{point}: the damaged pack is still stored"
+        );
+        let target = snap.scratch().join("after-repair");
+        assert_code(&snap.restore(&second, &target, &[]), 0);
+        assert_same_tree(&src, &restored(&target, &src), Compare::all());
+        assert_code(&snap.run(&["verify", "--read-data"]), 0);
+    }
+}

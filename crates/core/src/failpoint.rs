@@ -6,7 +6,8 @@
 //! Points: `pack-written`, `index-written`, `before-snapshot`,
 //! `prune-repacked`, `prune-index-written`, `prune-index-deleting`,
 //! `prune-packs-deleting`, `key-added`, `checkpoint-saved` (a checkpoint
-//! written, the older ones not yet removed), `checkpoint-written`.
+//! written, the older ones not yet removed), `checkpoint-written`,
+//! `repair-packs-index-written`, `repair-packs-deleting`.
 
 #[cfg(debug_assertions)]
 static COUNTS: std::sync::Mutex<Vec<(&'static str, u32)>> = std::sync::Mutex::new(Vec::new());

@@ -180,7 +180,11 @@ pub fn repair_packs(
         .into_iter()
         .map(|(id, size, kind)| (id, (size, kind)))
         .collect();
-    let recorded = damaged::load(repo)?;
+    // The record is a local hint: an unreadable one is as good as none.
+    let recorded = damaged::load(repo).unwrap_or_else(|e| {
+        tracing::warn!("cannot read the packs verify found damaged: {e}");
+        BTreeSet::new()
+    });
     let candidates: BTreeSet<PackId> = if !options.packs.is_empty() {
         options
             .packs
@@ -196,7 +200,7 @@ pub fn repair_packs(
     };
     let mut stats = RepairPacksStats::default();
     if candidates.is_empty() {
-        damaged::update(repo, &BTreeSet::new(), &recorded)?;
+        forget_recorded(repo, &recorded);
         return Ok(stats);
     }
 
@@ -283,6 +287,7 @@ pub fn repair_packs(
         // No index lists them now. Deleted rather than kept: `repair index`
         // would otherwise read their headers and index the damage again.
         for pack in &gone {
+            crate::failpoint::hit("repair-packs-deleting");
             match repo.backend().delete(ObjectKind::Pack, &pack.to_hex()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
@@ -302,9 +307,17 @@ pub fn repair_packs(
     }
     stats.blobs_lost = lost.into_iter().collect();
     let handled: BTreeSet<PackId> = checked.iter().map(|p| p.pack).collect();
-    damaged::update(repo, &BTreeSet::new(), &handled)?;
+    forget_recorded(repo, &handled);
     stats.packs = checked;
     Ok(stats)
+}
+
+/// Removes `packs` from verify's record. The repair is done whatever
+/// happens to the hint, so failing to update it is only a warning.
+fn forget_recorded(repo: &Repository, packs: &BTreeSet<PackId>) {
+    if let Err(e) = damaged::update(repo, &BTreeSet::new(), packs) {
+        tracing::warn!("cannot update the packs verify found damaged: {e}");
+    }
 }
 
 /// A pack named on the command line: a full id or a prefix of one indexed pack.
