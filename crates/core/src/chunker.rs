@@ -98,6 +98,12 @@ impl Chunker {
         self.params
     }
 
+    /// The keyed gear table, for the published test vectors.
+    #[cfg(test)]
+    pub(crate) fn gear_table(&self) -> &[u64; 256] {
+        &self.gear
+    }
+
     /// Length of the first chunk of `data` (all of it when it is the last chunk).
     pub fn cut(&self, data: &[u8]) -> usize {
         let p = self.params;

@@ -32,6 +32,25 @@ pub struct Config {
     pub mac: String,
 }
 
+impl ConfigBody {
+    /// Checks that a key file's wrapping agrees with `encryption`: an
+    /// encrypted repository's keys are sealed under a password (a key file
+    /// holding the master key in the clear would open it without one), and an
+    /// unencrypted repository's keys are stored in the clear (`init` writes
+    /// nothing else). Called before a key file is tried.
+    pub fn check_key_kdf(&self, key_encrypted: bool, key_name: &str) -> Result<()> {
+        let (kdf, mode) = match (self.encryption, key_encrypted) {
+            (Encryption::XChaCha20Poly1305, true) | (Encryption::None, false) => return Ok(()),
+            (Encryption::XChaCha20Poly1305, false) => ("none", "encrypted"),
+            (Encryption::None, true) => ("argon2id", "unencrypted"),
+        };
+        Err(Error::corrupt(
+            format!("key file {key_name}"),
+            format!("its kdf is {kdf} but the repository is {mode} (config encryption)"),
+        ))
+    }
+}
+
 #[derive(Deserialize)]
 struct VersionOnly {
     version: u32,
@@ -72,23 +91,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// Checks that a key file's wrapping agrees with `encryption`: an
-    /// encrypted repository's keys are sealed under a password (a key file
-    /// holding the master key in the clear would open it without one), and an
-    /// unencrypted repository's keys are stored in the clear (`init` writes
-    /// nothing else). Called before a key file is tried.
-    pub fn check_key_kdf(&self, key_encrypted: bool, key_name: &str) -> Result<()> {
-        let (kdf, mode) = match (self.body.encryption, key_encrypted) {
-            (Encryption::XChaCha20Poly1305, true) | (Encryption::None, false) => return Ok(()),
-            (Encryption::XChaCha20Poly1305, false) => ("none", "encrypted"),
-            (Encryption::None, true) => ("argon2id", "unencrypted"),
-        };
-        Err(Error::corrupt(
-            format!("key file {key_name}"),
-            format!("its kdf is {kdf} but the repository is {mode} (config encryption)"),
-        ))
     }
 }
 
@@ -144,8 +146,23 @@ mod tests {
             matches!(&err, Error::Corrupt { reason, .. } if reason.contains("kdf is none")),
             "{err}"
         );
-        // The real key still opens it.
-        Repository::open(backend, Some(&password), &cache).unwrap();
+        // The real key still opens it, and verify reports the planted key.
+        let repo = Repository::open(backend, Some(&password), &cache).unwrap();
+        let report = crate::verify::verify(
+            &repo,
+            &Default::default(),
+            &crate::progress::NoProgress,
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.object.starts_with("key file") && p.message.contains("kdf is none")),
+            "{:?}",
+            report.problems
+        );
 
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("plain")));
         let options = InitOptions {

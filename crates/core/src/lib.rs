@@ -42,6 +42,8 @@ pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;
+#[cfg(test)]
+mod test_vectors;
 pub mod tree;
 pub mod verify;
 

@@ -126,7 +126,7 @@ impl Repository {
                     continue;
                 }
             };
-            if let Err(e) = config.check_key_kdf(file.is_encrypted(), &info.name) {
+            if let Err(e) = config.body.check_key_kdf(file.is_encrypted(), &info.name) {
                 tracing::warn!("{e}; skipped");
                 last_err = e;
                 continue;

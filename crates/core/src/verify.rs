@@ -266,7 +266,8 @@ impl Verifier<'_> {
                             "its content does not match its name",
                         ));
                     }
-                    KeyFile::from_bytes(&bytes, &info.name).map(|_| ())
+                    let file = KeyFile::from_bytes(&bytes, &info.name)?;
+                    self.repo.config().check_key_kdf(file.is_encrypted(), &info.name)
                 });
             if let Err(e) = result {
                 self.report(Severity::Error, format!("key file {}", info.name), why(&e));
