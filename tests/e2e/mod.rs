@@ -12,6 +12,7 @@ mod filters;
 mod incremental;
 mod interrupt;
 mod json;
+mod keys_perms;
 mod lifecycle;
 mod roundtrip;
 mod scale;
