@@ -110,6 +110,32 @@ fn key_files_with_absurd_kdf_parameters_are_reported_and_skipped() {
     assert!(!stderr(&out).contains("skipped"), "{}", describe(&out));
 }
 
+/// A storage writer plants an unencrypted key file (one from another
+/// repository, sorted first) in an encrypted repository: it "unlocks"
+/// without a password check but its master key does not authenticate the
+/// config. It is skipped with a report; it must not lock the owner out.
+#[test]
+fn a_planted_key_of_another_repository_is_skipped() {
+    let snap = Snap::init(&[]);
+    let other = Snap::init_unencrypted(&[]);
+    let foreign = key_names(&other.repo);
+    let planted = format!("{:064x}", 0);
+    fs::copy(
+        other.repo.join("keys").join(&foreign[0]),
+        snap.repo.join("keys").join(&planted),
+    )
+    .unwrap();
+    let out = snap.ok(&["snapshots"]);
+    assert!(
+        stderr(&out).contains(&planted) && stderr(&out).contains("does not belong"),
+        "{}",
+        describe(&out)
+    );
+    snap.ok(&["key", "remove", &planted[..8]]);
+    let out = snap.ok(&["snapshots"]);
+    assert!(!stderr(&out).contains("skipped"), "{}", describe(&out));
+}
+
 /// `init` refuses KDF parameters that opening would refuse.
 #[test]
 fn init_refuses_kdf_parameters_outside_the_bounds() {
