@@ -214,8 +214,10 @@ fn read_only_repository_for_this_user_can_be_read_not_written() {
         return;
     };
     ro.repo = snap.repo.clone();
+    // A new repository is private to its owner (0600/0700); shared
+    // read-only with everyone on purpose here.
     let mode = Command::new("chmod")
-        .args(["-R", "a-w"])
+        .args(["-R", "a+rX,a-w"])
         .arg(&snap.repo)
         .status()
         .unwrap();

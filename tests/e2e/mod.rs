@@ -14,6 +14,7 @@ mod heal;
 mod incremental;
 mod interrupt;
 mod json;
+mod keys_perms;
 mod lifecycle;
 mod locks;
 mod output;

@@ -15,7 +15,8 @@ pub const INCOMPLETE: i32 = 3;
 pub const NO_REPOSITORY: i32 = 10;
 /// The repository is locked by another process.
 pub const LOCKED: i32 = 11;
-/// Wrong password, or none given for an encrypted repository.
+/// Wrong password, none given for an encrypted repository, a password
+/// source that failed (file, command), or a refused new password.
 pub const WRONG_PASSWORD: i32 = 12;
 /// Interrupted by Ctrl-C or SIGTERM; nothing half-written is visible.
 pub const INTERRUPTED: i32 = 130;
@@ -33,7 +34,9 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 _ => FAILED,
             };
         }
-        if cause.downcast_ref::<crate::password::NoPassword>().is_some() {
+        if cause.downcast_ref::<crate::password::NoPassword>().is_some()
+            || cause.downcast_ref::<crate::password::PasswordError>().is_some()
+        {
             return WRONG_PASSWORD;
         }
     }

@@ -1,5 +1,6 @@
 //! Options every command takes, and how they become an open repository.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct GlobalArgs {
 /// Set by Ctrl-C / SIGTERM; operations stop at the next safe point.
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
+/// Set while a password is being read from the terminal.
+pub static PROMPTING: AtomicBool = AtomicBool::new(false);
+
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if CANCEL.swap(true, Ordering::SeqCst) {
@@ -47,7 +51,11 @@ pub fn install_interrupt_handler() {
             // so far is whole (atomic writes), so leaving is safe.
             std::process::exit(crate::exit::INTERRUPTED);
         }
-        errln!("interrupted: finishing the current writes (press Ctrl-C again to quit at once)");
+        // At a password prompt nothing is being written: the prompt returns
+        // and the command ends as interrupted (password.rs).
+        if !PROMPTING.load(Ordering::SeqCst) {
+            errln!("interrupted: finishing the current writes (press Ctrl-C again to quit at once)");
+        }
     });
 }
 
@@ -131,12 +139,26 @@ impl GlobalArgs {
             .with_context(|| format!("cannot open repository {location}"))
     }
 
-    /// Opens the repository; the default repository is created on first use.
+    /// Opens the repository; the default repository is created on first use
+    /// from a terminal.
     pub fn open_or_init_default(&self) -> Result<Repository> {
         let (backend, default) = self.backend()?;
         match snap_core::repo::read_config(backend.as_ref()) {
-            Err(Error::NotARepository { .. }) if default => {
+            Err(e @ Error::NotARepository { .. }) if default => {
                 let location = backend.location();
+                // Created only for someone at a terminal, who is asked for
+                // the new password and told where the repository went. From
+                // cron or a script (where HOME may not be what the user
+                // thinks) a missing default repository is an error, even
+                // with a password in the environment: a password says
+                // nothing about whether this is the repository meant.
+                if !std::io::stdin().is_terminal() {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "no repository at {location} (the default location); create it with `snap init` \
+                         (or give one with -r/--repo): snap creates the default repository by itself only \
+                         when run from a terminal"
+                    )));
+                }
                 let password = password::get(self.password_file.as_deref(), Prompt::New)?;
                 let repo = Repository::init(backend, Some(&password), &InitOptions::default(), &self.cache_root()?)
                     .with_context(|| format!("cannot create the default repository at {location}"))?;

@@ -4,14 +4,27 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use snap_core::keys::Password;
+
+use crate::global::{CANCEL, PROMPTING};
 
 /// No password source was available.
 #[derive(Debug, thiserror::Error)]
 #[error("no password given and no terminal to ask on: use --password-file, SNAP_PASSWORD_FILE, SNAP_PASSWORD_COMMAND or SNAP_PASSWORD")]
 pub struct NoPassword;
+
+/// A password source that failed, or a new password that is refused: exit
+/// code 12 like [`NoPassword`], not the generic 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PasswordError(String);
+
+fn fail<T>(message: String) -> Result<T> {
+    Err(PasswordError(message).into())
+}
 
 /// Whether to ask twice (a new password).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,19 +34,29 @@ pub enum Prompt {
 }
 
 pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
+    let password = get_any(password_file, prompt)?;
+    if prompt == Prompt::New {
+        refuse_empty(&password)?;
+    }
+    Ok(password)
+}
+
+fn get_any(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
     if let Some(path) = password_file {
-        let text = std::fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
-        return Ok(Password::new(first_line(text)));
+        return read_file(path);
     }
     if let Ok(command) = std::env::var("SNAP_PASSWORD_COMMAND") {
-        let output = std::process::Command::new("sh")
+        let output = match std::process::Command::new("sh")
             .arg("-c")
             .arg(&command)
             .stderr(std::process::Stdio::inherit())
             .output()
-            .context("cannot run SNAP_PASSWORD_COMMAND")?;
+        {
+            Ok(output) => output,
+            Err(e) => return fail(format!("cannot run SNAP_PASSWORD_COMMAND: {e}")),
+        };
         if !output.status.success() {
-            bail!("SNAP_PASSWORD_COMMAND failed ({})", output.status);
+            return fail(format!("SNAP_PASSWORD_COMMAND failed ({})", output.status));
         }
         return Ok(Password::new(first_line(output.stdout)));
     }
@@ -46,20 +69,55 @@ pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
     ask(prompt)
 }
 
+fn read_file(path: &Path) -> Result<Password> {
+    match std::fs::read(path) {
+        Ok(text) => Ok(Password::new(first_line(text))),
+        Err(e) => fail(format!("cannot read password file {}: {e}", path.display())),
+    }
+}
+
+/// A new password must not be empty, from whatever source: an empty one
+/// protects nothing, and is more likely an unset variable or an empty file
+/// than a choice.
+fn refuse_empty(password: &Password) -> Result<()> {
+    if password.as_bytes().is_empty() {
+        return fail(
+            "an empty password is not allowed (use `snap init --no-encryption` for an unencrypted repository)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Reads one password from the terminal. Ctrl-C (rpassword reads the
+/// terminal raw, raises SIGINT itself and returns `Interrupted`) is an
+/// interruption, exit 130, not a failure.
+/// A Ctrl-C that reaches snap as SIGINT before the terminal is in raw mode
+/// sets [`CANCEL`] and ends the read as well: also an interruption.
+fn prompt_password(prompt: &str) -> Result<String> {
+    PROMPTING.store(true, Ordering::SeqCst);
+    let result = rpassword::prompt_password(prompt);
+    PROMPTING.store(false, Ordering::SeqCst);
+    if CANCEL.load(Ordering::SeqCst) {
+        return Err(snap_core::Error::Interrupted.into());
+    }
+    match result {
+        Ok(password) => Ok(password),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(snap_core::Error::Interrupted.into()),
+        Err(e) => fail(format!("cannot read the password from the terminal: {e}")),
+    }
+}
+
 /// Asks on the terminal; a new password is asked twice and must not be empty.
 fn ask(prompt: Prompt) -> Result<Password> {
-    let first = rpassword::prompt_password(match prompt {
+    let first = prompt_password(match prompt {
         Prompt::Existing => "repository password: ",
         Prompt::New => "new repository password: ",
-    })
-    .context("cannot read the password from the terminal")?;
+    })?;
     if prompt == Prompt::New {
-        if first.is_empty() {
-            bail!("an empty password is not allowed (use --no-encryption for an unencrypted repository)");
-        }
-        let again = rpassword::prompt_password("repeat the password: ").context("cannot read the password")?;
+        refuse_empty(&Password::new(first.as_bytes()))?;
+        let again = prompt_password("repeat the password: ")?;
         if again != first {
-            bail!("the passwords differ");
+            return fail("the passwords differ".into());
         }
     }
     Ok(Password::new(first.into_bytes()))
@@ -68,17 +126,17 @@ fn ask(prompt: Prompt) -> Result<Password> {
 /// A new password for `key add` / `key passwd`: from `file`,
 /// `SNAP_NEW_PASSWORD`, or asked twice on the terminal.
 pub fn get_new(file: Option<&Path>) -> Result<Password> {
-    if let Some(path) = file {
-        let text = std::fs::read(path).with_context(|| format!("cannot read password file {}", path.display()))?;
-        return Ok(Password::new(first_line(text)));
-    }
-    if let Ok(password) = std::env::var("SNAP_NEW_PASSWORD") {
-        return Ok(Password::new(password.into_bytes()));
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!("no new password: use --new-password-file or SNAP_NEW_PASSWORD");
-    }
-    ask(Prompt::New)
+    let password = if let Some(path) = file {
+        read_file(path)?
+    } else if let Ok(password) = std::env::var("SNAP_NEW_PASSWORD") {
+        Password::new(password.into_bytes())
+    } else if !std::io::stdin().is_terminal() {
+        return fail("no new password: use --new-password-file or SNAP_NEW_PASSWORD".into());
+    } else {
+        ask(Prompt::New)?
+    };
+    refuse_empty(&password)?;
+    Ok(password)
 }
 
 /// The first line, without its line ending: password files often end in a newline.

@@ -1,7 +1,7 @@
 //! The key files of an open repository: list, add, remove, change password.
 //! Every key file wraps the same master key; removing one never touches data.
 
-use crate::backend::ObjectKind;
+use crate::backend::{ObjectInfo, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::KeyId;
 use crate::keys::{KdfParams, KeyFile, Password};
@@ -15,19 +15,33 @@ pub struct KeyEntry {
     pub current: bool,
 }
 
+/// The usable key files. One that cannot be used (damaged, too large, kdf
+/// parameters outside the bounds) is reported and left out, so that the
+/// others can still be listed; [`remove`] can still remove it.
 pub fn list(repo: &Repository) -> Result<Vec<KeyEntry>> {
     let mut out = Vec::new();
     for info in repo.backend().list(ObjectKind::Key)? {
-        let id = KeyId::from_hex(&info.name).map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
-        let bytes = repo.backend().read(ObjectKind::Key, &info.name)?;
-        out.push(KeyEntry {
-            id,
-            file: KeyFile::from_bytes(&bytes, &info.name)?,
-            current: id == repo.key_id(),
-        });
+        match read_entry(repo, &info) {
+            Ok(entry) => out.push(entry),
+            Err(e) => tracing::warn!("{e}; skipped"),
+        }
     }
     out.sort_by_key(|k| k.file.created);
     Ok(out)
+}
+
+fn read_entry(repo: &Repository, info: &ObjectInfo) -> Result<KeyEntry> {
+    let what = || format!("key file {}", info.name);
+    let id = KeyId::from_hex(&info.name).map_err(|e| Error::corrupt(what(), e))?;
+    if info.size > crate::keys::bounds::MAX_KEY_FILE {
+        return Err(Error::corrupt(what(), format!("it has {} bytes", info.size)));
+    }
+    let bytes = repo.backend().read(ObjectKind::Key, &info.name)?;
+    Ok(KeyEntry {
+        id,
+        file: KeyFile::from_bytes(&bytes, &info.name)?,
+        current: id == repo.key_id(),
+    })
 }
 
 /// Adds a key file for `password` (another way to open the same repository).
@@ -47,12 +61,14 @@ pub fn add(repo: &Repository, password: &Password, params: KdfParams) -> Result<
 /// Removes the key file whose id starts with `prefix`. The key in use and
 /// the last key are refused.
 pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
-    let keys = list(repo)?;
+    // Matched against every key file name, usable or not: a damaged or
+    // hostile key file must be removable.
+    let names = repo.backend().list(ObjectKind::Key)?;
     let prefix = prefix.to_ascii_lowercase();
-    let matches: Vec<&KeyEntry> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix)).collect();
-    let key = match matches.as_slice() {
+    let matches: Vec<&ObjectInfo> = names.iter().filter(|k| k.name.starts_with(&prefix)).collect();
+    let info = match matches.as_slice() {
         [] => return Err(Error::InvalidArgument(format!("no key file matches '{prefix}'"))),
-        [key] => *key,
+        [info] => *info,
         _ => {
             return Err(Error::InvalidArgument(format!(
                 "'{prefix}' matches {} key files",
@@ -60,16 +76,16 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
             )))
         }
     };
-    if key.current {
+    let id = KeyId::from_hex(&info.name).map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
+    if id == repo.key_id() {
         return Err(Error::InvalidArgument(
             "this is the key you opened the repository with; open it with another password to remove this one".into(),
         ));
     }
-    if keys.len() == 1 {
-        return Err(Error::InvalidArgument("the last key cannot be removed".into()));
-    }
-    repo.backend().delete(ObjectKind::Key, &key.id.to_hex())?;
-    Ok(key.id)
+    // The key in use is usable, so removing any other file never removes
+    // the last usable key.
+    repo.backend().delete(ObjectKind::Key, &info.name)?;
+    Ok(id)
 }
 
 /// Replaces the current key file by one for `new_password`. The new file is

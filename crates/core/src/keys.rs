@@ -35,6 +35,60 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+/// The bounds on the parameters of a key file this build accepts (format.md
+/// §3.3). Anyone who can write to `keys/` can add a key file, and every
+/// command derives a key from each key file it tries: without bounds, one
+/// file with 2^32 passes or 1 GiB of memory makes every command hang or
+/// swap. The lower bounds are argon2's own minimums, so the cheap test
+/// settings (64 KiB, 1 pass) stay valid; the upper bounds allow four times
+/// the default's work (about 1.2 s on a current core).
+pub mod bounds {
+    pub const MAX_PARALLELISM: u32 = 16;
+    /// argon2's minimum is 8 KiB per lane.
+    pub const MIN_MEMORY_KIB_PER_LANE: u32 = 8;
+    /// 256 MiB.
+    pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+    pub const MAX_ITERATIONS: u32 = 16;
+    /// memory_kib × iterations: four times the default (64 MiB × 3).
+    pub const MAX_WORK: u64 = 4 * 64 * 1024 * 3;
+    /// argon2's minimum salt is 8 bytes; snap writes 32.
+    pub const MIN_SALT: usize = 8;
+    pub const MAX_SALT: usize = 64;
+    /// A key file is about 700 bytes; a larger one is not read.
+    pub const MAX_KEY_FILE: u64 = 64 * 1024;
+}
+
+impl KdfParams {
+    /// Checks the parameters against [`bounds`]; the error says which bound
+    /// is exceeded.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        use bounds::*;
+        let KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        } = *self;
+        if !(1..=MAX_PARALLELISM).contains(&parallelism) {
+            return Err(format!("parallelism {parallelism} is not in 1..={MAX_PARALLELISM}"));
+        }
+        let min_memory = MIN_MEMORY_KIB_PER_LANE * parallelism;
+        if !(min_memory..=MAX_MEMORY_KIB).contains(&memory_kib) {
+            return Err(format!(
+                "memory {memory_kib} KiB is not in {min_memory}..={MAX_MEMORY_KIB} KiB"
+            ));
+        }
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!("iterations {iterations} is not in 1..={MAX_ITERATIONS}"));
+        }
+        if u64::from(memory_kib) * u64::from(iterations) > MAX_WORK {
+            return Err(format!(
+                "memory × iterations ({memory_kib} KiB × {iterations}) exceeds {MAX_WORK} KiB"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 4 lanes: borg 2's choice, about 0.3 s on a current core.
     fn default() -> Self {
@@ -79,6 +133,11 @@ impl KeyFile {
         let encoded = Zeroizing::new(postcard::to_allocvec(key).expect("encoding a key cannot fail"));
         let (kdf, master_key) = match password {
             Some(password) => {
+                if password.as_bytes().is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "an empty password is not allowed (an unencrypted repository needs no password)".into(),
+                    ));
+                }
                 let mut salt = [0u8; 32];
                 crypto::fill_random(&mut salt);
                 let wrapping = derive(password, &salt, params)?;
@@ -109,6 +168,7 @@ impl KeyFile {
             Kdf::Argon2id { params, salt } => {
                 let password = password.ok_or(Error::WrongPassword)?;
                 let salt = hex::decode(salt).map_err(|e| Error::corrupt(format!("key file {name}"), e))?;
+                check_kdf(params, &salt, name)?;
                 let wrapping = derive(password, &salt, *params)?;
                 Zeroizing::new(crypto::open_with(&wrapping, &bytes).map_err(|_| Error::WrongPassword)?)
             }
@@ -133,11 +193,38 @@ impl KeyFile {
                 supported: 1,
             });
         }
+        if let Kdf::Argon2id { params, salt } = &file.kdf {
+            let salt = hex::decode(salt).map_err(|e| Error::corrupt(format!("key file {name}"), e))?;
+            check_kdf(params, &salt, name)?;
+        }
         Ok(file)
     }
 }
 
+/// A key file's kdf within [`bounds`], before any work is spent on it.
+fn check_kdf(params: &KdfParams, salt: &[u8], name: &str) -> Result<()> {
+    let reason = match params.check() {
+        Err(reason) => reason,
+        Ok(()) if !(bounds::MIN_SALT..=bounds::MAX_SALT).contains(&salt.len()) => format!(
+            "a salt of {} bytes is not in {}..={}",
+            salt.len(),
+            bounds::MIN_SALT,
+            bounds::MAX_SALT
+        ),
+        Ok(()) => return Ok(()),
+    };
+    Err(Error::corrupt(
+        format!("key file {name}"),
+        format!("its argon2id parameters are outside the accepted bounds: {reason}"),
+    ))
+}
+
 fn derive(password: &Password, salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    // Checked here too, so that no caller can start an unbounded derivation
+    // (`init --kdf-memory-kib` included).
+    params
+        .check()
+        .map_err(|reason| Error::InvalidArgument(format!("argon2id parameters: {reason}")))?;
     let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
         .map_err(|e| Error::InvalidArgument(format!("argon2 parameters {params:?}: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
@@ -171,5 +258,60 @@ mod tests {
         ));
         let json = String::from_utf8(file.to_bytes()).unwrap();
         assert!(!json.contains("correct horse"));
+    }
+
+    /// A key file whose kdf would take hours or a gigabyte is refused when
+    /// read, before any derivation.
+    #[test]
+    fn refuses_key_files_with_absurd_kdf_parameters() {
+        let key = MasterKey::generate();
+        let file = KeyFile::create(&key, Some(&Password::new("pw")), FAST).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&file.to_bytes()).unwrap();
+        for (field, value) in [
+            ("iterations", 4294967295u64),
+            ("iterations", 0),
+            ("memory_kib", 1 << 20),
+            ("memory_kib", 4),
+            ("parallelism", 0),
+            ("parallelism", 1000),
+        ] {
+            let mut hostile = json.clone();
+            hostile["kdf"][field] = value.into();
+            let bytes = serde_json::to_vec(&hostile).unwrap();
+            let started = std::time::Instant::now();
+            let err = KeyFile::from_bytes(&bytes, "k").unwrap_err();
+            assert!(
+                err.to_string().contains("outside the accepted bounds"),
+                "{field} = {value}: {err}"
+            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let mut short_salt = json.clone();
+        short_salt["kdf"]["salt"] = "00".into();
+        assert!(KeyFile::from_bytes(&serde_json::to_vec(&short_salt).unwrap(), "k").is_err());
+        // The largest work allowed is accepted, and so are the test settings.
+        let max = KdfParams {
+            memory_kib: bounds::MAX_MEMORY_KIB,
+            iterations: 3,
+            parallelism: 4,
+        };
+        assert_eq!(max.check(), Ok(()));
+        assert_eq!(FAST.check(), Ok(()));
+        assert_eq!(KdfParams::default().check(), Ok(()));
+        // Creation refuses what opening would refuse.
+        let huge = KdfParams {
+            memory_kib: 1 << 20,
+            ..FAST
+        };
+        assert!(KeyFile::create(&key, Some(&Password::new("pw")), huge).is_err());
+    }
+
+    #[test]
+    fn refuses_an_empty_password() {
+        let key = MasterKey::generate();
+        assert!(matches!(
+            KeyFile::create(&key, Some(&Password::new("")), FAST),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -62,6 +62,13 @@ impl Repository {
         cache_root: &Path,
     ) -> Result<Self> {
         options.chunker.validate().map_err(Error::InvalidArgument)?;
+        options
+            .kdf
+            .check()
+            .map_err(|reason| Error::InvalidArgument(format!("argon2id parameters: {reason}")))?;
+        if password.is_some_and(|p| p.as_bytes().is_empty()) && options.encryption != Encryption::None {
+            return Err(Error::InvalidArgument("an empty password is not allowed".into()));
+        }
         if let Compression::Zstd(level) = options.compression {
             if !(1..=22).contains(&level) {
                 return Err(Error::InvalidArgument(format!("zstd level {level} is not in 1..22")));
@@ -76,6 +83,25 @@ impl Repository {
             return Err(Error::AlreadyExists {
                 location: backend.location(),
             });
+        }
+        // Keys, packs, index files or snapshots without a config are what is
+        // left of a repository whose config was lost: a new config (with a
+        // new master key) would make all of it unreadable. Locks alone are
+        // harmless leftovers and do not count.
+        for kind in [
+            ObjectKind::Key,
+            ObjectKind::Snapshot,
+            ObjectKind::Index,
+            ObjectKind::Pack,
+        ] {
+            if !backend.list(kind)?.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} holds {} objects but no config: it is (part of) a repository, not an empty location; \
+                     refusing to create a new repository over it",
+                    backend.location(),
+                    kind.name()
+                )));
+            }
         }
         let password = match options.encryption {
             Encryption::XChaCha20Poly1305 => Some(
@@ -101,8 +127,22 @@ impl Repository {
             pack_size: options.pack_size,
             compression: options.compression,
         };
-        // The config is written last: until it exists, the location is not a repository.
-        backend.write(ObjectKind::Config, "config", &Config::new(body, &crypto).to_bytes())?;
+        // The config is written last: until it exists, the location is not a
+        // repository. It is created exclusively: of several `init`s racing on
+        // one location exactly one writes it, and the others take back their
+        // key file (which wraps a master key no config belongs to) and fail.
+        match backend.write_new(ObjectKind::Config, "config", &Config::new(body, &crypto).to_bytes()) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = backend.delete(ObjectKind::Key, &key_id.to_hex());
+                return Err(match e {
+                    crate::backend::BackendError::AlreadyExists { .. } => Error::AlreadyExists {
+                        location: backend.location(),
+                    },
+                    e => e.into(),
+                });
+            }
+        }
         let config = read_config(backend.as_ref())?;
         Self::open_with_key(backend, config, crypto, key_id, cache_root)
     }
@@ -118,10 +158,26 @@ impl Repository {
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         let mut last_err = Error::WrongPassword;
         for info in keys {
+            // A key file is small; a huge one is hostile or damaged, and is
+            // not read into memory.
+            if info.size > crate::keys::bounds::MAX_KEY_FILE {
+                let e = Error::corrupt(
+                    format!("key file {}", info.name),
+                    format!("it has {} bytes, more than a key file can have", info.size),
+                );
+                tracing::warn!("{e}; skipped");
+                last_err = e;
+                continue;
+            }
             let bytes = backend.read(ObjectKind::Key, &info.name)?;
+            // A key file that cannot be used (damaged, too new, or with
+            // kdf parameters outside the bounds) is reported and skipped:
+            // anyone who can write to `keys/` could otherwise lock every
+            // user out, or make every command hang.
             let file = match KeyFile::from_bytes(&bytes, &info.name) {
                 Ok(file) => file,
                 Err(e) => {
+                    tracing::warn!("{e}; skipped");
                     last_err = e;
                     continue;
                 }
@@ -137,12 +193,26 @@ impl Repository {
             match file.unlock(password, &info.name) {
                 Ok(key) => {
                     let crypto = Crypto::new(key, config.body.encryption);
+                    // A key that opens but does not authenticate the config
+                    // wraps another master key: left by an `init` that lost
+                    // a race, or planted. Another key file may still be right.
+                    if let Err(e) = config.verify(&crypto) {
+                        tracing::warn!(
+                            "skipping key file {}: it does not belong to this config ({e})",
+                            info.name
+                        );
+                        last_err = e;
+                        continue;
+                    }
                     let key_id = KeyId::from_hex(&info.name)
                         .map_err(|e| Error::corrupt(format!("key file {}", info.name), e))?;
                     return Self::open_with_key(backend, config, crypto, key_id, cache_root);
                 }
                 Err(Error::WrongPassword) => {}
-                Err(e) => last_err = e,
+                Err(e) => {
+                    tracing::warn!("{e}; skipped");
+                    last_err = e;
+                }
             }
         }
         if password.is_none() && config.body.encryption != Encryption::None {
@@ -161,9 +231,13 @@ impl Repository {
         cache_root: &Path,
     ) -> Result<Self> {
         config.verify(&crypto)?;
-        let cache_dir = cache_root.join(&config.body.id);
-        let cache_path = cache_dir.join("index.redb");
-        let index = IndexCache::open(&cache_path, &config.body.id)?;
+        let cache_path = cache_root.join(&config.body.id).join("index.redb");
+        let (index, fallback) = IndexCache::open_or_temporary(&cache_path, &config.body.id)?;
+        if let Some(e) = fallback {
+            tracing::warn!("{e}; using a temporary index cache instead (slower: it is rebuilt every time)");
+        }
+        // Local hints (damaged packs) live beside the cache in use.
+        let cache_dir = index.dir().to_path_buf();
         let stats = index.sync(backend.as_ref(), &crypto)?;
         tracing::debug!(?stats, "index cache synced");
         let chunker = Chunker::new(config.body.chunker, &crypto.master_key().chunker);

@@ -43,7 +43,9 @@ pub fn run_locked(global: &GlobalArgs, repo: &Repository, args: &Args) -> Result
         max_unused: args.max_unused,
         dry_run: args.dry_run,
     };
-    let scratch = global.cache_root()?.join(&repo.config().id);
+    // Beside the index cache in use: a temporary directory when the cache
+    // directory is not writable.
+    let scratch = repo.index().dir().to_path_buf();
     let bar = Bar::new(global.quiet, global.json);
     let stats = prune::prune(repo, &options, &scratch, &bar, &CANCEL);
     bar.finish();

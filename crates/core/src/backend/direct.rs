@@ -75,11 +75,18 @@ thread_local! {
 
 /// Creates `path` (which must not exist) holding `data`, fsynced. Large data
 /// bypasses the page cache where the file system allows it.
+#[cfg(test)]
 pub fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    create_synced_with_mode(path, data, 0o600)
+}
+
+/// [`create_synced`] with the file's permission bits (before the umask).
+pub fn create_synced_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     if data.len() >= MIN_DIRECT {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .custom_flags(OFlags::DIRECT.bits() as i32)
             .open(path)
         {
@@ -103,7 +110,7 @@ pub fn create_synced(path: &Path, data: &[u8]) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
     file.write_all(data)?;
     file.sync_all()
 }

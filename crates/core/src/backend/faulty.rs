@@ -200,6 +200,11 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         }
     }
 
+    fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
+        self.check(Op::Write, kind, name)?;
+        self.inner.write_new(kind, name, data)
+    }
+
     fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()> {
         self.check(Op::Delete, kind, name)?;
         self.inner.delete(kind, name)

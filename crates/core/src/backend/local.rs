@@ -5,24 +5,87 @@
 //! file beside its target, is fsynced, renamed into place, and the directory
 //! is fsynced, so a crash leaves either the whole object or none (plus, at
 //! worst, a `.tmp-` file that listing ignores).
+//!
+//! Permissions: objects are created 0600 and directories 0700 (restic's
+//! choice), so other local users cannot copy the key files and attack the
+//! password offline. A repository whose `config` is readable by its group
+//! (shared on purpose, or made by an older snap with 0644) gets the group's
+//! bits on new objects too, so every member can go on using it.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::{Backend, BackendError, BackendResult, ObjectInfo, ObjectKind};
 
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Decided at the first write, from the config's permissions.
+    modes: OnceLock<Modes>,
+}
+
+/// Permission bits of new objects and directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    pub file: u32,
+    pub dir: u32,
+}
+
+impl Modes {
+    /// A new repository: only the owner.
+    pub const PRIVATE: Modes = Modes {
+        file: 0o600,
+        dir: 0o700,
+    };
+
+    /// The owner's bits, plus the group's read (and write) bits when the
+    /// config grants them; never anything for other users.
+    fn from_config_mode(mode: u32) -> Modes {
+        let mut modes = Modes::PRIVATE;
+        if mode & 0o040 != 0 {
+            modes.file |= 0o040 | (mode & 0o020);
+            modes.dir |= 0o050 | (mode & 0o020);
+        }
+        modes
+    }
 }
 
 const TMP_PREFIX: &str = ".tmp-";
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            modes: OnceLock::new(),
+        }
+    }
+
+    /// The permissions new objects get here.
+    pub fn modes(&self) -> Modes {
+        *self.modes.get_or_init(|| match fs::metadata(self.root.join("config")) {
+            Ok(meta) => Modes::from_config_mode(meta.permissions().mode()),
+            Err(_) => Modes::PRIVATE,
+        })
+    }
+
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        DirBuilder::new().recursive(true).mode(self.modes().dir).create(dir)
+    }
+
+    /// Writes `data` to a fresh temporary file in `dir`, fsynced, and
+    /// returns its path.
+    fn write_tmp(&self, dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
+        let mut tmp_name = [0u8; 8];
+        crate::crypto::fill_random(&mut tmp_name);
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(tmp_name)));
+        if let Err(e) = super::direct::create_synced_with_mode(&tmp, data, self.modes().file) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
     }
 
     pub fn root(&self) -> &Path {
@@ -90,7 +153,10 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> BackendResult<()> {
-        fs::create_dir_all(&self.root).map_err(|e| Self::io_err("create", &self.root, e))?;
+        // A root that exists already (made by the user) keeps its mode: the
+        // directories inside are private anyway.
+        self.create_dirs(&self.root)
+            .map_err(|e| Self::io_err("create", &self.root, e))?;
         for kind in [
             ObjectKind::Key,
             ObjectKind::Index,
@@ -98,11 +164,11 @@ impl Backend for LocalBackend {
             ObjectKind::Lock,
         ] {
             let dir = self.dir(kind);
-            fs::create_dir_all(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
+            self.create_dirs(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
         }
         for prefix in 0..=255u8 {
             let dir = self.dir(ObjectKind::Pack).join(format!("{prefix:02x}"));
-            fs::create_dir_all(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
+            self.create_dirs(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
         }
         sync_dir(&self.root).map_err(|e| Self::io_err("sync", &self.root, e))
     }
@@ -155,21 +221,39 @@ impl Backend for LocalBackend {
         if kind == ObjectKind::Pack {
             // Repositories made by `init` have all 256 pack directories; this
             // covers ones whose directories were removed by hand.
-            fs::create_dir_all(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
+            self.create_dirs(&dir).map_err(|e| Self::io_err("create", &dir, e))?;
         }
-        let mut tmp_name = [0u8; 8];
-        crate::crypto::fill_random(&mut tmp_name);
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(tmp_name)));
-        let result = (|| {
-            super::direct::create_synced(&tmp, data)?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&dir)
-        })();
+        let tmp = self
+            .write_tmp(&dir, data)
+            .map_err(|e| Self::io_err("write", &path, e))?;
+        let result = fs::rename(&tmp, &path).and_then(|()| sync_dir(&dir));
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(Self::io_err("write", &path, e));
         }
         Ok(())
+    }
+
+    fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
+        check_name(name)?;
+        let path = self.path(kind, name);
+        let dir = path.parent().expect("object paths have a parent").to_path_buf();
+        let tmp = self
+            .write_tmp(&dir, data)
+            .map_err(|e| Self::io_err("write", &path, e))?;
+        // A hard link, unlike a rename, fails when the target exists: of
+        // several writers exactly one succeeds, and the object still appears
+        // whole or not at all.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(&dir).map_err(|e| Self::io_err("sync", &dir, e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(BackendError::AlreadyExists {
+                kind: kind.name(),
+                name: name.to_string(),
+            }),
+            Err(e) => Err(Self::io_err("write", &path, e)),
+        }
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()> {
@@ -279,5 +363,74 @@ mod tests {
         backend.delete(ObjectKind::Pack, &name).unwrap();
         assert!(backend.read(ObjectKind::Pack, &name).unwrap_err().is_not_found());
         assert!(backend.read(ObjectKind::Index, "../config").is_err());
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        backend.write_new(ObjectKind::Config, "config", b"first").unwrap();
+        assert!(matches!(
+            backend.write_new(ObjectKind::Config, "config", b"second"),
+            Err(BackendError::AlreadyExists { .. })
+        ));
+        assert_eq!(backend.read(ObjectKind::Config, "config").unwrap(), b"first");
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(backend.root())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.to_string_lossy().starts_with(TMP_PREFIX)),
+            "{names:?}"
+        );
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn new_objects_and_directories_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        backend.write_new(ObjectKind::Config, "config", b"{}").unwrap();
+        backend.write(ObjectKind::Key, &"cd".repeat(32), b"key").unwrap();
+        // Large enough for the O_DIRECT path.
+        backend
+            .write(ObjectKind::Pack, &"ab".repeat(32), &vec![7u8; 3 << 20])
+            .unwrap();
+        let root = backend.root();
+        assert_eq!(mode_of(root), 0o700);
+        for d in ["keys", "data", "data/ab", "index", "snapshots", "locks"] {
+            assert_eq!(mode_of(&root.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(mode_of(&root.join("config")), 0o600);
+        assert_eq!(mode_of(&root.join("keys").join("cd".repeat(32))), 0o600);
+        assert_eq!(mode_of(&root.join("data/ab").join("ab".repeat(32))), 0o600);
+    }
+
+    /// A repository shared with its group (config 0640 or 0660, or 0644 from
+    /// an older snap) keeps its group's access to new objects; other users
+    /// never get any.
+    #[test]
+    fn a_group_readable_repository_stays_group_readable() {
+        assert_eq!(Modes::from_config_mode(0o600), Modes::PRIVATE);
+        assert_eq!(
+            Modes::from_config_mode(0o644),
+            Modes {
+                file: 0o640,
+                dir: 0o750
+            }
+        );
+        assert_eq!(
+            Modes::from_config_mode(0o660),
+            Modes {
+                file: 0o660,
+                dir: 0o770
+            }
+        );
     }
 }

@@ -7,7 +7,7 @@ mod direct;
 pub mod faulty;
 mod local;
 
-pub use local::LocalBackend;
+pub use local::{LocalBackend, Modes};
 
 use std::fmt;
 
@@ -47,6 +47,9 @@ pub struct ObjectInfo {
 pub enum BackendError {
     #[error("{kind} {name} is missing from the repository")]
     NotFound { kind: &'static str, name: String },
+
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
 
     #[error("{kind} {name} is shorter than expected: wanted bytes {offset}..{end}, object has {size}")]
     ShortRead {
@@ -99,6 +102,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Stores an object atomically and durably. Overwriting an existing name is
     /// allowed only with identical bytes (names are content hashes).
     fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()>;
+    /// Stores an object atomically and durably only if no object of that
+    /// name exists ([`BackendError::AlreadyExists`] otherwise), even when
+    /// several writers race: `init` writes the config this way.
+    fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()>;
     fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()>;
     fn list(&self, kind: ObjectKind) -> BackendResult<Vec<ObjectInfo>>;
     fn exists(&self, kind: ObjectKind, name: &str) -> BackendResult<bool>;

@@ -8,6 +8,7 @@
 //! share one cache (redb's multi-writer mode).
 
 use std::collections::HashSet;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -86,6 +87,26 @@ fn decode_location(id: &BlobId, v: &[u8]) -> Option<BlobLocation> {
     })
 }
 
+/// Creates the cache file, if missing, with mode 0600 (redb would use 0644),
+/// and takes group and other access away from one made by an older snap.
+/// An empty file is fine: redb initialises it as a new database.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mode = file.metadata().map_err(|e| Error::io(path, e))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
+}
+
 /// What a sync did.
 #[derive(Clone, Debug, Default)]
 pub struct SyncStats {
@@ -115,6 +136,10 @@ impl OpenError {
 pub struct IndexCache {
     db: Database,
     path: PathBuf,
+    /// The temporary directory holding the cache when the persistent one
+    /// could not be used; removed when the cache is dropped (after `db`,
+    /// fields drop in order).
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for IndexCache {
@@ -128,8 +153,15 @@ impl IndexCache {
     /// damaged file, or one made for another repository, is replaced.
     pub fn open(path: &Path, repo_id: &str) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            // The cache lists every blob id and pack of the repository:
+            // private to its user, like the repository itself.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(dir, e))?;
         }
+        create_private(path)?;
         match Self::open_file(path, repo_id) {
             Ok(cache) => Ok(cache),
             // Only a file known to be bad is replaced: another snap process may
@@ -138,10 +170,30 @@ impl IndexCache {
             Err(OpenError::Damaged(reason)) => {
                 tracing::warn!("rebuilding the index cache {}: {reason}", path.display());
                 std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                create_private(path)?;
                 Self::open_file(path, repo_id).map_err(|e| e.into_error(path))
             }
             Err(e) => Err(e.into_error(path)),
         }
+    }
+
+    /// [`IndexCache::open`], falling back to a cache in a new temporary
+    /// directory when the one at `path` cannot be used (a read-only or full
+    /// home, a file where the directory should be): the cache is derived
+    /// data, and no command, restore least of all, should fail for want of
+    /// it. The caller gets the reason to warn about once.
+    pub fn open_or_temporary(path: &Path, repo_id: &str) -> Result<(Self, Option<Error>)> {
+        let error = match Self::open(path, repo_id) {
+            Ok(cache) => return Ok((cache, None)),
+            Err(e) => e,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("snap-cache-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let mut cache = Self::open(&dir.path().join("index.redb"), repo_id)?;
+        cache._temporary = Some(dir);
+        Ok((cache, Some(error)))
     }
 
     fn open_file(path: &Path, repo_id: &str) -> Result<Self, OpenError> {
@@ -169,6 +221,7 @@ impl IndexCache {
         let cache = IndexCache {
             db,
             path: path.to_path_buf(),
+            _temporary: None,
         };
         let txn = cache.db.begin_write().map_err(|e| other(&e))?;
         {
@@ -196,6 +249,13 @@ impl IndexCache {
         }
         txn.commit().map_err(|e| other(&e))?;
         Ok(cache)
+    }
+
+    /// The directory holding the cache in use (a temporary one after
+    /// [`IndexCache::open_or_temporary`] fell back): commands put their
+    /// scratch files there.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
