@@ -122,12 +122,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             // Unreadable snapshot objects first: they name nothing to repair.
             let damaged = snap_core::snapshot::remove_damaged(&repo, dry_run).context("repair snapshots failed")?;
             for d in &damaged {
-                eoutln!(
+                errln!(
                     "snapshot object {} is damaged ({}): {}",
                     d.name,
                     d.reason,
                     if dry_run { "would be removed" } else { "removed" }
-                )?;
+                );
             }
             let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL)
                 .context("repair snapshots failed")?;
@@ -152,7 +152,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 }
             }
             if unrepairable > 0 {
-                eoutln!("error: {unrepairable} snapshots cannot be repaired (`snap forget` them)")?;
+                errln!(
+                    "{} {} cannot be repaired (`snap forget` {})",
+                    crate::term::label("error"),
+                    super::count(unrepairable, "snapshot", "snapshots"),
+                    if unrepairable == 1 { "it" } else { "them" }
+                );
                 return Ok(crate::exit::FAILED);
             }
             Ok(crate::exit::OK)
