@@ -13,6 +13,7 @@ mod incremental;
 mod interrupt;
 mod json;
 mod lifecycle;
+mod restore_safety;
 mod roundtrip;
 mod scale;
 mod unreadable;
