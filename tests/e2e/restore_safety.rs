@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -266,13 +267,26 @@ fn symlinks_planted_during_a_restore_are_never_followed() {
 
 /// A snapshot 10,000 directories deep (about 20,000 bytes of path, far past
 /// `PATH_MAX`) restores completely: no recursion on the stack, no path
-/// longer than a name. The snapshot is written with the library, as the
-/// archiver's own limits are not what this tests.
+/// longer than a name.
 #[test]
+#[ignore = "long: 10,000 trees written and restored (minutes on a loaded machine)"]
 fn a_tree_ten_thousand_levels_deep_restores() {
+    deep_restore(10_000, b"d");
+}
+
+/// 200 levels of 60-byte names: 12,200 bytes of path, three times
+/// `PATH_MAX`, restore through directory descriptors does not mind.
+#[test]
+fn a_tree_past_path_max_restores() {
+    deep_restore(200, &[b'n'; 60]);
+}
+
+/// Writes a snapshot of a chain of `depth` directories named `name` with a
+/// file at the bottom (with the library: the archiver's own limits are not
+/// what this tests), restores it with snap and checks the file.
+fn deep_restore(depth: usize, name: &[u8]) {
     use snap_core::pack::BlobKind;
     use snap_core::tree::{Node, NodeKind, Tree};
-    const DEPTH: usize = 10_000;
     let snap = Snap::init(&[]);
     let backend = Arc::new(snap_core::backend::LocalBackend::new(snap.repo.clone()));
     let password = snap_core::keys::Password::new(PASSWORD);
@@ -285,9 +299,9 @@ fn a_tree_ten_thousand_levels_deep_restores() {
     leaf.size = 14;
     leaf.content = vec![content];
     let mut tree = Tree { nodes: vec![leaf] };
-    for _ in 0..DEPTH {
+    for _ in 0..depth {
         let id = packer.add(BlobKind::Tree, &tree.encode()).unwrap().0;
-        let mut dir = Node::new(b"d".to_vec(), NodeKind::Dir);
+        let mut dir = Node::new(name.to_vec(), NodeKind::Dir);
         dir.mode = 0o755;
         dir.subtree = Some(id);
         tree = Tree { nodes: vec![dir] };
@@ -314,10 +328,10 @@ fn a_tree_ten_thousand_levels_deep_restores() {
     assert_code(&out, 0);
     // Down through descriptors: the path is too long for the kernel.
     let mut dir: OwnedFd = rustix::fs::open(&target, rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
-    for level in 0..DEPTH {
+    for level in 0..depth {
         dir = rustix::fs::openat(
             dir.as_fd(),
-            "d",
+            std::ffi::OsStr::from_bytes(name),
             rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW,
             rustix::fs::Mode::empty(),
         )
@@ -334,16 +348,16 @@ fn a_tree_ten_thousand_levels_deep_restores() {
     let n = rustix::io::read(&leaf, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"at the bottom\n");
     drop((dir, leaf));
-    remove_chain(&target);
+    remove_chain(&target, std::ffi::OsStr::from_bytes(name));
 }
 
 /// Removes a chain `d/d/d/...` too deep for paths (and for a recursive
 /// removal) one level at a time from the top: the child moves up beside its
 /// parent, which is then empty.
-fn remove_chain(dir: &Path) {
-    let (top, spare) = (dir.join("d"), dir.join("spare"));
-    while top.join("d").exists() {
-        fs::rename(top.join("d"), &spare).unwrap();
+fn remove_chain(dir: &Path, name: &std::ffi::OsStr) {
+    let (top, spare) = (dir.join(name), dir.join("spare"));
+    while top.join(name).exists() {
+        fs::rename(top.join(name), &spare).unwrap();
         fs::remove_dir(&top).unwrap();
         fs::rename(&spare, &top).unwrap();
     }
