@@ -166,16 +166,35 @@ fn check_damaged_restore(snap: &Snap, src: &Path, files: &BTreeMap<String, Vec<u
     assert!(!errors.is_empty(), "no errors reported: {}", describe(&out));
     let dir = restored(target, src);
     let mut damaged = Vec::new();
+    let listed: Vec<&str> = report["damaged"]
+        .as_array()
+        .expect("damaged array")
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     for (name, original) in files {
         let path = dir.join(name);
-        let got = fs::read(&path).unwrap_or_default();
         let named_in_json = errors.iter().any(|e| e["path"].as_str() == Some(s(&path)));
         let named_on_stderr = err.contains(s(&path));
-        if got == *original {
+        if path.exists() {
+            // A file under its own name is whole (issue 10: never a damaged
+            // file under the original's name).
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                *original,
+                "{name} is damaged under its own name"
+            );
             assert!(!named_in_json, "{name} is exact but reported damaged: {errors:?}");
             continue;
         }
         damaged.push(name.clone());
+        let path = dir.join(format!("{name}.damaged"));
+        let got = fs::read(&path).unwrap_or_else(|e| panic!("{name}: neither it nor {name}.damaged: {e}"));
+        assert!(
+            listed.contains(&s(&path)),
+            "{} not in the JSON damaged list: {listed:?}",
+            path.display()
+        );
         assert!(
             named_in_json,
             "{name} differs but is not in the JSON errors: {errors:?}"
@@ -193,7 +212,9 @@ fn check_damaged_restore(snap: &Snap, src: &Path, files: &BTreeMap<String, Vec<u
     for e in &errors {
         let path = e["path"].as_str().unwrap();
         assert!(
-            damaged.iter().any(|d| path.ends_with(&format!("/{d}"))),
+            damaged
+                .iter()
+                .any(|d| path.ends_with(&format!("/{d}")) || path.ends_with(&format!("/{d}.damaged"))),
             "error for a file that came back exact: {e}"
         );
     }

@@ -18,6 +18,7 @@ mod keys_perms;
 mod lifecycle;
 mod locks;
 mod output;
+mod restore_safety;
 mod roundtrip;
 mod scale;
 mod selection;

@@ -563,7 +563,14 @@ impl Archiver<'_> {
                 match child {
                     SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None, None),
                     SourceTree::Virtual(_) => {
-                        let st = match rustix::fs::lstat(&child_path) {
+                        // A component that is a symlink to a directory (the
+                        // source path was given through it) is recorded as the
+                        // directory it leads to: a symlink's own mode is 0777.
+                        let st = rustix::fs::lstat(&child_path).and_then(|st| match fsmeta::node_kind(&st) {
+                            Some(NodeKind::Symlink) => rustix::fs::stat(&child_path),
+                            _ => Ok(st),
+                        });
+                        let st = match st {
                             Ok(st) => st,
                             Err(e) => {
                                 self.skip(&child_path, format!("cannot read metadata: {e}"));
@@ -572,6 +579,12 @@ impl Archiver<'_> {
                         };
                         let mut node = fsmeta::node_from_stat(name.clone(), NodeKind::Dir, &st, &self.names);
                         node.xattrs = fsmeta::read_xattrs(&child_path);
+                        if fsmeta::mtime_out_of_range(&st) {
+                            self.warn(
+                                &child_path,
+                                fsmeta::clamped_time_warning(node.mtime_ns).unwrap_or_default().into(),
+                            );
+                        }
                         node.subtree =
                             Some(self.archive_virtual(&child_path, child, parent_node.and_then(|n| n.subtree))?);
                         self.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -652,6 +665,12 @@ impl Archiver<'_> {
             return Ok(None);
         };
         let mut node = fsmeta::node_from_stat(name, kind, &st, &self.names);
+        if fsmeta::mtime_out_of_range(&st) {
+            self.warn(
+                path,
+                fsmeta::clamped_time_warning(node.mtime_ns).unwrap_or_default().into(),
+            );
+        }
         // Changing extended attributes changes ctime: while kind, inode and
         // ctime match the parent snapshot's entry, its attributes still hold
         // and are not read again (a listxattr per file is a large part of an

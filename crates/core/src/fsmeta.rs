@@ -2,11 +2,12 @@
 //! backup, applying it on restore. Linux/Unix only.
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rustix::fs::{AtFlags, Mode, Stat, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Mode, Stat, Timespec, Timestamps, XattrFlags, CWD};
 
 use crate::tree::{Node, NodeKind, Xattr};
 
@@ -119,50 +120,162 @@ fn collect_xattrs(
     out
 }
 
+/// The latest time a node can hold: times are stored as i64 nanoseconds
+/// since 1970, so a later time (past 2262-04-11) is clamped to this, and an
+/// earlier one (before 1677-09-21) to [`TIME_MIN_NS`].
+pub const TIME_MAX_NS: i64 = i64::MAX;
+pub const TIME_MIN_NS: i64 = i64::MIN;
+
+/// Whether the modification time in `st` lies outside what a node can hold
+/// (and so was clamped by [`node_from_stat`]).
+// `stat` field types differ between targets: the casts are not all no-ops.
+#[allow(clippy::unnecessary_cast)]
+pub fn mtime_out_of_range(st: &Stat) -> bool {
+    (st.st_mtime as i64)
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(st.st_mtime_nsec as i64))
+        .is_none()
+}
+
+/// The warning for a time that was clamped when it was backed up.
+pub fn clamped_time_warning(mtime_ns: i64) -> Option<&'static str> {
+    match mtime_ns {
+        TIME_MAX_NS => {
+            Some("modification time is after 2262-04-11, which snap cannot store: it is saved as 2262-04-11")
+        }
+        TIME_MIN_NS => {
+            Some("modification time is before 1677-09-21, which snap cannot store: it is saved as 1677-09-21")
+        }
+        _ => None,
+    }
+}
+
 /// Which parts of a node's metadata could not be restored.
 #[derive(Debug, Default)]
 pub struct ApplyErrors(pub Vec<String>);
 
-/// Applies ownership (when `chown` is set), mode, extended attributes and
-/// times to the entry at `path`, which is never followed if it is a symlink.
-/// Times come last, since every other change touches ctime and some mtime.
-pub fn apply_metadata(path: &Path, node: &Node, chown: bool) -> ApplyErrors {
-    let mut errors = ApplyErrors::default();
-    if chown {
-        let uid = rustix::fs::Uid::from_raw(node.uid);
-        let gid = rustix::fs::Gid::from_raw(node.gid);
-        if let Err(e) = rustix::fs::chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
-            errors.0.push(format!("owner: {e}"));
-        }
-    }
-    if node.kind != NodeKind::Symlink {
-        // Without root, setuid/setgid bits of files we could not chown are dropped by the kernel.
-        if let Err(e) = rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(node.mode), AtFlags::empty()) {
-            errors.0.push(format!("mode: {e}"));
-        }
-    }
-    for attr in &node.xattrs {
-        let name = std::ffi::OsStr::from_bytes(&attr.name);
-        if let Err(e) = xattr::set(path, name, &attr.value) {
-            errors.0.push(format!("xattr {}: {e}", name.to_string_lossy()));
-        }
-    }
+/// What of a node's metadata to apply.
+#[derive(Debug, Clone, Copy)]
+pub struct Apply {
+    /// Ownership (root only, usually).
+    pub chown: bool,
+    /// Modification and access times: not for a file whose content is
+    /// incomplete, which must not pass for the original.
+    pub times: bool,
+}
+
+fn timestamps(node: &Node) -> Timestamps {
     let mtime = Timespec {
         tv_sec: node.mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: node.mtime_ns.rem_euclid(1_000_000_000) as _,
     };
-    let times = Timestamps {
+    Timestamps {
         last_access: mtime,
         last_modification: mtime,
-    };
-    if let Err(e) = rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW) {
-        errors.0.push(format!("times: {e}"));
+    }
+}
+
+/// Applies ownership, mode, extended attributes and times to an open
+/// regular file or directory: through the descriptor, so nothing that
+/// replaces the entry's name meanwhile can redirect the change. Times come
+/// last, since every other change touches ctime and some mtime.
+pub fn apply_metadata_fd(file: BorrowedFd<'_>, node: &Node, apply: Apply) -> ApplyErrors {
+    let mut errors = ApplyErrors::default();
+    if apply.chown {
+        let uid = rustix::fs::Uid::from_raw(node.uid);
+        let gid = rustix::fs::Gid::from_raw(node.gid);
+        if let Err(e) = rustix::fs::fchown(file, Some(uid), Some(gid)) {
+            errors.0.push(format!("owner: {e}"));
+        }
+    }
+    // Without root, setuid/setgid bits of files we could not chown are dropped by the kernel.
+    if let Err(e) = rustix::fs::fchmod(file, Mode::from_raw_mode(node.mode)) {
+        errors.0.push(format!("mode: {e}"));
+    }
+    for attr in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(&attr.name);
+        if let Err(e) = rustix::fs::fsetxattr(file, name, &attr.value, XattrFlags::empty()) {
+            errors.0.push(format!("xattr {}: {e}", name.to_string_lossy()));
+        }
+    }
+    if apply.times {
+        if let Err(e) = rustix::fs::futimens(file, &timestamps(node)) {
+            errors.0.push(format!("times: {e}"));
+        }
     }
     errors
 }
 
-/// Creates a fifo, socket or device node at `path`.
-pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
+/// Applies metadata to the symlink `name` in the directory `dir`, never
+/// following it (a symlink has no mode of its own on Linux).
+pub fn apply_symlink_metadata(dir: BorrowedFd<'_>, name: &[u8], node: &Node, apply: Apply) -> ApplyErrors {
+    let mut errors = ApplyErrors::default();
+    let name = std::ffi::OsStr::from_bytes(name);
+    if apply.chown {
+        let uid = rustix::fs::Uid::from_raw(node.uid);
+        let gid = rustix::fs::Gid::from_raw(node.gid);
+        if let Err(e) = rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
+            errors.0.push(format!("owner: {e}"));
+        }
+    }
+    if !node.xattrs.is_empty() {
+        // lsetxattr through the directory's descriptor: only the last
+        // component, the symlink itself, is looked up, and not followed.
+        let path = proc_fd_path(dir).join(name);
+        for attr in &node.xattrs {
+            let attr_name = std::ffi::OsStr::from_bytes(&attr.name);
+            if let Err(e) = rustix::fs::lsetxattr(&path, attr_name, &attr.value, XattrFlags::empty()) {
+                errors.0.push(format!("xattr {}: {e}", attr_name.to_string_lossy()));
+            }
+        }
+    }
+    if apply.times {
+        if let Err(e) = rustix::fs::utimensat(dir, name, &timestamps(node), AtFlags::SYMLINK_NOFOLLOW) {
+            errors.0.push(format!("times: {e}"));
+        }
+    }
+    errors
+}
+
+/// Applies metadata to a fifo, socket or device node opened with `O_PATH`
+/// (opening it for reading could block or, for a device, act on it). Linux
+/// has no `fchmod` for such a descriptor nor a `chmod` that does not follow
+/// symlinks, so mode, attributes and times go through `/proc/self/fd`, which
+/// names the opened inode itself.
+pub fn apply_special_metadata(fd: BorrowedFd<'_>, node: &Node, apply: Apply) -> ApplyErrors {
+    let mut errors = ApplyErrors::default();
+    if apply.chown {
+        let uid = rustix::fs::Uid::from_raw(node.uid);
+        let gid = rustix::fs::Gid::from_raw(node.gid);
+        if let Err(e) = rustix::fs::chownat(fd, "", Some(uid), Some(gid), AtFlags::EMPTY_PATH) {
+            errors.0.push(format!("owner: {e}"));
+        }
+    }
+    let path = proc_fd_path(fd);
+    if let Err(e) = rustix::fs::chmodat(CWD, &path, Mode::from_raw_mode(node.mode), AtFlags::empty()) {
+        errors.0.push(format!("mode: {e}"));
+    }
+    for attr in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(&attr.name);
+        if let Err(e) = rustix::fs::setxattr(&path, name, &attr.value, XattrFlags::empty()) {
+            errors.0.push(format!("xattr {}: {e}", name.to_string_lossy()));
+        }
+    }
+    if apply.times {
+        if let Err(e) = rustix::fs::utimensat(CWD, &path, &timestamps(node), AtFlags::empty()) {
+            errors.0.push(format!("times: {e}"));
+        }
+    }
+    errors
+}
+
+fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Creates a fifo, socket or device node `name` in the directory `dir`.
+pub fn make_special(dir: BorrowedFd<'_>, name: &[u8], node: &Node) -> std::io::Result<()> {
     use rustix::fs::FileType;
     let file_type = match node.kind {
         NodeKind::Fifo => FileType::Fifo,
@@ -171,6 +284,13 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         NodeKind::BlockDevice => FileType::BlockDevice,
         _ => return Err(std::io::Error::other("not a special file")),
     };
-    rustix::fs::mknodat(CWD, path, file_type, Mode::from_raw_mode(node.mode & 0o777), node.rdev)?;
+    // Owner-only until its metadata is applied at the end.
+    rustix::fs::mknodat(
+        dir,
+        std::ffi::OsStr::from_bytes(name),
+        file_type,
+        Mode::from_raw_mode(0o600),
+        node.rdev,
+    )?;
     Ok(())
 }

@@ -1,38 +1,54 @@
 //! `restore`: writes a snapshot, or parts of it, into a target directory.
 //!
 //! Three phases:
-//! 1. plan: walk the snapshot's trees, create directories, fifos and
-//!    devices, and note which blob goes to which file offsets;
+//! 1. plan: walk the snapshot's trees (with a stack of its own, not the
+//!    thread's: a hostile or merely deep snapshot cannot overflow it), create
+//!    directories, fifos and devices, and note which blob goes to which file
+//!    offsets;
 //! 2. content: group the needed blobs by pack, and on several threads read
 //!    each pack's needed byte ranges once (neighbouring blobs are merged into
 //!    one read), check every blob against its id, and write it with
 //!    positional writes to every place it belongs. A file is created (at full
-//!    length, all holes, so zero blobs need no write) when its first blob
-//!    arrives and closed after its last, so creating files, which costs the
-//!    kernel more than writing them, runs on every thread and overlaps the
-//!    reads; files with no content are created at the end;
-//! 3. finish: hard links, symlinks, then metadata, directories last and
-//!    deepest first so their times stick.
+//!    length, all holes, so zero blobs and the zero blocks inside a blob need
+//!    no write) when its first blob arrives and closed after its last, so
+//!    creating files, which costs the kernel more than writing them, runs on
+//!    every thread and overlaps the reads; files with no content are created
+//!    at the end;
+//! 3. finish: files whose content is incomplete are renamed `NAME.damaged`,
+//!    then hard links, symlinks, then metadata, directories last and deepest
+//!    first so their times stick.
+//!
+//! Everything is created and changed through directory descriptors opened
+//! with `O_NOFOLLOW`, one name at a time below the target, never by path: a
+//! local user who can rename entries inside the target (it owns a directory
+//! there) and swaps a directory or file for a symlink while root restores
+//! cannot redirect a write or a `chmod` outside it. A directory or file opened
+//! again later must still be the inode restore created. Metadata is applied
+//! to the opened entry (`fchmod`, `fchown`, `futimens`), or with no-follow
+//! flags for symlinks. Paths are built only for messages, so the depth of a
+//! tree is not bounded by `PATH_MAX`.
 //!
 //! Trees come from an untrusted repository: names are validated on decode,
-//! paths are built only from those names under the target, files are opened
-//! without following symlinks, and symlinks are created only after all
-//! content is written, so a hostile tree cannot make snap write outside the
-//! target.
+//! and symlinks are created only after all content is written, so a hostile
+//! tree cannot make snap write outside the target either.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::fsmeta;
+use crate::fsmeta::{self, Apply};
 use crate::id::{BlobId, PackId};
 use crate::index::cache::{BlobLocation, IndexReader};
 use crate::packread::BlobBuffers;
@@ -50,6 +66,13 @@ const MAX_READ: u64 = 8 << 20;
 /// write and opened again for the next (see `FileSlots`). Lower when the
 /// process may open few files: see `open_file_budget`.
 const MAX_OPEN_FILES: usize = 512;
+/// Most directory descriptors kept open (see `DirFds`).
+const MAX_OPEN_DIRS: usize = 256;
+/// Zero runs this long, aligned to it in the file, are left as holes: the
+/// usual filesystem block, the smallest hole a filesystem keeps.
+const HOLE_BLOCK: u64 = 4096;
+/// What a file with incomplete content is renamed to: `NAME` + this.
+const DAMAGED_SUFFIX: &[u8] = b".damaged";
 
 #[derive(Debug, Default)]
 pub struct RestoreOptions {
@@ -76,13 +99,60 @@ pub struct RestoreResult {
     pub bytes: u64,
     /// Entries that could not be restored (or not completely), with why.
     pub errors: Vec<(PathBuf, String)>,
+    /// Files restored with part of their content missing, under the names
+    /// they were given (`NAME.damaged`, never `NAME`); each is in `errors`
+    /// too, under its snapshot name.
+    pub damaged: Vec<PathBuf>,
+}
+
+/// (device, inode): what a name must still lead to when restore opens it
+/// again.
+type FileId = (u64, u64);
+
+// `stat` field types differ between targets: the casts are not all no-ops.
+#[allow(clippy::unnecessary_cast)]
+fn file_id(st: &rustix::fs::Stat) -> FileId {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// A directory of the restore: the target itself (index 0) or one below it,
+/// always reached by name through its parent's descriptor.
+struct PlannedDir {
+    /// Index of the parent (0, the target, for the target itself).
+    parent: usize,
+    name: Vec<u8>,
+    /// `None` for the target, which keeps its metadata.
+    node: Option<Node>,
+    /// Set once the directory is created (or found): a directory opened
+    /// again later must still be this one.
+    id: Option<FileId>,
+    /// Could not be created (reported once): nothing is restored below it.
+    failed: bool,
 }
 
 struct PlannedFile {
-    path: PathBuf,
+    dir: usize,
+    name: Vec<u8>,
     node: Node,
     /// How many blob writes this file gets.
     writes: u32,
+    /// Known at plan time to miss content.
+    incomplete: bool,
+}
+
+/// A symlink or special file.
+struct PlannedEntry {
+    dir: usize,
+    name: Vec<u8>,
+    node: Node,
+}
+
+/// A second (third, ...) name of a multiply-linked file.
+struct PlannedLink {
+    dir: usize,
+    name: Vec<u8>,
+    /// The planned file restored under the first name.
+    first: usize,
 }
 
 /// A blob to restore: where it is stored, and where it goes.
@@ -101,15 +171,26 @@ struct Target {
 #[derive(Default)]
 struct Plan {
     files: Vec<PlannedFile>,
-    /// Directories with their nodes, in creation order (parents first).
-    dirs: Vec<(PathBuf, Node)>,
-    symlinks: Vec<(PathBuf, Node)>,
-    specials: Vec<(PathBuf, Node)>,
-    /// (new path, existing path) pairs for hard links.
-    links: Vec<(PathBuf, PathBuf, Node)>,
-    /// (device, inode) of multiply-linked files -> first restored path.
-    first_links: HashMap<(u64, u64), PathBuf>,
+    /// Directories, in creation order (parents first); index 0 is the target.
+    dirs: Vec<PlannedDir>,
+    symlinks: Vec<PlannedEntry>,
+    /// Created during the plan, with what was created.
+    specials: Vec<(PlannedEntry, FileId)>,
+    links: Vec<PlannedLink>,
+    /// (device, inode) of multiply-linked files -> the planned file of the
+    /// first name.
+    first_links: HashMap<(u64, u64), usize>,
     blobs: HashMap<BlobId, PlannedBlob>,
+}
+
+/// A directory whose entries the planning walk is going through.
+struct Frame {
+    dir: usize,
+    nodes: std::vec::IntoIter<Node>,
+    /// An include pattern matched this directory or one above.
+    selected: bool,
+    /// Its name was pushed onto the walk's source path.
+    pushed: bool,
 }
 
 /// The state of one planned file during the content phase.
@@ -127,6 +208,10 @@ struct FileSlot {
     handle: Handle,
     /// Blob writes still to come; at 0 an open file is closed.
     remaining: u32,
+    /// What was created, once it was.
+    id: Option<FileId>,
+    /// Part of the content could not be restored.
+    damaged: bool,
 }
 
 /// One slot per planned file. Files are kept open from their first write to
@@ -140,13 +225,106 @@ struct FileSlots {
 }
 
 /// How many restored files may stay open: a quarter of the descriptor limit
-/// (the rest is for pack reads, the index and the caller), at most
-/// `MAX_OPEN_FILES`.
+/// (the rest is for pack reads, directories, the index and the caller), at
+/// most `MAX_OPEN_FILES`.
 fn open_file_budget() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+    (nofile_limit() / 4).clamp(1, MAX_OPEN_FILES as u64) as usize
+}
+
+fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
-        .unwrap_or(u64::MAX);
-    (limit / 4).clamp(1, MAX_OPEN_FILES as u64) as usize
+        .unwrap_or(u64::MAX)
+}
+
+/// Open descriptors of restored directories, so that an entry is created by
+/// name in its directory's descriptor and nothing is looked up by path. At
+/// most `budget` are kept besides the target's, the least recently used
+/// closed first: a tree 10,000 levels deep cannot hold one per level. A
+/// directory not open is opened again from its nearest open ancestor, one
+/// name at a time with `O_NOFOLLOW`, each checked to be the directory the
+/// restore created.
+struct DirFds {
+    cache: Mutex<DirFdCache>,
+    budget: usize,
+}
+
+#[derive(Default)]
+struct DirFdCache {
+    /// Directory index -> descriptor and when it was last used.
+    fds: HashMap<usize, (Arc<OwnedFd>, u64)>,
+    tick: u64,
+}
+
+impl DirFds {
+    fn new(target: OwnedFd) -> DirFds {
+        let mut cache = DirFdCache::default();
+        cache.fds.insert(0, (Arc::new(target), 0));
+        DirFds {
+            cache: Mutex::new(cache),
+            budget: (nofile_limit() / 8).clamp(4, MAX_OPEN_DIRS as u64) as usize,
+        }
+    }
+
+    /// The descriptor of directory `index`, opening it (and the ancestors
+    /// between it and the nearest open one) if needed.
+    fn get(&self, dirs: &[PlannedDir], index: usize) -> std::io::Result<Arc<OwnedFd>> {
+        let mut cache = self.cache.lock().expect("directory cache lock");
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((fd, used)) = cache.fds.get_mut(&index) {
+            *used = tick;
+            return Ok(fd.clone());
+        }
+        let mut chain = Vec::new();
+        let mut at = index;
+        while !cache.fds.contains_key(&at) {
+            chain.push(at);
+            at = dirs[at].parent;
+        }
+        let mut fd = cache.fds[&at].0.clone();
+        for &i in chain.iter().rev() {
+            let dir = &dirs[i];
+            let opened = open_dir_at(fd.as_fd(), &dir.name)?;
+            let st = rustix::fs::fstat(&opened)?;
+            if dir.id != Some(file_id(&st)) {
+                return Err(replaced());
+            }
+            fd = Arc::new(opened);
+            cache.fds.insert(i, (fd.clone(), tick));
+        }
+        cache.evict(self.budget);
+        Ok(fd)
+    }
+
+    fn insert(&self, index: usize, fd: OwnedFd) {
+        let mut cache = self.cache.lock().expect("directory cache lock");
+        cache.tick += 1;
+        let tick = cache.tick;
+        cache.fds.insert(index, (Arc::new(fd), tick));
+        cache.evict(self.budget);
+    }
+}
+
+impl DirFdCache {
+    fn evict(&mut self, budget: usize) {
+        while self.fds.len() > budget + 1 {
+            let oldest = self
+                .fds
+                .iter()
+                .filter(|(i, _)| **i != 0)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(i, _)| *i);
+            match oldest {
+                Some(i) => self.fds.remove(&i),
+                None => return,
+            };
+        }
+    }
+}
+
+fn replaced() -> std::io::Error {
+    std::io::Error::other("it was replaced by something else during the restore")
 }
 
 struct Restorer<'a> {
@@ -163,6 +341,9 @@ struct Restorer<'a> {
     excludes: Gitignore,
     errors: Mutex<Vec<(PathBuf, String)>>,
     bytes: AtomicU64,
+    /// The target as given, for messages.
+    target: PathBuf,
+    dir_fds: DirFds,
 }
 
 fn matcher(patterns: &[String]) -> Result<Gitignore> {
@@ -186,6 +367,16 @@ pub fn restore(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<RestoreResult> {
+    // The target itself is the user's choice, and may be reached through
+    // symlinks; everything below it is not.
+    std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
+    let target_fd = rustix::fs::open(
+        &options.target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(&options.target, e.into()))?;
+    let target_id = file_id(&rustix::fs::fstat(&target_fd).map_err(|e| Error::io(&options.target, e.into()))?);
     let restorer = Restorer {
         repo,
         index: repo.index().reader()?,
@@ -200,14 +391,22 @@ pub fn restore(
         excludes: matcher(&options.excludes)?,
         errors: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
+        target: options.target.clone(),
+        dir_fds: DirFds::new(target_fd),
     };
     let pool = crate::pool::workers(options.threads, "restorer")?;
     let chown = options
         .ownership
         .unwrap_or_else(|| rustix::process::geteuid().is_root());
 
-    std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
     let mut plan = Plan::default();
+    plan.dirs.push(PlannedDir {
+        parent: 0,
+        name: Vec::new(),
+        node: None,
+        id: Some(target_id),
+        failed: false,
+    });
     // `--path /` is the whole snapshot.
     let whole = options.paths.is_empty()
         || options
@@ -217,7 +416,13 @@ pub fn restore(
     if whole {
         pool.install(|| restorer.prefetch_trees(vec![snapshot.tree]))?;
         let root = restorer.load_tree(&snapshot.tree)?;
-        restorer.plan_tree(&mut plan, root, Path::new("/"), &options.target, false)?;
+        let frame = Frame {
+            dir: 0,
+            nodes: root.nodes.into_iter(),
+            selected: false,
+            pushed: false,
+        };
+        restorer.walk(&mut plan, frame, &mut PathBuf::from("/"))?;
     } else {
         let mut seen_names = std::collections::HashSet::new();
         for path in &options.paths {
@@ -231,12 +436,13 @@ pub fn restore(
                     node.name_lossy()
                 )));
             }
-            let source = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
-            let dest = options.target.join(std::ffi::OsStr::from_bytes(&node.name));
+            let mut source = PathBuf::from("/").join(OsStr::from_bytes(&components.join(&b'/')));
             if let Some(subtree) = node.subtree {
                 pool.install(|| restorer.prefetch_trees(vec![subtree]))?;
             }
-            restorer.plan_node(&mut plan, node, &source, &dest, false)?;
+            if let Some(frame) = restorer.plan_node(&mut plan, 0, node, &source, false)? {
+                restorer.walk(&mut plan, frame, &mut source)?;
+            }
         }
     }
     // What the walk did not take (excluded directories) is not needed.
@@ -247,18 +453,35 @@ pub fn restore(
         items: plan.files.len() as u64,
     });
 
-    pool.install(|| restorer.write_content(&plan))?;
-    restorer.finish(&plan, chown);
+    let files = FileSlots {
+        slots: plan
+            .files
+            .iter()
+            .map(|f| {
+                Mutex::new(FileSlot {
+                    handle: Handle::New,
+                    remaining: f.writes,
+                    id: None,
+                    damaged: f.incomplete,
+                })
+            })
+            .collect(),
+        open: AtomicUsize::new(0),
+        budget: open_file_budget(),
+    };
+    pool.install(|| restorer.write_content(&plan, &files))?;
+    let damaged = pool.install(|| restorer.finish(&plan, &files, chown));
 
     let mut errors = restorer.errors.into_inner().expect("errors lock");
     errors.sort_by(|a, b| a.0.cmp(&b.0));
     errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     Ok(RestoreResult {
         files: (plan.files.len() + plan.links.len()) as u64,
-        dirs: plan.dirs.len() as u64,
+        dirs: plan.dirs.len() as u64 - 1,
         other: (plan.symlinks.len() + plan.specials.len()) as u64,
         bytes: restorer.bytes.load(Ordering::Relaxed),
         errors,
+        damaged,
     })
 }
 
@@ -274,16 +497,65 @@ impl Restorer<'_> {
             .push((path.to_path_buf(), message));
     }
 
-    /// Plans the children of `tree`, found at snapshot path `source` and to be
-    /// restored at `dest`. `selected`: an ancestor matched an include pattern.
-    /// Returns whether anything was planned.
-    fn plan_tree(&self, plan: &mut Plan, tree: Tree, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
-        let mut any = false;
-        for node in tree.nodes {
-            let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
-            any |= self.plan_node(plan, node, &source.join(&name), &dest.join(&name), selected)?;
+    /// Where directory `index` is, for messages.
+    fn dir_path(&self, dirs: &[PlannedDir], index: usize) -> PathBuf {
+        let mut names = Vec::new();
+        let mut at = index;
+        while at != 0 {
+            names.push(&dirs[at].name);
+            at = dirs[at].parent;
         }
-        Ok(any)
+        let mut path = self.target.clone();
+        for name in names.iter().rev() {
+            path.push(OsStr::from_bytes(name));
+        }
+        path
+    }
+
+    /// Where entry `name` of directory `dir` is, for messages.
+    fn entry_path(&self, dirs: &[PlannedDir], dir: usize, name: &[u8]) -> PathBuf {
+        self.dir_path(dirs, dir).join(OsStr::from_bytes(name))
+    }
+
+    fn file_path(&self, plan: &Plan, file: usize) -> PathBuf {
+        let file = &plan.files[file];
+        self.entry_path(&plan.dirs, file.dir, &file.name)
+    }
+
+    /// Plans everything below `first` (a directory already planned), depth
+    /// first with a stack of its own. `source` is the snapshot path of
+    /// `first`, extended and shortened as the walk goes.
+    fn walk(&self, plan: &mut Plan, first: Frame, source: &mut PathBuf) -> Result<()> {
+        let mut stack = vec![first];
+        while let Some(frame) = stack.last_mut() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let Some(node) = frame.nodes.next() else {
+                let done = stack.pop().expect("the stack is not empty");
+                if done.pushed {
+                    source.pop();
+                }
+                // A directory that only mattered if something below it was
+                // selected, and nothing was: it was never created.
+                if done.dir != 0 && plan.dirs[done.dir].id.is_none() {
+                    plan.dirs.truncate(done.dir);
+                }
+                continue;
+            };
+            let (dir, selected) = (frame.dir, frame.selected);
+            source.push(OsStr::from_bytes(&node.name));
+            match self.plan_node(plan, dir, node, source, selected)? {
+                Some(mut child) => {
+                    child.pushed = true;
+                    stack.push(child);
+                }
+                None => {
+                    source.pop();
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads every tree below `roots` on the pool's threads, a level of the
@@ -326,133 +598,196 @@ impl Restorer<'_> {
         }
     }
 
-    fn plan_node(&self, plan: &mut Plan, node: Node, source: &Path, dest: &Path, selected: bool) -> Result<bool> {
+    /// Creates directory `index` and those above it that the plan left for
+    /// later (not selected by an include pattern themselves). False if one
+    /// cannot be created (reported once).
+    fn ensure_dir(&self, plan: &mut Plan, index: usize) -> bool {
+        let mut chain = Vec::new();
+        let mut at = index;
+        while plan.dirs[at].id.is_none() {
+            if plan.dirs[at].failed {
+                return false;
+            }
+            chain.push(at);
+            at = plan.dirs[at].parent;
+        }
+        for &i in chain.iter().rev() {
+            if let Err(e) = self.make_dir(plan, i) {
+                self.error(&self.dir_path(&plan.dirs, i), format!("cannot create directory: {e}"));
+                plan.dirs[i].failed = true;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn make_dir(&self, plan: &mut Plan, index: usize) -> std::io::Result<()> {
+        let parent = self.dir_fds.get(&plan.dirs, plan.dirs[index].parent)?;
+        let fd = create_dir_at(parent.as_fd(), &plan.dirs[index].name)?;
+        plan.dirs[index].id = Some(file_id(&rustix::fs::fstat(&fd)?));
+        self.dir_fds.insert(index, fd);
+        Ok(())
+    }
+
+    /// Plans `node`, found at snapshot path `source`, as entry of directory
+    /// `parent`. `selected`: an ancestor matched an include pattern. A
+    /// directory comes back as a frame for the walk to go through.
+    fn plan_node(
+        &self,
+        plan: &mut Plan,
+        parent: usize,
+        node: Node,
+        source: &Path,
+        selected: bool,
+    ) -> Result<Option<Frame>> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
         let is_dir = node.kind == NodeKind::Dir;
         if self.excludes.matched(source, is_dir).is_ignore() {
-            return Ok(false);
+            return Ok(None);
         }
         let selected = selected
             || match &self.includes {
                 None => true,
                 Some(includes) => includes.matched(source, is_dir).is_ignore(),
             };
-        match node.kind {
-            NodeKind::Dir => {
-                let subtree = node.subtree.expect("decode checked: directories have subtrees");
-                let tree = match self.load_tree(&subtree) {
-                    Ok(tree) => tree,
-                    Err(e) => {
-                        self.error(dest, format!("cannot read directory listing: {e}"));
-                        return Ok(false);
-                    }
-                };
-                let index = plan.dirs.len();
-                if selected || self.includes.is_none() {
-                    if let Err(e) = create_dir(dest) {
-                        self.error(dest, format!("cannot create directory: {e}"));
-                        return Ok(false);
-                    }
-                    plan.dirs.push((dest.to_path_buf(), node));
-                    self.plan_tree(plan, tree, source, dest, selected)?;
-                    return Ok(true);
+        if node.kind == NodeKind::Dir {
+            let subtree = node.subtree.expect("decode checked: directories have subtrees");
+            let tree = match self.load_tree(&subtree) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    let path = self.entry_path(&plan.dirs, parent, &node.name);
+                    self.error(&path, format!("cannot read directory listing: {e}"));
+                    return Ok(None);
                 }
-                // Not selected itself: create it only if something below is.
-                plan.dirs.push((dest.to_path_buf(), node));
-                let created = create_dir(dest);
-                let any = created.is_ok() && self.plan_tree(plan, tree, source, dest, false)?;
-                if !any {
-                    plan.dirs.truncate(index);
-                    let _ = std::fs::remove_dir(dest);
-                }
-                Ok(any)
+            };
+            // Not selected itself: created only once something below is.
+            let now = selected || self.includes.is_none();
+            if now && !self.ensure_dir(plan, parent) {
+                return Ok(None);
             }
-            _ if !selected => Ok(false),
-            NodeKind::File => {
-                if node.links > 1 {
-                    let key = (node.device, node.inode);
-                    if let Some(first) = plan.first_links.get(&key) {
-                        plan.links.push((dest.to_path_buf(), first.clone(), node));
-                        return Ok(true);
-                    }
-                    plan.first_links.insert(key, dest.to_path_buf());
-                }
-                let file = plan.files.len();
-                let mut offset = 0u64;
-                let mut complete = true;
-                let mut writes = 0u32;
-                for id in &node.content {
-                    // Offsets come from the index; past a blob of unknown
-                    // length no offset can be trusted, so nothing more of this
-                    // file is written (a wrong byte is worse than a hole).
-                    let planned = match plan.blobs.entry(*id) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => match self.index.lookup(id) {
-                            Ok(Some(location)) => e.insert(PlannedBlob {
-                                location,
-                                targets: Vec::new(),
-                            }),
-                            _ => {
-                                self.error(
-                                    dest,
-                                    format!("content from offset {offset} on is lost: blob {id} is not in the index"),
-                                );
-                                complete = false;
-                                break;
-                            }
-                        },
-                    };
-                    planned.targets.push(Target { file, offset });
-                    offset += u64::from(planned.location.entry.raw_length);
-                    writes += 1;
-                }
-                if complete && offset != node.size {
+            let index = plan.dirs.len();
+            plan.dirs.push(PlannedDir {
+                parent,
+                name: node.name.clone(),
+                node: Some(node),
+                id: None,
+                failed: false,
+            });
+            if now {
+                if let Err(e) = self.make_dir(plan, index) {
                     self.error(
-                        dest,
-                        format!("content adds up to {offset} bytes, the snapshot says {}", node.size),
+                        &self.dir_path(&plan.dirs, index),
+                        format!("cannot create directory: {e}"),
                     );
+                    plan.dirs.truncate(index);
+                    return Ok(None);
                 }
-                plan.files.push(PlannedFile {
-                    path: dest.to_path_buf(),
-                    node,
-                    writes,
-                });
-                Ok(true)
             }
-            NodeKind::Symlink => {
-                plan.symlinks.push((dest.to_path_buf(), node));
-                Ok(true)
-            }
+            return Ok(Some(Frame {
+                dir: index,
+                nodes: tree.nodes.into_iter(),
+                selected,
+                pushed: false,
+            }));
+        }
+        if !selected || !self.ensure_dir(plan, parent) {
+            return Ok(None);
+        }
+        match node.kind {
+            NodeKind::Dir => unreachable!("handled above"),
+            NodeKind::File => self.plan_file(plan, parent, node),
+            NodeKind::Symlink => plan.symlinks.push(PlannedEntry {
+                dir: parent,
+                name: node.name.clone(),
+                node,
+            }),
             _ => {
-                remove_existing_non_dir(dest);
-                match fsmeta::make_special(dest, &node) {
-                    Ok(()) => plan.specials.push((dest.to_path_buf(), node)),
-                    Err(e) => self.error(dest, format!("cannot create {:?}: {e}", node.kind)),
+                let path = || self.entry_path(&plan.dirs, parent, &node.name);
+                let made = self.dir_fds.get(&plan.dirs, parent).and_then(|dir| {
+                    remove_non_dir(dir.as_fd(), &node.name)?;
+                    fsmeta::make_special(dir.as_fd(), &node.name, &node)?;
+                    let st = rustix::fs::statat(dir.as_fd(), OsStr::from_bytes(&node.name), AtFlags::SYMLINK_NOFOLLOW)?;
+                    Ok(file_id(&st))
+                });
+                match made {
+                    Ok(id) => plan.specials.push((
+                        PlannedEntry {
+                            dir: parent,
+                            name: node.name.clone(),
+                            node,
+                        },
+                        id,
+                    )),
+                    Err(e) => self.error(&path(), format!("cannot create {:?}: {e}", node.kind)),
                 }
-                Ok(true)
             }
         }
+        Ok(None)
+    }
+
+    fn plan_file(&self, plan: &mut Plan, dir: usize, node: Node) {
+        if node.links > 1 {
+            let key = (node.device, node.inode);
+            if let Some(&first) = plan.first_links.get(&key) {
+                plan.links.push(PlannedLink {
+                    dir,
+                    name: node.name,
+                    first,
+                });
+                return;
+            }
+            plan.first_links.insert(key, plan.files.len());
+        }
+        let file = plan.files.len();
+        let mut offset = 0u64;
+        let mut incomplete = false;
+        let mut writes = 0u32;
+        for id in &node.content {
+            // Offsets come from the index; past a blob of unknown length no
+            // offset can be trusted, so nothing more of this file is written
+            // (a wrong byte is worse than a hole).
+            let planned = match plan.blobs.entry(*id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => match self.index.lookup(id) {
+                    Ok(Some(location)) => e.insert(PlannedBlob {
+                        location,
+                        targets: Vec::new(),
+                    }),
+                    _ => {
+                        self.error(
+                            &self.entry_path(&plan.dirs, dir, &node.name),
+                            format!("content from offset {offset} on is lost: blob {id} is not in the index"),
+                        );
+                        incomplete = true;
+                        break;
+                    }
+                },
+            };
+            planned.targets.push(Target { file, offset });
+            offset += u64::from(planned.location.entry.raw_length);
+            writes += 1;
+        }
+        if !incomplete && offset != node.size {
+            self.error(
+                &self.entry_path(&plan.dirs, dir, &node.name),
+                format!("content adds up to {offset} bytes, the snapshot says {}", node.size),
+            );
+            incomplete = true;
+        }
+        plan.files.push(PlannedFile {
+            dir,
+            name: node.name.clone(),
+            node,
+            writes,
+            incomplete,
+        });
     }
 
     /// Phase 2: reads every needed blob once and writes it everywhere it
     /// goes, then creates the files that got no write.
-    fn write_content(&self, plan: &Plan) -> Result<()> {
-        let files = FileSlots {
-            slots: plan
-                .files
-                .iter()
-                .map(|f| {
-                    Mutex::new(FileSlot {
-                        handle: Handle::New,
-                        remaining: f.writes,
-                    })
-                })
-                .collect(),
-            open: AtomicUsize::new(0),
-            budget: open_file_budget(),
-        };
+    fn write_content(&self, plan: &Plan, files: &FileSlots) -> Result<()> {
         let mut by_pack: HashMap<PackId, Vec<&BlobLocation>> = HashMap::new();
         for blob in plan.blobs.values() {
             by_pack.entry(blob.location.pack).or_default().push(&blob.location);
@@ -465,23 +800,32 @@ impl Restorer<'_> {
                 if self.cancel.load(Ordering::Relaxed) {
                     return Err(Error::Interrupted);
                 }
-                self.restore_range(plan, &files, pack, range);
+                self.restore_range(plan, files, pack, range);
             }
             Ok(())
         })?;
-        files.slots.par_iter().zip(&plan.files).for_each(|(slot, file)| {
+        files.slots.par_iter().enumerate().for_each(|(index, slot)| {
             let mut slot = slot.lock().expect("file slot lock");
             if matches!(slot.handle, Handle::New) {
-                slot.handle = match create_file(&file.path, file.node.size) {
-                    Ok(_) => Handle::Closed,
+                slot.handle = match self.create_file(plan, index) {
+                    Ok((_, id)) => {
+                        slot.id = Some(id);
+                        Handle::Closed
+                    }
                     Err(e) => {
-                        self.error(&file.path, format!("cannot create file: {e}"));
+                        self.error(&self.file_path(plan, index), format!("cannot create file: {e}"));
                         Handle::Failed
                     }
                 };
             }
         });
         Ok(())
+    }
+
+    fn create_file(&self, plan: &Plan, index: usize) -> std::io::Result<(File, FileId)> {
+        let file = &plan.files[index];
+        let dir = self.dir_fds.get(&plan.dirs, file.dir)?;
+        create_file_at(dir.as_fd(), &file.name, file.node.size)
     }
 
     fn restore_range(&self, plan: &Plan, files: &FileSlots, pack: &PackId, blobs: &[&BlobLocation]) {
@@ -506,25 +850,27 @@ impl Restorer<'_> {
     }
 
     fn write_blob(&self, plan: &Plan, files: &FileSlots, id: &BlobId, plain: &[u8]) {
-        // Files are created at full length, so zero blobs stay holes.
-        let all_zero = plain.iter().all(|&b| b == 0);
         for target in &plan.blobs[id].targets {
-            let file = &plan.files[target.file];
-            let Some(handle) = self.file_for_write(files, target.file, file, !all_zero) else {
+            // Files are created at full length, all holes: zero blobs, and
+            // whole zero blocks inside a blob, need no write.
+            let runs = data_runs(plain, target.offset);
+            let Some(handle) = self.file_for_write(plan, files, target.file, !runs.is_empty()) else {
                 continue;
             };
-            let written = match handle.filter(|_| !all_zero) {
-                Some(handle) => handle.write_all_at(plain, target.offset),
+            let written = match handle {
+                Some(handle) => runs.iter().try_for_each(|&(start, end)| {
+                    handle.write_all_at(&plain[start..end], target.offset + start as u64)
+                }),
                 None => Ok(()),
             };
-            files.written(target.file);
-            match written {
-                Ok(()) => {
-                    self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                    self.progress.event(Event::Bytes(plain.len() as u64));
-                }
-                Err(e) => self.error(&file.path, format!("cannot write: {e}")),
+            if let Err(e) = written {
+                self.error(&self.file_path(plan, target.file), format!("cannot write: {e}"));
+                files.damaged(target.file);
+            } else {
+                self.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                self.progress.event(Event::Bytes(plain.len() as u64));
             }
+            files.written(target.file);
         }
     }
 
@@ -533,9 +879,9 @@ impl Restorer<'_> {
     /// the file exists and the caller needs no handle (a zero blob).
     fn file_for_write(
         &self,
+        plan: &Plan,
         files: &FileSlots,
         index: usize,
-        file: &PlannedFile,
         need_handle: bool,
     ) -> Option<Option<Arc<File>>> {
         let mut slot = files.slots[index].lock().expect("file slot lock");
@@ -543,17 +889,22 @@ impl Restorer<'_> {
             Handle::Open(handle) => return Some(Some(handle.clone())),
             Handle::Failed => return None,
             Handle::Closed if !need_handle => return Some(None),
-            Handle::Closed => OpenOptions::new()
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&file.path),
-            Handle::New => create_file(&file.path, file.node.size),
+            Handle::Closed => {
+                let file = &plan.files[index];
+                let id = slot.id.expect("a created file has its id");
+                self.dir_fds
+                    .get(&plan.dirs, file.dir)
+                    .and_then(|dir| reopen_at(dir.as_fd(), &file.name, id, OFlags::WRONLY))
+                    .map(|file| (file, id))
+            }
+            Handle::New => self.create_file(plan, index),
         };
         match opened {
-            Ok(handle) => {
+            Ok((handle, id)) => {
                 let handle = Arc::new(handle);
                 files.open.fetch_add(1, Ordering::Relaxed);
                 slot.handle = Handle::Open(handle.clone());
+                slot.id = Some(id);
                 Some(Some(handle))
             }
             Err(e) => {
@@ -562,7 +913,7 @@ impl Restorer<'_> {
                 } else {
                     "open"
                 };
-                self.error(&file.path, format!("cannot {what} file: {e}"));
+                self.error(&self.file_path(plan, index), format!("cannot {what} file: {e}"));
                 slot.handle = Handle::Failed;
                 None
             }
@@ -571,40 +922,230 @@ impl Restorer<'_> {
 
     fn blob_failed(&self, plan: &Plan, files: &FileSlots, id: &BlobId, why: &str) {
         for target in plan.blobs.get(id).map(|b| b.targets.as_slice()).unwrap_or_default() {
-            let path = &plan.files[target.file].path;
-            self.error(path, format!("content at offset {} is lost: {why}", target.offset));
+            self.error(
+                &self.file_path(plan, target.file),
+                format!("content at offset {} is lost: {why}", target.offset),
+            );
+            files.damaged(target.file);
             files.written(target.file);
         }
     }
 
-    /// Phase 3: links, symlinks and metadata.
-    fn finish(&self, plan: &Plan, chown: bool) {
-        for (path, existing, _) in &plan.links {
-            remove_existing_non_dir(path);
-            if let Err(e) = std::fs::hard_link(existing, path) {
-                self.error(path, format!("cannot link to {}: {e}", existing.display()));
+    /// Phase 3: damaged files out of the way, links, symlinks and metadata.
+    /// Returns where the damaged files are.
+    fn finish(&self, plan: &Plan, files: &FileSlots, chown: bool) -> Vec<PathBuf> {
+        // The name each file has now: `None` if it was not restored.
+        let mut damaged_paths = Vec::new();
+        let mut names: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.files.len());
+        for (index, file) in plan.files.iter().enumerate() {
+            let mut slot = files.slots[index].lock().expect("file slot lock");
+            if matches!(slot.handle, Handle::Open(_)) {
+                slot.handle = Handle::Closed;
+            }
+            if matches!(slot.handle, Handle::Failed | Handle::New) {
+                names.push(None);
+                continue;
+            }
+            if !slot.damaged {
+                names.push(Some(file.name.clone()));
+                continue;
+            }
+            // Never left under its own name, where it would pass for the
+            // original: zero-filled where content is lost.
+            let path = self.file_path(plan, index);
+            let damaged = damaged_name(&file.name);
+            let moved = self.dir_fds.get(&plan.dirs, file.dir).and_then(|dir| {
+                let renamed = rustix::fs::renameat(
+                    dir.as_fd(),
+                    OsStr::from_bytes(&file.name),
+                    dir.as_fd(),
+                    OsStr::from_bytes(&damaged),
+                );
+                if renamed.is_err() {
+                    // Not even a damaged copy, then (a name too long for the
+                    // suffix, a directory in the way).
+                    let _ = rustix::fs::unlinkat(dir.as_fd(), OsStr::from_bytes(&file.name), AtFlags::empty());
+                }
+                Ok(renamed?)
+            });
+            match moved {
+                Ok(()) => {
+                    // Listed under the name it has, which is where a user
+                    // (or a script reading the errors) finds it.
+                    let new_path = self.entry_path(&plan.dirs, file.dir, &damaged);
+                    self.error(
+                        &new_path,
+                        format!(
+                            "an incomplete copy of {}: what could not be restored is zeros",
+                            path.display()
+                        ),
+                    );
+                    damaged_paths.push(new_path);
+                    names.push(Some(damaged));
+                }
+                Err(e) => {
+                    self.error(&path, format!("content is incomplete, and not restored: {e}"));
+                    names.push(None);
+                }
             }
         }
-        for (path, node) in &plan.symlinks {
-            remove_existing_non_dir(path);
-            let target = std::ffi::OsStr::from_bytes(&node.link_target);
-            if let Err(e) = std::os::unix::fs::symlink(target, path) {
-                self.error(path, format!("cannot create symlink: {e}"));
+        let damaged_of = |index: usize| files.slots[index].lock().expect("file slot lock").damaged;
+
+        let mut linked = 0;
+        for link in &plan.links {
+            let path = self.entry_path(&plan.dirs, link.dir, &link.name);
+            let first_path = self.file_path(plan, link.first);
+            let Some(first_name) = &names[link.first] else {
+                self.error(
+                    &path,
+                    format!(
+                        "not restored: its first name {} could not be restored",
+                        first_path.display()
+                    ),
+                );
+                continue;
+            };
+            let damaged = damaged_of(link.first);
+            let name = if damaged {
+                damaged_name(&link.name)
+            } else {
+                link.name.clone()
+            };
+            let first = &plan.files[link.first];
+            let id = files.slots[link.first].lock().expect("file slot lock").id;
+            let made = self.dir_fds.get(&plan.dirs, first.dir).and_then(|from| {
+                let to = self.dir_fds.get(&plan.dirs, link.dir)?;
+                remove_non_dir(to.as_fd(), &name)?;
+                rustix::fs::linkat(
+                    from.as_fd(),
+                    OsStr::from_bytes(first_name),
+                    to.as_fd(),
+                    OsStr::from_bytes(&name),
+                    AtFlags::empty(),
+                )?;
+                // The first name could have been swapped for another file.
+                let st = rustix::fs::statat(to.as_fd(), OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)?;
+                if Some(file_id(&st)) != id {
+                    let _ = rustix::fs::unlinkat(to.as_fd(), OsStr::from_bytes(&name), AtFlags::empty());
+                    return Err(replaced());
+                }
+                Ok(())
+            });
+            match made {
+                Err(e) => self.error(&path, format!("cannot link to {}: {e}", first_path.display())),
+                Ok(()) if damaged => {
+                    let new_path = self.entry_path(&plan.dirs, link.dir, &name);
+                    self.error(
+                        &new_path,
+                        format!(
+                            "an incomplete copy of {} (a hard link of {}): what could not be restored is zeros",
+                            path.display(),
+                            first_path.display()
+                        ),
+                    );
+                    damaged_paths.push(new_path);
+                }
+                Ok(()) => linked += 1,
             }
         }
-        let apply = |path: &Path, node: &Node| {
-            let failed = fsmeta::apply_metadata(path, node, chown);
+        let _ = linked;
+
+        let symlinks_made: Vec<bool> = plan
+            .symlinks
+            .iter()
+            .map(|entry| {
+                let made = self.dir_fds.get(&plan.dirs, entry.dir).and_then(|dir| {
+                    remove_non_dir(dir.as_fd(), &entry.name)?;
+                    rustix::fs::symlinkat(
+                        OsStr::from_bytes(&entry.node.link_target),
+                        dir.as_fd(),
+                        OsStr::from_bytes(&entry.name),
+                    )?;
+                    Ok(())
+                });
+                if let Err(e) = &made {
+                    let path = self.entry_path(&plan.dirs, entry.dir, &entry.name);
+                    self.error(&path, format!("cannot create symlink: {e}"));
+                }
+                made.is_ok()
+            })
+            .collect();
+
+        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed: fsmeta::ApplyErrors| {
             if !failed.0.is_empty() {
-                self.error(path, format!("metadata not restored: {}", failed.0.join(", ")));
+                self.error(&path(), format!("metadata not restored: {}", failed.0.join(", ")));
+            }
+            if let Some(warning) = fsmeta::clamped_time_warning(node.mtime_ns) {
+                self.progress.event(Event::Warning {
+                    path: &path(),
+                    message: warning.into(),
+                });
             }
         };
-        plan.files.par_iter().for_each(|f| apply(&f.path, &f.node));
-        for (path, node) in plan.symlinks.iter().chain(&plan.specials) {
-            apply(path, node);
+        plan.files.par_iter().enumerate().for_each(|(index, file)| {
+            let Some(name) = &names[index] else {
+                return;
+            };
+            let (id, damaged) = {
+                let slot = files.slots[index].lock().expect("file slot lock");
+                (slot.id.expect("a restored file has its id"), slot.damaged)
+            };
+            let path = || self.entry_path(&plan.dirs, file.dir, name);
+            let opened = self
+                .dir_fds
+                .get(&plan.dirs, file.dir)
+                .and_then(|dir| reopen_at(dir.as_fd(), name, id, OFlags::RDONLY));
+            match opened {
+                Ok(handle) => {
+                    let apply = Apply { chown, times: !damaged };
+                    report(
+                        &path,
+                        &file.node,
+                        fsmeta::apply_metadata_fd(handle.as_fd(), &file.node, apply),
+                    );
+                }
+                Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
+            }
+        });
+        let apply = Apply { chown, times: true };
+        for (entry, _) in plan.symlinks.iter().zip(&symlinks_made).filter(|(_, made)| **made) {
+            let path = || self.entry_path(&plan.dirs, entry.dir, &entry.name);
+            match self.dir_fds.get(&plan.dirs, entry.dir) {
+                Ok(dir) => report(
+                    &path,
+                    &entry.node,
+                    fsmeta::apply_symlink_metadata(dir.as_fd(), &entry.name, &entry.node, apply),
+                ),
+                Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
+            }
         }
-        for (path, node) in plan.dirs.iter().rev() {
-            apply(path, node);
+        for (entry, id) in &plan.specials {
+            let path = || self.entry_path(&plan.dirs, entry.dir, &entry.name);
+            let opened = self
+                .dir_fds
+                .get(&plan.dirs, entry.dir)
+                .and_then(|dir| reopen_at(dir.as_fd(), &entry.name, *id, OFlags::PATH));
+            match opened {
+                Ok(fd) => report(
+                    &path,
+                    &entry.node,
+                    fsmeta::apply_special_metadata(fd.as_fd(), &entry.node, apply),
+                ),
+                Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
+            }
         }
+        for (index, dir) in plan.dirs.iter().enumerate().rev() {
+            let Some(node) = &dir.node else {
+                continue;
+            };
+            let path = || self.dir_path(&plan.dirs, index);
+            match self.dir_fds.get(&plan.dirs, index) {
+                Ok(fd) => report(&path, node, fsmeta::apply_metadata_fd(fd.as_fd(), node, apply)),
+                Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
+            }
+        }
+        damaged_paths.sort();
+        damaged_paths
     }
 }
 
@@ -623,6 +1164,11 @@ impl FileSlots {
             slot.handle = Handle::Closed;
             self.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Part of file `index` could not be restored.
+    fn damaged(&self, index: usize) {
+        self.slots[index].lock().expect("file slot lock").damaged = true;
     }
 }
 
@@ -647,63 +1193,153 @@ fn merge_ranges<'a, 'b>(blobs: &'a [&'b BlobLocation]) -> Vec<&'a [&'b BlobLocat
     out
 }
 
-/// Creates a directory, accepting an existing directory but never a symlink.
-/// An existing directory is made writable for its owner while the restore
-/// fills it (an earlier restore may have made it read-only); its recorded
-/// mode is applied again at the end.
-fn create_dir(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::symlink_metadata(path)?;
-            if meta.is_dir() {
-                let mode = meta.permissions().mode();
-                if mode & 0o700 != 0o700 {
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700))?;
-                }
-                Ok(())
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "exists and is not a directory",
-                ))
+/// The byte ranges of `data`, to be written at file offset `offset`, that
+/// hold more than zeros: every `HOLE_BLOCK`-aligned block of zeros (and zero
+/// bytes at either end) is left out, so it stays a hole of the file created
+/// at full length. Empty when `data` is all zeros. On dense data the check
+/// stops at the first byte of each block.
+fn data_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0usize;
+    let mut block = (HOLE_BLOCK - offset % HOLE_BLOCK) as usize;
+    while start < data.len() {
+        let end = (start + block).min(data.len());
+        block = HOLE_BLOCK as usize;
+        if !is_zero(&data[start..end]) {
+            match runs.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => runs.push((start, end)),
             }
         }
-        Err(e) => Err(e),
+        start = end;
     }
+    runs
 }
 
-/// Creates a regular file of `size` bytes, all holes. An existing file is
+fn is_zero(bytes: &[u8]) -> bool {
+    // Or-folding a fixed-size piece compiles to vector code; `all` would
+    // test byte by byte.
+    bytes
+        .chunks(64)
+        .all(|piece| piece.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// `NAME.damaged`.
+fn damaged_name(name: &[u8]) -> Vec<u8> {
+    [name, DAMAGED_SUFFIX].concat()
+}
+
+/// Opens directory `name` in `dir`, never through a symlink.
+fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Creates directory `name` in `dir` (owner-only until its metadata is
+/// applied at the end) and opens it, accepting an existing directory but
+/// never a symlink. An existing directory is made writable for its owner
+/// while the restore fills it (an earlier restore may have made it
+/// read-only); its recorded mode is applied again at the end.
+fn create_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<OwnedFd> {
+    let existed = match rustix::fs::mkdirat(dir, OsStr::from_bytes(name), Mode::from_raw_mode(0o700)) {
+        Ok(()) => false,
+        Err(Errno::EXIST) => true,
+        Err(e) => return Err(e.into()),
+    };
+    let fd = open_dir_at(dir, name).map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
+        Some(Errno::LOOP | Errno::NOTDIR) => {
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory")
+        }
+        _ => e,
+    })?;
+    if existed {
+        let mode = rustix::fs::fstat(&fd)?.st_mode as u32 & 0o7777;
+        if mode & 0o700 != 0o700 {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode | 0o700))?;
+        }
+    }
+    Ok(fd)
+}
+
+/// Creates regular file `name` in `dir`, of `size` bytes, all holes, and
+/// owner-only until its metadata is applied at the end. An existing file is
 /// replaced, not truncated: truncating would change every other hard link to
-/// it, and fails on a read-only file the user may still delete.
-fn create_file(path: &Path, size: u64) -> std::io::Result<File> {
+/// it, and fails on a read-only file the user may still delete. A directory
+/// in the way is left alone, and the file is not restored.
+fn create_file_at(dir: BorrowedFd<'_>, name: &[u8], size: u64) -> std::io::Result<(File, FileId)> {
     let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
+        rustix::fs::openat(
+            dir,
+            OsStr::from_bytes(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
     };
     // Into an empty target, the first try succeeds: no stat per file.
-    let file = match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            remove_existing_non_dir(path);
+    let fd = match create() {
+        Err(Errno::EXIST) => {
+            remove_non_dir(dir, name)?;
             create()?
         }
         other => other?,
     };
+    let file = File::from(fd);
     if size > 0 {
         file.set_len(size)?;
     }
-    Ok(file)
+    let id = file_id(&rustix::fs::fstat(&file)?);
+    Ok((file, id))
 }
 
-/// Removes a file or symlink in the way of a link, symlink or special file.
-fn remove_existing_non_dir(path: &Path) {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.is_dir() {
-            let _ = std::fs::remove_file(path);
-        }
+/// Opens entry `name` of `dir` again (`flags`: the access wanted), checking
+/// it is still `id`, the entry restore made: never through a symlink, and
+/// without blocking on a fifo swapped in.
+fn reopen_at(dir: BorrowedFd<'_>, name: &[u8], id: FileId, flags: OFlags) -> std::io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if file_id(&rustix::fs::fstat(&fd)?) != id {
+        return Err(replaced());
+    }
+    Ok(File::from(fd))
+}
+
+/// Removes a file or symlink `name` of `dir` in the way of an entry to
+/// restore; a directory stays, and is an error.
+fn remove_non_dir(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
+    match rustix::fs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR | Errno::PERM) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a directory is in the way",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_inside_a_blob_are_left_out() {
+        let mut data = vec![0u8; 5 * HOLE_BLOCK as usize];
+        data[10] = 1;
+        data[3 * HOLE_BLOCK as usize + 5] = 2;
+        let b = HOLE_BLOCK as usize;
+        assert_eq!(data_runs(&data, 0), vec![(0, b), (3 * b, 4 * b)]);
+        // Blocks are aligned to the file, not the blob.
+        assert_eq!(data_runs(&data, 100), vec![(0, b - 100), (3 * b - 100, 4 * b - 100)]);
+        assert!(data_runs(&vec![0u8; 3 * b + 7], 12).is_empty());
+        let dense = vec![7u8; 3 * b + 7];
+        assert_eq!(data_runs(&dense, 12), vec![(0, dense.len())]);
+        assert!(data_runs(&[], 0).is_empty());
     }
 }

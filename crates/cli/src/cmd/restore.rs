@@ -49,6 +49,9 @@ struct RestoreJson {
     other: u64,
     bytes: u64,
     errors: Vec<ErrorJson>,
+    /// Files restored with content missing, as `NAME.damaged` (never under
+    /// their own names); each is in `errors` too.
+    damaged: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +92,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     path: p.to_string_lossy().into_owned(),
                     message: m.clone(),
                 })
+                .collect(),
+            damaged: result
+                .damaged
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
         })?;
     } else if !global.quiet {
