@@ -5,7 +5,7 @@
 //!
 //! Points: `pack-written`, `index-written`, `before-snapshot`,
 //! `prune-repacked`, `prune-index-written`, `prune-index-deleting`,
-//! `prune-packs-deleting`, `key-added`, `checkpoint-written`.
+//! `prune-packs-deleting`, `key-added`, `checkpoint-written`, `index-merged`.
 
 #[cfg(debug_assertions)]
 static COUNTS: std::sync::Mutex<Vec<(&'static str, u32)>> = std::sync::Mutex::new(Vec::new());
