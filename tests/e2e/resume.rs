@@ -81,7 +81,8 @@ fn a_killed_first_backup_is_resumed_from_its_packs() {
     let src = work.path().join("src");
     random_source(&src, 3, 8 * MIB, 4000);
     let mut total = (0, 0);
-    for kill_at in [8, 16] {
+    // Not multiples of 8: the old index-every-8-packs rule lost up to 7 there.
+    for kill_at in [11, 21] {
         let (killed, reused) = killed_then_resumed(&src, kill_at);
         eprintln!("resume: killed after {killed} packs, {reused} reused");
         // Only a pack stored in the instant before its index file may be lost.
@@ -91,8 +92,10 @@ fn a_killed_first_backup_is_resumed_from_its_packs() {
         );
         total = (total.0 + killed, total.1 + reused);
     }
+    // The 95% of the issue is measured on a larger backup (the ignored test
+    // below); on about 32 packs a single unlucky kill costs 3%.
     assert!(
-        total.1 * 100 >= total.0 * 95,
+        total.1 * 100 >= total.0 * 90,
         "{} of {} killed packs reused",
         total.1,
         total.0
