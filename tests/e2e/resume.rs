@@ -4,7 +4,7 @@
 //! run's packs that are still referenced after the next backup and a prune
 //! (prune deletes packs no index lists or no snapshot uses).
 //!
-//! The quick test kills a 24 MiB backup at two points; the ignored
+//! The quick test kills a 30 MiB backup at two points; the ignored
 //! `resume_share_of_a_large_killed_backup` kills a 300 MiB one at
 //! `SNAP_TORTURE_N` (default 5) random points and prints the share.
 
@@ -79,10 +79,10 @@ fn killed_then_resumed(src: &Path, kill_at: usize) -> (usize, usize) {
 fn a_killed_first_backup_is_resumed_from_its_packs() {
     let work = tempdir();
     let src = work.path().join("src");
-    random_source(&src, 3, 8 * MIB, 4000);
+    random_source(&src, 3, 10 * MIB, 4000);
     let mut total = (0, 0);
     // Not multiples of 8: the old index-every-8-packs rule lost up to 7 there.
-    for kill_at in [11, 21] {
+    for kill_at in [11, 19] {
         let (killed, reused) = killed_then_resumed(&src, kill_at);
         eprintln!("resume: killed after {killed} packs, {reused} reused");
         // Only a pack stored in the instant before its index file may be lost.
