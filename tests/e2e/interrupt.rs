@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::util::*;
 
-/// Packs an index file written during a backup lists (snap-core's
-/// `packer::PACKS_PER_INDEX`); with 1 MiB packs, each such index file stands
-/// for at least 8 MiB of uploaded chunks.
-const PACKS_PER_INDEX: u64 = 8;
+/// Packs an index file written during a backup lists before the merge at
+/// its end: one (snap-core's packer indexes every pack as soon as it is
+/// stored); with 1 MiB packs, each such index file stands for at least
+/// 1 MiB of uploaded chunks.
+const PACKS_PER_INDEX: u64 = 1;
 
 fn spawn_create(snap: &Snap, src: &Path) -> Child {
     let log = fs::File::create(snap.scratch().join("interrupted.stderr")).unwrap();

@@ -77,6 +77,9 @@ pub struct ArchiveOptions {
     pub checkpoint_interval: Option<std::time::Duration>,
 }
 
+/// The longest file name Linux filesystems accept (`NAME_MAX`), in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
 /// Tag of checkpoint snapshots.
 pub use crate::snapshot::CHECKPOINT_TAG;
 
@@ -133,6 +136,51 @@ impl Checkpoints {
 enum CheckpointEntry {
     File(Box<Node>),
     Dir(BTreeMap<Vec<u8>, CheckpointEntry>),
+}
+
+/// Directories this deep and deeper are walked by [`Archiver::archive_deep`]
+/// (on the heap) instead of recursively in parallel: the recursion's stack
+/// use stays bounded (a few KiB per level) whatever the tree's depth.
+const PARALLEL_DEPTH: usize = 24;
+
+/// What [`Archiver::archive_entry`] leaves to its caller.
+enum Entry {
+    /// Left out (and reported).
+    Skipped,
+    Done(Node),
+    /// A directory whose content is still to be walked.
+    Dir(SubDir),
+}
+
+/// A directory to walk: its node (without subtree yet), the device of the
+/// walk's root (for `--one-file-system`), and whether the node already has
+/// its extended attributes.
+struct SubDir {
+    node: Node,
+    root_dev: u64,
+    have_xattrs: bool,
+}
+
+/// The result of [`Archiver::open_subdir`].
+enum Opened {
+    Walk(OwnedFd),
+    /// Not listable: its node is finished as an empty directory.
+    Finished,
+    /// Gone or replaced: left out.
+    Skipped,
+}
+
+/// A directory being walked by [`Archiver::archive_deep`].
+struct Frame {
+    /// Its node in its parent's tree; `None` for the walk's first directory.
+    node: Option<Node>,
+    /// Open while subdirectories are left to open through it.
+    fd: Option<OwnedFd>,
+    parent_tree: Option<Tree>,
+    /// Subdirectories still to walk, the next one last.
+    pending: Vec<SubDir>,
+    /// Its finished entries.
+    nodes: Vec<Node>,
 }
 
 /// The written snapshot and every problem met on the way.
@@ -212,7 +260,7 @@ fn archive_with_lock(
             "the tag '{CHECKPOINT_TAG}' is reserved for the partial snapshots of interrupted backups"
         )));
     }
-    let excludes = build_excludes(&options.excludes, &options.exclude_files)?;
+    let (excludes, pattern_warnings) = build_excludes(&options.excludes, &options.exclude_files)?;
     let compression = options.compression.unwrap_or(repo.config().compression);
     let pool = crate::pool::workers(options.threads, "archiver")?;
 
@@ -230,6 +278,9 @@ fn archive_with_lock(
         checkpoints: None,
     };
     let mut archiver = archiver;
+    for (origin, why) in pattern_warnings {
+        archiver.warn(&origin, why);
+    }
     // Checkpoints exist only for backups of paths.
     let resumable = matches!(options.source, Source::Paths(_));
 
@@ -252,14 +303,32 @@ fn archive_with_lock(
                 ParentChoice::Latest => snapshot::latest_matching(repo, &options.host, &display)?,
                 ParentChoice::Snapshot(id) => Some((*id, Snapshot::load(repo, id)?)),
             };
+            // A missing source path is reported and left out, as an unreadable
+            // file is; the others are still saved. Only when none is left
+            // does the backup fail.
+            let mut present = Vec::with_capacity(paths.len());
+            let mut missing = Vec::new();
+            for path in &paths {
+                match std::fs::symlink_metadata(path) {
+                    Ok(_) => present.push(path.clone()),
+                    Err(e) => missing.push((path, e)),
+                }
+            }
+            if present.is_empty() {
+                let (path, e) = missing.swap_remove(0);
+                return Err(Error::io(path, e));
+            }
+            for (path, e) in missing {
+                archiver.skip(path, format!("cannot back up: {e}"));
+            }
             if let (Some(checkpoints), Some((_, parent))) = (&archiver.checkpoints, &parent) {
                 if parent.is_checkpoint() {
                     checkpoints.carry_over(repo, &parent.tree);
                 }
             }
-            let root = SourceTree::build(&paths);
+            let root = SourceTree::build(&present);
             let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
-            let scan_roots = paths.clone();
+            let scan_roots = present.clone();
             let walked = std::thread::scope(|scope| {
                 // Sizes for the progress bar's total, found while the backup runs.
                 if archiver.progress.shows_total() {
@@ -272,6 +341,14 @@ fn archive_with_lock(
         Source::Stdin { filename } => {
             if !crate::tree::is_valid_name(filename.as_bytes()) {
                 return Err(Error::InvalidArgument(format!("'{filename}' is not a valid file name")));
+            }
+            // Longer names are valid in a tree but no Linux filesystem can
+            // create them, so the file could never be restored.
+            if filename.len() > MAX_NAME_LEN {
+                return Err(Error::InvalidArgument(format!(
+                    "--stdin-filename is {} bytes long; a file name may have at most {MAX_NAME_LEN}",
+                    filename.len()
+                )));
             }
             let walked = archiver.archive_stdin(filename, time);
             (vec![format!("/{filename}")], None, walked)
@@ -407,12 +484,19 @@ fn remove_checkpoints(repo: &Repository, host: &str, paths: &[String], keep: Opt
     }
 }
 
-fn build_excludes(patterns: &[String], files: &[PathBuf]) -> Result<Gitignore> {
+/// Builds the exclude matcher. Also returns a warning, with where the
+/// pattern came from (`--exclude` or the file), for each pattern that can
+/// never match.
+fn build_excludes(patterns: &[String], files: &[PathBuf]) -> Result<(Gitignore, Vec<(PathBuf, String)>)> {
     let mut builder = GitignoreBuilder::new("/");
+    let mut warnings = Vec::new();
     for pattern in patterns {
         builder
             .add_line(None, pattern)
             .map_err(|e| Error::InvalidArgument(format!("exclude pattern '{pattern}': {e}")))?;
+        if let Some(why) = never_matches(pattern) {
+            warnings.push((PathBuf::from("--exclude"), why));
+        }
     }
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
@@ -420,14 +504,36 @@ fn build_excludes(patterns: &[String], files: &[PathBuf]) -> Result<Gitignore> {
             builder
                 .add_line(Some(file.clone()), line)
                 .map_err(|e| Error::InvalidArgument(format!("{}: pattern '{line}': {e}", file.display())))?;
+            if let Some(why) = never_matches(line) {
+                warnings.push((file.clone(), why));
+            }
         }
     }
-    builder
+    let matcher = builder
         .build()
-        .map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")))
+        .map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")))?;
+    Ok((matcher, warnings))
 }
 
-/// Makes paths absolute without resolving symlinks, and checks they exist.
+/// Why an exclude pattern can never match, if it cannot: paths are matched
+/// as absolute paths without `.` or `..` components, so a pattern with such
+/// a component (`./x`, `a/../b`) matches nothing.
+pub fn never_matches(pattern: &str) -> Option<String> {
+    let trimmed = pattern.trim_end();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return None;
+    }
+    let body = trimmed.strip_prefix('!').unwrap_or(trimmed);
+    let has_dot_component = body.split('/').any(|c| c == "." || c == "..");
+    has_dot_component.then(|| {
+        format!(
+            "pattern '{pattern}' can never match: paths are matched as absolute paths without '.' or '..' \
+             components (write 'x' to match that name anywhere, or '/full/path/x')"
+        )
+    })
+}
+
+/// Makes paths absolute without resolving symlinks.
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::InvalidArgument(
@@ -448,7 +554,6 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 _ => {}
             }
         }
-        std::fs::symlink_metadata(&clean).map_err(|e| Error::io(&clean, e))?;
         if !out.contains(&clean) {
             out.push(clean);
         }
@@ -550,7 +655,7 @@ impl Archiver<'_> {
             SourceTree::Real(real) => {
                 let meta = std::fs::symlink_metadata(real).map_err(|e| Error::io(real, e))?;
                 let fd = open_dir(None, b"", real, (meta.dev(), meta.ino())).map_err(|e| Error::io(real, e))?;
-                return self.archive_dir(real, parent, None, &fd);
+                return self.archive_dir(real, parent, None, &fd, 0);
             }
             SourceTree::Virtual(children) => children,
         };
@@ -561,7 +666,11 @@ impl Archiver<'_> {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match child {
-                    SourceTree::Real(real) => self.archive_entry(real, name.clone(), parent_node, None, None),
+                    SourceTree::Real(real) => match self.archive_entry(real, name.clone(), parent_node, None, None)? {
+                        Entry::Skipped => Ok(None),
+                        Entry::Done(node) => Ok(Some(node)),
+                        Entry::Dir(dir) => self.descend(None, real, dir, parent_node, 0),
+                    },
                     SourceTree::Virtual(_) => {
                         // A component that is a symlink to a directory (the
                         // source path was given through it) is recorded as the
@@ -598,14 +707,49 @@ impl Archiver<'_> {
         })
     }
 
-    /// Archives a directory's content into a tree blob.
+    /// Archives a directory's content into a tree blob. `depth`: how many
+    /// directories above it this walk has entered.
     ///
     /// `dir` is the directory itself, opened by [`open_dir`]: entries are
     /// listed, checked and opened through it, so a directory swapped for a
     /// symlink during the walk cannot bring in files from elsewhere.
-    fn archive_dir(&self, path: &Path, parent: Option<BlobId>, root_dev: Option<u64>, dir: &OwnedFd) -> Result<BlobId> {
+    ///
+    /// Down to [`PARALLEL_DEPTH`], subdirectories are archived recursively
+    /// and in parallel; below it, [`Archiver::archive_deep`] walks them with
+    /// a stack on the heap, so no tree is too deep for the thread's stack.
+    fn archive_dir(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        root_dev: Option<u64>,
+        dir: &OwnedFd,
+        depth: usize,
+    ) -> Result<BlobId> {
+        if depth >= PARALLEL_DEPTH {
+            return self.archive_deep(path, parent, root_dev, dir);
+        }
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
+        let entries = self.list_entries(path, dir);
+        let nodes = entries
+            .par_iter()
+            .map(|name| {
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+                match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))? {
+                    Entry::Skipped => Ok(None),
+                    Entry::Done(node) => Ok(Some(node)),
+                    Entry::Dir(sub) => self.descend(Some(dir), &child, sub, parent_node, depth + 1),
+                }
+            })
+            .collect::<Result<Vec<Option<Node>>>>()?;
+        self.save_tree(&Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        })
+    }
+
+    /// The names to archive in an open directory, sorted, without excluded ones.
+    fn list_entries(&self, path: &Path, dir: &OwnedFd) -> Vec<Vec<u8>> {
         let mut entries = match list_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
@@ -614,26 +758,180 @@ impl Archiver<'_> {
             }
         };
         entries.sort_unstable();
-        let nodes = entries
-            .par_iter()
+        entries
+            .into_iter()
             .filter(|(name, is_dir)| {
                 !self
                     .excludes
                     .matched(path.join(std::ffi::OsStr::from_bytes(name)), *is_dir)
                     .is_ignore()
             })
-            .map(|(name, _)| {
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Archives the subdirectory `sub` (at `path`, in the open directory
+    /// `dir`) recursively. `Ok(None)` when it was skipped.
+    fn descend(
+        &self,
+        dir: Option<&OwnedFd>,
+        path: &Path,
+        mut sub: SubDir,
+        parent: Option<&Node>,
+        depth: usize,
+    ) -> Result<Option<Node>> {
+        match self.open_subdir(dir, path, &mut sub)? {
+            Opened::Walk(fd) => {
+                let parent_subtree = parent.and_then(|p| p.subtree);
+                sub.node.subtree = Some(self.archive_dir(path, parent_subtree, Some(sub.root_dev), &fd, depth)?);
+            }
+            Opened::Finished => {}
+            Opened::Skipped => return Ok(None),
+        }
+        self.progress.event(Event::ItemDone(path));
+        Ok(Some(sub.node))
+    }
+
+    /// Opens a subdirectory to walk it, reading its extended attributes
+    /// through the opened descriptor (a path may be longer than the kernel
+    /// accepts in a deep tree).
+    fn open_subdir(&self, dir: Option<&OwnedFd>, path: &Path, sub: &mut SubDir) -> Result<Opened> {
+        let node = &mut sub.node;
+        match open_dir(dir, &node.name, path, (node.device, node.inode)) {
+            Ok(fd) => {
+                if !sub.have_xattrs {
+                    let file = File::from(fd);
+                    node.xattrs = fsmeta::read_file_xattrs(&file);
+                    return Ok(Opened::Walk(OwnedFd::from(file)));
+                }
+                Ok(Opened::Walk(fd))
+            }
+            // Kept, with its metadata, as an empty directory.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                if !sub.have_xattrs {
+                    node.xattrs = fsmeta::read_xattrs(path);
+                }
+                self.skip(path, format!("cannot list directory: {e}"));
+                node.subtree = Some(self.save_tree(&Tree::default())?);
+                Ok(Opened::Finished)
+            }
+            // Replaced (by a symlink or another directory) since the walk saw it.
+            Err(e) => {
+                self.skip(path, format!("cannot open directory: {e}"));
+                Ok(Opened::Skipped)
+            }
+        }
+    }
+
+    /// Archives the tree below `dir` without recursion: the directories
+    /// being walked are [`Frame`]s on a stack on the heap, so a chain of any
+    /// depth (any user who can `mkdir` can make one) cannot overflow the
+    /// thread's stack. Each directory's entries are still archived in
+    /// parallel; its subdirectories are walked one after the other.
+    ///
+    /// A frame keeps its directory open only while it has subdirectories
+    /// left, so a chain holds a few descriptors whatever its depth.
+    fn archive_deep(
+        &self,
+        path: &Path,
+        parent: Option<BlobId>,
+        root_dev: Option<u64>,
+        dir: &OwnedFd,
+    ) -> Result<BlobId> {
+        let mut path = path.to_path_buf();
+        let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0).map_err(|e| Error::io(&path, e.into()))?;
+        let mut stack = vec![self.open_frame(&path, None, fd, parent, root_dev)?];
+        loop {
+            let top = stack.last_mut().expect("the stack is not empty in the loop");
+            if let Some(mut sub) = top.pending.pop() {
+                path.push(std::ffi::OsStr::from_bytes(&sub.node.name));
+                let parent_node = top.parent_tree.as_ref().and_then(|t| t.find(&sub.node.name));
+                let parent_subtree = parent_node.and_then(|p| p.subtree);
+                // Never by path: a frame keeps its descriptor while it has pending subdirectories.
+                let dir = top.fd.as_ref().expect("a frame with pending subdirectories is open");
+                let opened = self.open_subdir(Some(dir), &path, &mut sub)?;
+                if top.pending.is_empty() {
+                    // No more subdirectories to open through it.
+                    top.fd = None;
+                }
+                match opened {
+                    Opened::Walk(fd) => {
+                        self.check_cancel()?;
+                        let frame = self.open_frame(&path, Some(sub.node), fd, parent_subtree, Some(sub.root_dev))?;
+                        stack.push(frame);
+                    }
+                    Opened::Finished => {
+                        top.nodes.push(sub.node);
+                        self.progress.event(Event::ItemDone(&path));
+                        path.pop();
+                    }
+                    Opened::Skipped => {
+                        path.pop();
+                    }
+                }
+                continue;
+            }
+            let frame = stack.pop().expect("the stack is not empty in the loop");
+            let mut nodes = frame.nodes;
+            nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            let id = self.save_tree(&Tree { nodes })?;
+            let Some(mut node) = frame.node else {
+                return Ok(id);
+            };
+            node.subtree = Some(id);
+            self.progress.event(Event::ItemDone(&path));
+            path.pop();
+            stack
+                .last_mut()
+                .expect("a subdirectory's frame has its parent's below it")
+                .nodes
+                .push(node);
+        }
+    }
+
+    /// Lists the open directory `fd` (at `path`) and archives its entries
+    /// other than subdirectories, which are left pending in the frame.
+    fn open_frame(
+        &self,
+        path: &Path,
+        node: Option<Node>,
+        fd: OwnedFd,
+        parent: Option<BlobId>,
+        root_dev: Option<u64>,
+    ) -> Result<Frame> {
+        self.check_cancel()?;
+        let parent_tree = self.load_parent_tree(path, parent);
+        let entries = self.list_entries(path, &fd);
+        let done = entries
+            .par_iter()
+            .map(|name| {
                 let child = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))
+                self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(&fd))
             })
-            .collect::<Result<Vec<Option<Node>>>>()?;
-        self.save_tree(&Tree {
-            nodes: nodes.into_iter().flatten().collect(),
+            .collect::<Result<Vec<Entry>>>()?;
+        let mut nodes = Vec::new();
+        let mut pending = Vec::new();
+        for entry in done {
+            match entry {
+                Entry::Skipped => {}
+                Entry::Done(node) => nodes.push(node),
+                Entry::Dir(sub) => pending.push(sub),
+            }
+        }
+        // Popped from the end: walked in name order.
+        pending.reverse();
+        Ok(Frame {
+            node,
+            fd: (!pending.is_empty()).then_some(fd),
+            parent_tree,
+            pending,
+            nodes,
         })
     }
 
-    /// Archives one entry of any kind. `Ok(None)` when it was skipped.
+    /// Archives one entry of any kind but walks no directory: a directory
+    /// to walk comes back as [`Entry::Dir`] for the caller.
     fn archive_entry(
         &self,
         path: &Path,
@@ -641,7 +939,7 @@ impl Archiver<'_> {
         parent: Option<&Node>,
         root_dev: Option<u64>,
         dir: Option<&OwnedFd>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Entry> {
         self.check_cancel()?;
         // Through the directory being walked, not the path: if a directory
         // above was swapped for a symlink, the path leads elsewhere.
@@ -657,12 +955,12 @@ impl Archiver<'_> {
             Ok(st) => st,
             Err(e) => {
                 self.skip(path, format!("cannot read metadata: {}", std::io::Error::from(e)));
-                return Ok(None);
+                return Ok(Entry::Skipped);
             }
         };
         let Some(kind) = fsmeta::node_kind(&st) else {
             self.skip(path, "unknown file type".into());
-            return Ok(None);
+            return Ok(Entry::Skipped);
         };
         let mut node = fsmeta::node_from_stat(name, kind, &st, &self.names);
         if fsmeta::mtime_out_of_range(&st) {
@@ -678,8 +976,9 @@ impl Archiver<'_> {
         let same_attributes = parent.filter(|p| p.kind == kind && p.inode == node.inode && p.ctime_ns == node.ctime_ns);
         if let Some(p) = same_attributes {
             node.xattrs = p.xattrs.clone();
-        } else if kind != NodeKind::File {
-            // Files' attributes are read from the open file, below.
+        } else if kind != NodeKind::File && kind != NodeKind::Dir {
+            // Files' attributes are read from the open file, directories'
+            // from the open directory.
             node.xattrs = fsmeta::read_xattrs(path);
         }
         if kind == NodeKind::Symlink {
@@ -693,7 +992,7 @@ impl Archiver<'_> {
                 Ok(target) if !target.as_bytes().is_empty() => node.link_target = target.into_bytes(),
                 _ => {
                     self.skip(path, "changed while being backed up (symlink unreadable)".into());
-                    return Ok(None);
+                    return Ok(Entry::Skipped);
                 }
             }
         }
@@ -704,36 +1003,28 @@ impl Archiver<'_> {
                 let root_dev = root_dev.unwrap_or(dev);
                 if self.one_file_system && dev != root_dev {
                     // A mount point: kept as an empty directory, like restic does.
+                    if same_attributes.is_none() {
+                        node.xattrs = fsmeta::read_xattrs(path);
+                    }
                     node.subtree = Some(self.save_tree(&Tree::default())?);
                 } else {
-                    match open_dir(dir, &node.name, path, (dev, node.inode)) {
-                        Ok(fd) => {
-                            node.subtree =
-                                Some(self.archive_dir(path, parent.and_then(|p| p.subtree), Some(root_dev), &fd)?);
-                        }
-                        // Kept, with its metadata, as an empty directory.
-                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                            self.skip(path, format!("cannot list directory: {e}"));
-                            node.subtree = Some(self.save_tree(&Tree::default())?);
-                        }
-                        // Replaced (by a symlink or another directory) since the walk saw it.
-                        Err(e) => {
-                            self.skip(path, format!("cannot open directory: {e}"));
-                            return Ok(None);
-                        }
-                    }
+                    return Ok(Entry::Dir(SubDir {
+                        node,
+                        root_dev,
+                        have_xattrs: same_attributes.is_some(),
+                    }));
                 }
             }
             NodeKind::File => {
                 if !self.archive_file(path, &mut node, parent, dir, same_attributes.is_some())? {
-                    return Ok(None);
+                    return Ok(Entry::Skipped);
                 }
                 self.file_finished(path, &node)?;
             }
             _ => {}
         }
         self.progress.event(Event::ItemDone(path));
-        Ok(Some(node))
+        Ok(Entry::Done(node))
     }
 
     /// Whether the parent's entry can stand for this file without reading it.
@@ -1025,8 +1316,19 @@ fn open_for_backup(dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> std::io::
             None => rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty())?,
         })
     };
-    // O_NOATIME is refused for files the caller does not own.
-    let fd = open(OFlags::NOATIME).or_else(|_| open(OFlags::empty()))?;
+    // O_NONBLOCK: if the file was swapped for a FIFO since it was listed, a
+    // blocking open would wait for a writer forever. It changes nothing for
+    // reading a regular file. O_NOATIME is refused for files the caller does
+    // not own.
+    let fd = open(OFlags::NOATIME | OFlags::NONBLOCK).or_else(|_| open(OFlags::NONBLOCK))?;
+    // Whatever was opened must be a regular file: reading a FIFO or a device
+    // swapped in since the listing could block or never end.
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other(
+            "replaced by something that is not a regular file",
+        ));
+    }
     Ok(File::from(fd))
 }
 
@@ -1067,4 +1369,59 @@ fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(Vec<u8>, bool)>> {
         out.push((name.to_vec(), is_dir));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file swapped for a FIFO between the listing and the open: the open
+    /// must neither block (waiting for a writer that never comes) nor hand
+    /// back something to read that is not a regular file.
+    #[test]
+    fn opening_a_fifo_for_backup_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("swapped");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+        let parent: OwnedFd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let through_dir = open_for_backup(Some(&parent), b"swapped", &fifo).map(|_| ());
+            let by_path = open_for_backup(None, b"", &fifo).map(|_| ());
+            let _ = done.send((through_dir, by_path));
+        });
+        let (through_dir, by_path) = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        for opened in [through_dir, by_path] {
+            let e = opened.expect_err("a FIFO is not opened for backup");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn patterns_with_dot_components_never_match() {
+        for bad in ["./x", "../x", "a/./b", "!./x", "x/..", "/home/./a"] {
+            assert!(never_matches(bad).is_some(), "{bad}");
+        }
+        for good in [
+            "x",
+            "*.tmp",
+            "/home/a",
+            "a/b/",
+            "!keep",
+            "# comment",
+            "",
+            ".cache",
+            "..x",
+            "a.b/c",
+        ] {
+            assert!(never_matches(good).is_none(), "{good}");
+        }
+    }
 }

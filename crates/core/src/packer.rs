@@ -10,8 +10,12 @@
 //!
 //! Write order, which crash safety rests on: a pack is stored before any
 //! index file lists it, and the snapshot (written by the caller after
-//! [`Packer::finish`]) after the index files. An index file is written every
-//! [`PACKS_PER_INDEX`] packs, so an interrupted backup keeps most of its work.
+//! [`Packer::finish`]) after the index files. An index file is written right
+//! after every pack, so a backup killed at any point keeps every pack it
+//! finished (but the one being indexed) for the next backup to reuse. The
+//! small index files are merged as they accumulate: every
+//! [`PACKS_PER_INDEX`] of them, and at the end, one index file listing
+//! their packs is written (superseding them) before they are deleted.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,14 +26,14 @@ use std::thread::JoinHandle;
 use crate::backend::ObjectKind;
 use crate::compress::{self, Compression, Encoding};
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::id::{BlobId, IndexId};
 use crate::index::cache::IndexReader;
-use crate::index::IndexedPack;
+use crate::index::{IndexFile, IndexedPack};
 use crate::pack::{BlobKind, FinishedPack, PackWriter};
 use crate::repo::Repository;
 
-/// Packs listed per index file written during a backup.
-pub const PACKS_PER_INDEX: usize = 8;
+/// Packs listed per merged index file written during a backup.
+pub const PACKS_PER_INDEX: usize = 64;
 /// Full packs waiting for the uploader.
 const UPLOAD_QUEUE: usize = 2;
 
@@ -41,6 +45,8 @@ pub struct PackerStats {
     pub bytes_added_stored: u64,
     pub packs_written: u64,
     pub index_files_written: u64,
+    /// This session's one-pack index files replaced by merged ones.
+    pub index_files_merged: u64,
 }
 
 /// What the uploader thread is asked to do, in order.
@@ -231,18 +237,28 @@ fn uploader_stopped() -> Error {
 fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {
     let mut stats = PackerStats::default();
     let mut pending: Vec<IndexedPack> = Vec::new();
-    let flush = |pending: &mut Vec<IndexedPack>, stats: &mut PackerStats| -> Result<()> {
-        if repo.save_pending_index(pending, &[])? {
-            crate::failpoint::hit("index-written");
-            stats.index_files_written += 1;
+    // The one-pack index files of this session not merged yet, with their packs.
+    let mut unmerged = Unmerged::default();
+    let flush = |pending: &mut Vec<IndexedPack>, unmerged: &mut Unmerged, stats: &mut PackerStats| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
         }
+        let packs = std::mem::take(pending);
+        let id = repo.save_index(IndexFile {
+            packs: packs.clone(),
+            supersedes: Vec::new(),
+        })?;
+        crate::failpoint::hit("index-written");
+        stats.index_files_written += 1;
+        unmerged.ids.push(id);
+        unmerged.packs.extend(packs);
         Ok(())
     };
     for message in receiver {
         let pack = match message {
             Upload::Pack(pack) => pack,
             Upload::Flush(ack) => {
-                if let Err(e) = flush(&mut pending, &mut stats) {
+                if let Err(e) = flush(&mut pending, &mut unmerged, &mut stats) {
                     let _ = ack.send(Err(Error::InvalidArgument(format!(
                         "checkpoint index not written: {e}"
                     ))));
@@ -254,7 +270,7 @@ fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerSt
         };
         if let Err(e) = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes) {
             // Index the packs stored before the failure, so a retry reuses them.
-            let _ = flush(&mut pending, &mut stats);
+            let _ = flush(&mut pending, &mut unmerged, &mut stats);
             return Err(e.into());
         }
         crate::failpoint::hit("pack-written");
@@ -266,10 +282,52 @@ fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerSt
             size: pack.bytes.len() as u64,
             blobs: pack.entries,
         });
-        if pending.len() >= PACKS_PER_INDEX {
-            flush(&mut pending, &mut stats)?;
+        // At once: a backup killed from here on still has this pack indexed.
+        flush(&mut pending, &mut unmerged, &mut stats)?;
+        if unmerged.ids.len() >= PACKS_PER_INDEX {
+            merge(repo, &mut unmerged, &mut stats)?;
         }
     }
-    flush(&mut pending, &mut stats)?;
+    flush(&mut pending, &mut unmerged, &mut stats)?;
+    merge(repo, &mut unmerged, &mut stats)?;
     Ok(stats)
+}
+
+/// Index files written by this packer that [`merge`] has not replaced yet.
+#[derive(Default)]
+struct Unmerged {
+    ids: Vec<IndexId>,
+    packs: Vec<IndexedPack>,
+}
+
+/// Replaces the session's small index files by one listing all their
+/// packs: the new file is stored first, then the small ones are deleted, so
+/// at every moment each pack is listed by at least one index file (a crash
+/// in between leaves packs listed twice, which is harmless). The local
+/// cache is told in one transaction, so it need not be rebuilt.
+fn merge(repo: &Repository, unmerged: &mut Unmerged, stats: &mut PackerStats) -> Result<()> {
+    if unmerged.ids.len() < 2 {
+        *unmerged = Unmerged::default();
+        return Ok(());
+    }
+    let old = std::mem::take(unmerged);
+    let file = IndexFile {
+        packs: old.packs,
+        supersedes: old.ids.clone(),
+    };
+    let bytes = file.encode(repo.crypto());
+    let id = IndexId::hash_of(&bytes);
+    repo.backend().write(ObjectKind::Index, &id.to_hex(), &bytes)?;
+    stats.index_files_written += 1;
+    repo.index().replace_index_files(&old.ids, &[(id, file)])?;
+    crate::failpoint::hit("index-merged");
+    for small in &old.ids {
+        match repo.backend().delete(ObjectKind::Index, &small.to_hex()) {
+            Ok(()) => stats.index_files_merged += 1,
+            Err(e) if e.is_not_found() => {}
+            // Left behind, it only lists packs the merged file lists too.
+            Err(e) => tracing::warn!("cannot remove merged index file {small}: {e}"),
+        }
+    }
+    Ok(())
 }

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -548,8 +548,103 @@ pub fn repair_snapshots(
 
 impl SnapshotRepairer<'_> {
     /// Rewrites the tree `id` (at `path`) without missing data. `None` when
-    /// the tree itself cannot be read.
+    /// the tree itself cannot be read. Walks with a stack on the heap, not
+    /// recursion: a snapshot may be as deep as the tree it was made of.
     fn rewrite(&mut self, id: &BlobId, path: &Path, damaged: &mut Vec<String>) -> Result<Option<(BlobId, bool)>> {
+        /// A tree being rewritten.
+        struct Level {
+            id: BlobId,
+            /// Entries still to look at.
+            nodes: std::vec::IntoIter<Node>,
+            /// Entries done.
+            out: Vec<Node>,
+            changed: bool,
+            /// Its directory entry in the parent tree; `None` for the root.
+            dir: Option<Node>,
+        }
+        let mut path = path.to_path_buf();
+        let root = match self.enter(id, &path, damaged)? {
+            Enter::Done(result) => return Ok(result),
+            Enter::Walk(tree) => tree,
+        };
+        let mut stack = vec![Level {
+            id: *id,
+            out: Vec::with_capacity(root.nodes.len()),
+            nodes: root.nodes.into_iter(),
+            changed: false,
+            dir: None,
+        }];
+        loop {
+            let level = stack.last_mut().expect("the stack is not empty in the loop");
+            if let Some(mut node) = level.nodes.next() {
+                path.push(std::ffi::OsStr::from_bytes(&node.name));
+                match node.kind {
+                    NodeKind::Dir => {
+                        let sub = node.subtree.expect("decode checked: directories have subtrees");
+                        match self.enter(&sub, &path, damaged)? {
+                            Enter::Walk(tree) => {
+                                stack.push(Level {
+                                    id: sub,
+                                    out: Vec::with_capacity(tree.nodes.len()),
+                                    nodes: tree.nodes.into_iter(),
+                                    changed: false,
+                                    dir: Some(node),
+                                });
+                                // The path stays pushed while its tree is rewritten.
+                                continue;
+                            }
+                            Enter::Done(result) => {
+                                self.set_subtree(&mut node, result, &path, damaged, &mut level.changed)?;
+                            }
+                        }
+                    }
+                    NodeKind::File => {
+                        let mut kept = Vec::with_capacity(node.content.len());
+                        let mut size = 0u64;
+                        for blob in &node.content {
+                            if let Some(location) = self.repo.index().lookup(blob)? {
+                                kept.push(*blob);
+                                size += u64::from(location.entry.raw_length);
+                            }
+                        }
+                        if kept.len() != node.content.len() {
+                            damaged.push(path.to_string_lossy().into_owned());
+                            node.content = kept;
+                            node.size = size;
+                            mark_damaged(&mut node);
+                            level.changed = true;
+                        }
+                    }
+                    _ => {}
+                }
+                level.out.push(node);
+                path.pop();
+                continue;
+            }
+            let done = stack.pop().expect("the stack is not empty in the loop");
+            let result = if done.changed {
+                let mut nodes = done.out;
+                // Renamed entries may have moved; names stay unique and sorted.
+                nodes.sort_by(|a, b| a.name.cmp(&b.name));
+                dedup_names(&mut nodes);
+                (self.save(&Tree { nodes })?, true)
+            } else {
+                (done.id, false)
+            };
+            self.memo.insert(done.id, result);
+            let Some(mut node) = done.dir else {
+                return Ok(Some(result));
+            };
+            let parent = stack.last_mut().expect("a subtree's level has its parent's below it");
+            self.set_subtree(&mut node, Some(result), &path, damaged, &mut parent.changed)?;
+            parent.out.push(node);
+            path.pop();
+        }
+    }
+
+    /// The start of [`Self::rewrite`] for one tree: done already (memo, or
+    /// unreadable), or loaded to be walked.
+    fn enter(&self, id: &BlobId, path: &Path, damaged: &mut Vec<String>) -> Result<Enter> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
@@ -558,64 +653,39 @@ impl SnapshotRepairer<'_> {
                 // Shared subtree already repaired under another path: report it here too.
                 damaged.push(format!("{}/", path.display()));
             }
-            return Ok(Some(*done));
+            return Ok(Enter::Done(Some(*done)));
         }
-        let tree = match Tree::load(self.repo, id) {
-            Ok(tree) => tree,
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(_) => return Ok(None),
-        };
-        let mut changed = false;
-        let mut nodes = Vec::with_capacity(tree.nodes.len());
-        for mut node in tree.nodes {
-            let child: PathBuf = path.join(std::ffi::OsStr::from_bytes(&node.name));
-            match node.kind {
-                NodeKind::Dir => {
-                    let sub = node.subtree.expect("decode checked: directories have subtrees");
-                    match self.rewrite(&sub, &child, damaged)? {
-                        Some((new_id, sub_changed)) => {
-                            changed |= sub_changed;
-                            node.subtree = Some(new_id);
-                        }
-                        None => {
-                            damaged.push(child.to_string_lossy().into_owned());
-                            node.subtree = Some(self.save(&Tree::default())?);
-                            mark_damaged(&mut node);
-                            changed = true;
-                        }
-                    }
-                }
-                NodeKind::File => {
-                    let mut kept = Vec::with_capacity(node.content.len());
-                    let mut size = 0u64;
-                    for blob in &node.content {
-                        if let Some(location) = self.repo.index().lookup(blob)? {
-                            kept.push(*blob);
-                            size += u64::from(location.entry.raw_length);
-                        }
-                    }
-                    if kept.len() != node.content.len() {
-                        damaged.push(child.to_string_lossy().into_owned());
-                        node.content = kept;
-                        node.size = size;
-                        mark_damaged(&mut node);
-                        changed = true;
-                    }
-                }
-                _ => {}
+        match Tree::load(self.repo, id) {
+            Ok(tree) => Ok(Enter::Walk(tree)),
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            Err(_) => Ok(Enter::Done(None)),
+        }
+    }
+
+    /// Points a directory entry at its rewritten subtree, or, when the
+    /// subtree could not be read (`None`), at an empty one under a
+    /// damaged name.
+    fn set_subtree(
+        &self,
+        node: &mut Node,
+        result: Option<(BlobId, bool)>,
+        path: &Path,
+        damaged: &mut Vec<String>,
+        changed: &mut bool,
+    ) -> Result<()> {
+        match result {
+            Some((new_id, sub_changed)) => {
+                *changed |= sub_changed;
+                node.subtree = Some(new_id);
             }
-            nodes.push(node);
+            None => {
+                damaged.push(path.to_string_lossy().into_owned());
+                node.subtree = Some(self.save(&Tree::default())?);
+                mark_damaged(node);
+                *changed = true;
+            }
         }
-        let result = if changed {
-            // Renamed entries may have moved; names stay unique and sorted.
-            nodes.sort_by(|a, b| a.name.cmp(&b.name));
-            dedup_names(&mut nodes);
-            (self.save(&Tree { nodes })?, true)
-        } else {
-            (*id, false)
-        };
-        self.memo.insert(*id, result);
-        Ok(Some(result))
+        Ok(())
     }
 
     fn save(&self, tree: &Tree) -> Result<BlobId> {
@@ -625,6 +695,12 @@ impl SnapshotRepairer<'_> {
             None => Ok(self.repo.crypto().blob_id(&tree.encode())),
         }
     }
+}
+
+/// What [`SnapshotRepairer::enter`] found.
+enum Enter {
+    Done(Option<(BlobId, bool)>),
+    Walk(Tree),
 }
 
 fn mark_damaged(node: &mut Node) {

@@ -564,7 +564,9 @@ impl Verifier<'_> {
     }
 
     /// Adds (problem object, path) for every damaged use below `tree_id`.
-    /// Returns whether anything was found.
+    /// Returns whether anything was found. Walks with a stack on the heap:
+    /// a snapshot's depth is the backed-up tree's, which anyone who could
+    /// `mkdir` there chose.
     fn affected_in_tree(
         &self,
         tree_id: &BlobId,
@@ -574,43 +576,93 @@ impl Verifier<'_> {
         clean: &mut HashSet<BlobId>,
         hits: &mut Vec<(String, PathBuf)>,
     ) -> Result<bool> {
+        /// A tree being walked: its id, its entries left, whether a damaged use was found in it.
+        struct Level {
+            id: BlobId,
+            nodes: std::vec::IntoIter<crate::tree::Node>,
+            found: bool,
+        }
+        let mut path = path.to_path_buf();
+        let mut stack = match self.enter_tree(tree_id, &path, damage, blob_problem, clean, hits)? {
+            Err(found) => return Ok(found),
+            Ok(tree) => vec![Level {
+                id: *tree_id,
+                nodes: tree.nodes.into_iter(),
+                found: false,
+            }],
+        };
+        while let Some(level) = stack.last_mut() {
+            let Some(node) = level.nodes.next() else {
+                let done = stack.pop().expect("the stack is not empty in the loop");
+                if !done.found {
+                    clean.insert(done.id);
+                }
+                match stack.last_mut() {
+                    Some(parent) => {
+                        parent.found |= done.found;
+                        path.pop();
+                    }
+                    None => return Ok(done.found),
+                }
+                continue;
+            };
+            path.push(std::ffi::OsStr::from_bytes(&node.name));
+            if node.kind == NodeKind::Dir {
+                if let Some(sub) = &node.subtree {
+                    match self.enter_tree(sub, &path, damage, blob_problem, clean, hits)? {
+                        Err(found) => level.found |= found,
+                        Ok(tree) => {
+                            stack.push(Level {
+                                id: *sub,
+                                nodes: tree.nodes.into_iter(),
+                                found: false,
+                            });
+                            // The path stays pushed while its tree is walked.
+                            continue;
+                        }
+                    }
+                }
+                path.pop();
+                continue;
+            }
+            for blob in &node.content {
+                if let Some(object) = blob_problem(blob)? {
+                    hits.push((object, path.clone()));
+                    level.found = true;
+                }
+            }
+            path.pop();
+        }
+        Ok(false)
+    }
+
+    /// The start of [`Self::affected_in_tree`] for one tree: `Err(found)`
+    /// when the tree needs no walk (known clean, damaged itself, or
+    /// unreadable), else the loaded tree.
+    fn enter_tree(
+        &self,
+        tree_id: &BlobId,
+        path: &Path,
+        damage: &Damage,
+        blob_problem: &dyn Fn(&BlobId) -> Result<Option<String>>,
+        clean: &HashSet<BlobId>,
+        hits: &mut Vec<(String, PathBuf)>,
+    ) -> Result<std::result::Result<Tree, bool>> {
         if clean.contains(tree_id) {
-            return Ok(false);
+            return Ok(Err(false));
         }
         if damage.trees.contains(tree_id) {
             hits.push((format!("tree {tree_id}"), path.to_path_buf()));
             if let Some(object) = blob_problem(tree_id)? {
                 hits.push((object, path.to_path_buf()));
             }
-            return Ok(true);
+            return Ok(Err(true));
         }
         if let Some(object) = blob_problem(tree_id)? {
             hits.push((object, path.to_path_buf()));
-            return Ok(true);
+            return Ok(Err(true));
         }
-        let Ok(tree) = Tree::load(self.repo, tree_id) else {
-            return Ok(false);
-        };
-        let mut found = false;
-        for node in &tree.nodes {
-            let child = path.join(std::ffi::OsStr::from_bytes(&node.name));
-            if node.kind == NodeKind::Dir {
-                if let Some(sub) = &node.subtree {
-                    found |= self.affected_in_tree(sub, &child, damage, blob_problem, clean, hits)?;
-                }
-                continue;
-            }
-            for blob in &node.content {
-                if let Some(object) = blob_problem(blob)? {
-                    hits.push((object, child.clone()));
-                    found = true;
-                }
-            }
-        }
-        if !found {
-            clean.insert(*tree_id);
-        }
-        Ok(found)
+        Ok(Tree::load(self.repo, tree_id).map_err(|_| false))
     }
 }
 

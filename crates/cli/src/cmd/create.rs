@@ -19,9 +19,11 @@ pub struct Args {
     /// Back up standard input instead of paths (e.g. a database dump).
     #[arg(long, conflicts_with = "paths")]
     stdin: bool,
-    /// File name for the data read with --stdin.
-    #[arg(long, default_value = "stdin", requires = "stdin")]
-    stdin_filename: String,
+    /// File name for the data read with --stdin (default: stdin).
+    // Checked in `run`: clap's `requires` counts the `--stdin` flag's default
+    // (false) as present, so the name was ignored silently without it.
+    #[arg(long, value_name = "NAME")]
+    stdin_filename: Option<String>,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(short, long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
@@ -75,6 +77,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             "nothing to back up: give paths, or --stdin".into()
         ));
     }
+    if args.stdin_filename.is_some() && !args.stdin {
+        bail!(snap_core::Error::InvalidArgument(
+            "--stdin-filename names the file read with --stdin; it needs --stdin".into()
+        ));
+    }
+    if let Some(name) = &args.stdin_filename {
+        // Checked again by the archiver; here so a bad name costs no repository open.
+        if name.len() > archiver::MAX_NAME_LEN {
+            bail!(snap_core::Error::InvalidArgument(format!(
+                "--stdin-filename is {} bytes long; a file name may have at most {}",
+                name.len(),
+                archiver::MAX_NAME_LEN
+            )));
+        }
+    }
     let repo = global.open_or_init_default()?;
     let lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
     let parent = if args.force {
@@ -87,7 +104,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     };
     let source = if args.stdin {
         Source::Stdin {
-            filename: args.stdin_filename,
+            filename: args.stdin_filename.unwrap_or_else(|| "stdin".into()),
         }
     } else {
         Source::Paths(args.paths)

@@ -105,14 +105,28 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
 }
 
 impl Lister<'_> {
+    /// Prints the entries below `tree_id` depth-first, in name order. A
+    /// stack on the heap, not recursion: a snapshot's depth is whatever the
+    /// backed-up tree's was, and must not overflow the thread's stack.
     fn walk(&mut self, tree_id: &snap_core::id::BlobId, dir: &Path) -> Result<()> {
-        let tree = Tree::load(self.repo, tree_id)?;
-        for node in &tree.nodes {
-            let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
-            self.print(node, &path)?;
-            if let Some(sub) = &node.subtree {
-                if !self.args.no_recursive {
-                    self.walk(sub, &path)?;
+        // The path of the entry being printed: `dir` and one component per
+        // level below the first.
+        let mut path = dir.to_path_buf();
+        let mut stack = vec![Tree::load(self.repo, tree_id)?.nodes.into_iter()];
+        while let Some(level) = stack.last_mut() {
+            let Some(node) = level.next() else {
+                stack.pop();
+                if !stack.is_empty() {
+                    path.pop();
+                }
+                continue;
+            };
+            path.push(std::ffi::OsStr::from_bytes(&node.name));
+            self.print(&node, &path)?;
+            match node.subtree {
+                Some(sub) if !self.args.no_recursive => stack.push(Tree::load(self.repo, &sub)?.nodes.into_iter()),
+                _ => {
+                    path.pop();
                 }
             }
         }

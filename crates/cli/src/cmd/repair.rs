@@ -110,9 +110,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     )?;
                     if !stats.blobs_lost.is_empty() {
                         outln!("next: `snap create` of the same paths stores the lost data again (files that still exist are read again),")?;
-                        outln!(
-                            "      then `snap repair snapshots` marks what the older snapshots lost as `.damaged`"
-                        )?;
+                        outln!("      then `snap repair snapshots` marks what the older snapshots lost as `.damaged`")?;
                     }
                 }
             }

@@ -351,6 +351,21 @@ impl IndexCache {
         txn.commit().map_err(|e| self.err(e))
     }
 
+    /// Records index files that replace `removed` (which list nothing the
+    /// new files do not), in one transaction: the cache stays valid when
+    /// `removed` disappear from the repository, so it is not rebuilt.
+    pub fn replace_index_files(&self, removed: &[IndexId], files: &[(IndexId, IndexFile)]) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.write_files(&txn, files)?;
+        {
+            let mut index_files = txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
+            for id in removed {
+                index_files.remove(&id.0[..]).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
     fn write_files(&self, txn: &redb::WriteTransaction, files: &[(IndexId, IndexFile)]) -> Result<()> {
         {
             let mut blobs = txn.open_table(BLOBS).map_err(|e| self.err(e))?;
