@@ -9,7 +9,7 @@
 //! `SNAP_TORTURE_N` (default 5) random points and prints the share.
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -32,10 +32,11 @@ fn random_source(dir: &Path, files: u64, size: u64, seed: u64) {
 }
 
 fn spawn_create(snap: &Snap, src: &Path) -> Child {
+    let log = File::create(snap.scratch().join("killed-create.log")).expect("create log");
     snap.command()
         .args(["create", "--checkpoint-interval", "0s", s(src)])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn snap create")
 }
@@ -49,7 +50,8 @@ fn killed_then_resumed(src: &Path, kill_at: usize) -> (usize, usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while packs(&snap.repo).len() < kill_at {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the backup ended ({status}) before it stored {kill_at} packs");
+            let log = std::fs::read_to_string(snap.scratch().join("killed-create.log")).unwrap_or_default();
+            panic!("the backup ended ({status}) before it stored {kill_at} packs\n{log}");
         }
         assert!(Instant::now() < deadline, "no {kill_at} packs after 600 s");
         std::thread::sleep(Duration::from_millis(5));

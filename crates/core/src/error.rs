@@ -61,7 +61,7 @@ pub enum Error {
 
     /// A backup's snapshot would refer to blobs that were removed from the
     /// repository while it ran (a prune that ignored its lock): not written.
-    #[error("snapshot not written: {missing} blobs it refers to were removed from the repository while the backup ran (by a prune that did not respect its lock); run the backup again")]
+    #[error("snapshot not written: {missing} blob(s) it refers to were removed from the repository while the backup ran (by a prune that did not respect its lock); run the backup again")]
     BlobsRemoved { missing: u64 },
 
     #[error("interrupted")]

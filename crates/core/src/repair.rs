@@ -431,7 +431,12 @@ fn salvage_pack(
         bad.retain(|id| !have.contains(id));
     }
     if !bad.is_empty() {
-        damage.push(format!("{} of its {} blobs are damaged", bad.len(), entries.len()));
+        damage.push(format!(
+            "{} of its {} {} damaged",
+            bad.len(),
+            entries.len(),
+            if bad.len() == 1 { "blobs is" } else { "blobs are" }
+        ));
     }
     if damage.is_empty() {
         out.outcome = PackOutcome::Intact;

@@ -455,7 +455,10 @@ impl Verifier<'_> {
             self.report(
                 Severity::Error,
                 format!("pack {id}"),
-                format!("its content does not match its name (BLAKE3); {bad_blobs} blobs are damaged"),
+                format!(
+                    "its content does not match its name (BLAKE3); {bad_blobs} {} damaged",
+                    if bad_blobs == 1 { "blob is" } else { "blobs are" }
+                ),
             );
         }
         Ok(())
