@@ -542,18 +542,9 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     for path in paths {
-        let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-        // Normalize `.` and `..` lexically, as the user sees them.
-        let mut clean = PathBuf::from("/");
-        for c in abs.components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    clean.pop();
-                }
-                std::path::Component::Normal(n) => clean.push(n),
-                _ => {}
-            }
-        }
+        // `.` and `..` go lexically, as the user sees them (and as `ls` and
+        // `restore --path` resolve the paths they are given).
+        let clean = snapshot::source_path(path)?;
         if !out.contains(&clean) {
             out.push(clean);
         }
