@@ -105,11 +105,7 @@ mod tests {
     use crate::keys::{KdfParams, KeyFile, Password};
     use crate::repo::{InitOptions, Repository};
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = crate::keys::FAST_KDF_FOR_TESTS;
 
     /// Writes a key file holding `repo`'s master key, wrapped under
     /// `password` (or in the clear), as a storage writer could.

@@ -235,15 +235,19 @@ fn derive(password: &Password, salt: &[u8], params: KdfParams) -> Result<Zeroizi
     Ok(out)
 }
 
+/// The cheapest parameters inside the bounds, for unit tests only.
+#[cfg(test)]
+pub(crate) const FAST_KDF_FOR_TESTS: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = FAST_KDF_FOR_TESTS;
 
     #[test]
     fn unlocks_with_right_password_only() {

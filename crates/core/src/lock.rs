@@ -612,16 +612,12 @@ pub struct Removed {
 mod tests {
     use super::*;
     use crate::backend::LocalBackend;
-    use crate::keys::{KdfParams, Password};
+    use crate::keys::Password;
     use crate::repo::{InitOptions, Repository};
 
     fn repo(dir: &std::path::Path) -> Repository {
         let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: crate::keys::FAST_KDF_FOR_TESTS,
             ..InitOptions::default()
         };
         let backend = Arc::new(LocalBackend::new(dir.join("repo")));
