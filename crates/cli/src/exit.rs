@@ -34,6 +34,12 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 _ => FAILED,
             };
         }
+        if let Some(e) = cause.downcast_ref::<snap_remote::LocationError>() {
+            return match e {
+                snap_remote::LocationError::Backend(_) => FAILED,
+                _ => USAGE,
+            };
+        }
         if cause.downcast_ref::<crate::password::NoPassword>().is_some()
             || cause.downcast_ref::<crate::password::PasswordError>().is_some()
         {

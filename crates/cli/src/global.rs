@@ -6,18 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use snap_core::backend::{Backend, LocalBackend};
+use snap_core::backend::Backend;
 use snap_core::lock::{self, LockGuard, LockKind};
 use snap_core::repo::{InitOptions, Repository};
 use snap_core::Error;
+use snap_remote::Location;
 
 use crate::password::{self, Prompt};
 
 #[derive(clap::Args)]
 pub struct GlobalArgs {
-    /// Repository location (a directory). Default: $XDG_DATA_HOME/snap/repository
+    /// Repository location: a directory, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX],
+    /// sftp:[USER@]HOST[:PORT]:/PATH, rest:http(s)://HOST:PORT/[NAME/] or
+    /// opendal:SCHEME. Default: $XDG_DATA_HOME/snap/repository
     #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
-    pub repo: Option<PathBuf>,
+    pub repo: Option<String>,
+    /// A backend option, `key=value` (repeatable; see README "Remote repositories").
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", value_parser = parse_option, global = true)]
+    pub options: Vec<(String, String)>,
     /// Read the password from the first line of this file.
     #[arg(long, env = "SNAP_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -65,12 +71,12 @@ impl GlobalArgs {
     }
 
     /// The repository location, and whether it is the implicit default.
-    pub fn location(&self) -> Result<(PathBuf, bool)> {
+    pub fn location(&self) -> Result<(Location, bool)> {
         match &self.repo {
-            Some(path) => Ok((path.clone(), false)),
+            Some(location) => Ok((Location::parse(location)?, false)),
             None => {
                 let data = dirs::data_dir().context("no home directory: give the repository with -r/--repo")?;
-                Ok((data.join("snap").join("repository"), true))
+                Ok((Location::Local(data.join("snap").join("repository")), true))
             }
         }
     }
@@ -118,8 +124,8 @@ impl GlobalArgs {
     }
 
     pub fn backend(&self) -> Result<(Arc<dyn Backend>, bool)> {
-        let (path, default) = self.location()?;
-        Ok((Arc::new(LocalBackend::new(path)), default))
+        let (location, default) = self.location()?;
+        Ok((snap_remote::open(&location, &self.options)?, default))
     }
 
     /// Opens the repository, asking for the password only if it is encrypted.
@@ -182,4 +188,12 @@ fn resync(repo: &Repository) -> Result<()> {
         .sync(repo.backend(), repo.crypto())
         .context("cannot refresh the index cache")?;
     Ok(())
+}
+
+/// `-o key=value`.
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
