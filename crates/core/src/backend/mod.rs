@@ -60,6 +60,26 @@ pub enum BackendError {
         size: u64,
     },
 
+    /// A failure that may pass if the same request is made again: a
+    /// timeout, a reset connection, a 5xx answer, throttling. Remote
+    /// backends report these so that the retry wrapper can tell them from
+    /// permanent ones (wrong credentials, a missing bucket).
+    #[error("cannot {op} {what}: {reason}")]
+    Transient {
+        op: &'static str,
+        what: String,
+        reason: String,
+    },
+
+    /// A permanent failure of remote storage (refused credentials, a
+    /// missing bucket, a server that answers with something unexpected).
+    #[error("cannot {op} {what}: {reason}")]
+    Remote {
+        op: &'static str,
+        what: String,
+        reason: String,
+    },
+
     // The OS error is part of the message, not a `source` (see crate::Error::Io).
     #[error("cannot {op} {what}: {error}")]
     Io {
@@ -73,14 +93,33 @@ impl BackendError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })
     }
+
+    /// Whether making the same request again may succeed.
+    pub fn is_transient(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            BackendError::Transient { .. } => true,
+            BackendError::Io { error, .. } => matches!(
+                error.kind(),
+                TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe | Interrupted
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type BackendResult<T> = Result<T, BackendError>;
 
 /// Object storage for one repository.
 pub trait Backend: Send + Sync + fmt::Debug {
-    /// Where the repository is, for messages.
+    /// Where the repository is, for messages. Never holds a secret.
     fn location(&self) -> String;
+    /// How many requests this storage serves well at once: the packer and
+    /// the readers keep up to this many in flight. A local disk gains
+    /// little from more than a few; an object store, from many.
+    fn concurrency(&self) -> usize {
+        2
+    }
     /// Creates the empty structure of a new repository.
     fn create(&self) -> BackendResult<()>;
     fn read(&self, kind: ObjectKind, name: &str) -> BackendResult<Vec<u8>>;
