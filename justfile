@@ -28,3 +28,9 @@ fuzz-ci seconds="60":
     for t in pack_header index_file tree snapshot key_file config lock sealed; do \
         RUSTC_BOOTSTRAP=1 cargo fuzz run -O $t -- -max_total_time={{seconds}} -rss_limit_mb=2048 || exit 1; \
     done
+
+# Many hosts, one repository on a 3-node Garage cluster, with forget --prune
+# and a node killed mid-run (needs `cargo install garage --version 2.5.0 --locked`).
+remote-torture:
+    cargo build --release
+    tests/remote-torture/run.sh
