@@ -379,7 +379,7 @@ pub fn restore(
     let target_id = file_id(&rustix::fs::fstat(&target_fd).map_err(|e| Error::io(&options.target, e.into()))?);
     let restorer = Restorer {
         repo,
-        index: repo.index().reader()?,
+        index: repo.index()?.reader()?,
         trees: Mutex::new(HashMap::new()),
         progress,
         cancel,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
+use crate::lock::{LockGuard, LockKind};
 use crate::repo::Repository;
 
 /// What a backup did, stored with its snapshot.
@@ -170,10 +171,28 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(listing.snapshots)
 }
 
+/// The readable snapshots `filter` matches, oldest first (see [`list`]).
+pub fn list_matching(repo: &Repository, filter: &Filter) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut all = list(repo)?;
+    all.retain(|(_, s)| filter.matches(s));
+    Ok(all)
+}
+
+/// Removes a snapshot (`forget`), under `repo`'s exclusive lock: what it
+/// referenced stays until a prune. One already gone is not an error.
+pub fn delete(repo: &Repository, id: &SnapshotId, lock: &LockGuard) -> Result<()> {
+    lock.proves(repo, LockKind::Exclusive)?;
+    match repo.backend().delete(ObjectKind::Snapshot, &id.to_hex()) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Deletes the damaged objects in `snapshots/` (see [`list_all`]), or only
 /// names them on a dry run. Their content is lost already: what they
-/// referenced cannot be found from them.
-pub fn remove_damaged(repo: &Repository, dry_run: bool) -> Result<Vec<DamagedSnapshot>> {
+/// referenced cannot be found from them. Needs `repo`'s exclusive lock.
+pub fn remove_damaged(repo: &Repository, dry_run: bool, lock: &LockGuard) -> Result<Vec<DamagedSnapshot>> {
+    lock.proves(repo, LockKind::Exclusive)?;
     let damaged = list_all(repo)?.damaged;
     if !dry_run {
         for d in &damaged {

@@ -481,7 +481,7 @@ impl Verifier<'_> {
 
     fn check_trees(&self, snapshots: &[(SnapshotId, Snapshot)], stats: &mut VerifyStats) -> Result<()> {
         let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-        let index = self.repo.index().reader()?;
+        let index = self.repo.index()?.reader()?;
         let mut trees = 0u64;
         let mut references = 0u64;
         tree::walk_trees(
@@ -529,7 +529,7 @@ impl Verifier<'_> {
         if damage.is_empty() {
             return Ok(());
         }
-        let index = self.repo.index().reader()?;
+        let index = self.repo.index()?.reader()?;
         // Whether a blob is damaged, by its own problem's object name.
         let blob_problem = |blob: &BlobId| -> Result<Option<String>> {
             if damage.blobs.contains(blob) {

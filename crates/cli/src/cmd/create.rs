@@ -122,7 +122,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
     };
     let bar = Bar::new(global.quiet, global.json);
-    let result = archiver::archive_under_lock(&repo, options, &bar, &CANCEL, &lock);
+    let result = archiver::archive(&repo, options, &bar, &CANCEL, &lock);
     bar.finish();
     let result = result.context("backup failed")?;
     let s = &result.snapshot;

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use serde::Serialize;
-use snap_core::backend::ObjectKind;
 use snap_core::id::SnapshotId;
 use snap_core::lock::LockKind;
 use snap_core::policy::{self, CalendarDuration, Count, GroupBy, GroupKey, KeepRules};
@@ -105,7 +104,7 @@ impl Args {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let _lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
+    let lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
     let rules = args.rules();
     let mut to_remove: Vec<SnapshotId> = Vec::new();
     if !args.ids.is_empty() {
@@ -158,7 +157,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     }
     if !args.dry_run {
         for id in &to_remove {
-            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
+            snap_core::snapshot::delete(&repo, id, &lock)?;
         }
         if !global.quiet && !global.json {
             outln!("removed {}", super::count(to_remove.len(), "snapshot", "snapshots"))?;
@@ -169,7 +168,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             dry_run: args.dry_run,
             max_unused: args.max_unused,
         };
-        super::prune::run_locked(global, &repo, &prune_args)?;
+        super::prune::run_locked(global, &repo, &prune_args, &lock)?;
     }
     Ok(crate::exit::OK)
 }
@@ -182,10 +181,7 @@ fn apply_policy(
     rules: &KeepRules,
 ) -> Result<Vec<SnapshotId>> {
     let filter = args.select.filter()?;
-    let all: Vec<(SnapshotId, Snapshot)> = snap_core::snapshot::list(repo)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let all: Vec<(SnapshotId, Snapshot)> = snap_core::snapshot::list_matching(repo, &filter)?;
     let now = jiff::Timestamp::now();
     let tz = jiff::tz::TimeZone::system();
     let mut remove = Vec::new();
