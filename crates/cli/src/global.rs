@@ -129,15 +129,20 @@ impl GlobalArgs {
         // repository meant.
         let at_terminal = default && std::io::stdin().is_terminal();
         let create = InitOptions::default();
-        let opened = Repository::open_or_init(backend, &self.cache_root()?, at_terminal.then_some(&create), |request| {
-            password::get(
-                self.password_file.as_deref(),
-                match request {
-                    PasswordRequest::Existing => Prompt::Existing,
-                    PasswordRequest::New => Prompt::New,
-                },
-            )
-        });
+        let opened = Repository::open_or_init(
+            backend,
+            &self.cache_root()?,
+            at_terminal.then_some(&create),
+            |request| {
+                password::get(
+                    self.password_file.as_deref(),
+                    match request {
+                        PasswordRequest::Existing => Prompt::Existing,
+                        PasswordRequest::New => Prompt::New,
+                    },
+                )
+            },
+        );
         match opened {
             Ok(Opened::Existing(repo)) => Ok(repo),
             Ok(Opened::Created(repo)) => {
@@ -146,13 +151,12 @@ impl GlobalArgs {
                 }
                 Ok(repo)
             }
-            Err(OpenFailure::Config(e @ Error::NotARepository { .. })) if default => {
-                Err(anyhow::Error::new(e).context(format!(
+            Err(OpenFailure::Config(e @ Error::NotARepository { .. })) if default => Err(anyhow::Error::new(e)
+                .context(format!(
                     "no repository at {location} (the default location); create it with `snap init` \
                      (or give one with -r/--repo): snap creates the default repository by itself only \
                      when run from a terminal"
-                )))
-            }
+                ))),
             Err(OpenFailure::Config(e)) => Err(e.into()),
             Err(OpenFailure::Password(e)) => Err(e),
             Err(OpenFailure::Open(e)) => {

@@ -472,7 +472,10 @@ fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> 
 /// it once a complete snapshot is newer).
 fn remove_checkpoints(repo: &Repository, ids: &[SnapshotId]) {
     for id in ids {
-        match repo.backend().delete(crate::backend::ObjectKind::Snapshot, &id.to_hex()) {
+        match repo
+            .backend()
+            .delete(crate::backend::ObjectKind::Snapshot, &id.to_hex())
+        {
             Err(e) if !e.is_not_found() => tracing::warn!("cannot remove checkpoint {id}: {e}"),
             _ => {}
         }

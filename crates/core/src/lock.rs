@@ -554,9 +554,7 @@ impl LockGuard {
             repo.backend() as *const dyn Backend as *const (),
         );
         if !same {
-            return Err(Error::InvalidArgument(
-                "the lock given is on another repository".into(),
-            ));
+            return Err(Error::InvalidArgument("the lock given is on another repository".into()));
         }
         if kind == LockKind::Exclusive && self.kind() != LockKind::Exclusive {
             return Err(Error::InvalidArgument("this operation needs an exclusive lock".into()));

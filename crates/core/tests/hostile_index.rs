@@ -7,11 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use snap_core::backend::{Backend, LocalBackend, ObjectKind};
-use snap_core::lock::LockKind;
 use snap_core::compress::Encoding;
 use snap_core::id::BlobId;
 use snap_core::index::{self, IndexFile};
 use snap_core::keys::{KdfParams, Password};
+use snap_core::lock::LockKind;
 use snap_core::pack::BlobKind;
 use snap_core::packer::Packer;
 use snap_core::progress::NoProgress;

@@ -118,7 +118,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         What::Snapshots { dry_run, forget } => {
             // Unreadable snapshot objects first: they name nothing to repair.
-            let damaged = snap_core::snapshot::remove_damaged(&repo, dry_run, &lock).context("repair snapshots failed")?;
+            let damaged =
+                snap_core::snapshot::remove_damaged(&repo, dry_run, &lock).context("repair snapshots failed")?;
             for d in &damaged {
                 errln!(
                     "snapshot object {} is damaged ({}): {}",
