@@ -183,12 +183,34 @@ struct Frame {
     nodes: Vec<Node>,
 }
 
-/// The written snapshot and every problem met on the way.
+/// The written snapshot and every problem met on the way. Serialized as
+/// `snap create --json` documents it: the snapshot's JSON form
+/// ([`snapshot::SnapshotJson`]) and `warnings`.
 #[derive(Debug)]
 pub struct ArchiveResult {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<(PathBuf, String)>,
+}
+
+impl serde::Serialize for ArchiveResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            snapshot: snapshot::SnapshotJson<'a>,
+            warnings: Vec<crate::progress::PathMessage>,
+        }
+        Json {
+            snapshot: snapshot::SnapshotJson::new(&self.id, &self.snapshot),
+            warnings: self
+                .warnings
+                .iter()
+                .map(|(p, m)| crate::progress::PathMessage::new(p, m))
+                .collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Default)]

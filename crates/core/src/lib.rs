@@ -10,7 +10,7 @@
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`], [`pool`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
-//! | 3 | [`tree`], [`snapshot`], [`policy`] |
+//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
 //! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
@@ -31,6 +31,7 @@ pub mod index;
 pub mod keyring;
 pub mod keys;
 pub mod lock;
+pub mod ls;
 pub mod pack;
 pub mod packer;
 pub mod packread;

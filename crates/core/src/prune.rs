@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
@@ -59,7 +59,7 @@ impl Default for PruneOptions {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PruneStats {
     pub snapshots: u64,
     pub used_blobs: u64,

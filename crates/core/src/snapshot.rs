@@ -81,6 +81,44 @@ impl Snapshot {
     }
 }
 
+/// The stable JSON form of a snapshot with its id (`snap snapshots --json`,
+/// `snap create --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotJson<'a> {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub host: &'a str,
+    pub username: &'a str,
+    pub paths: &'a [String],
+    pub tags: &'a [String],
+    pub tree: String,
+    pub parent: Option<String>,
+    pub program_version: &'a str,
+    /// A partial snapshot of an interrupted backup (tagged `checkpoint`).
+    pub checkpoint: bool,
+    pub summary: &'a Summary,
+}
+
+impl<'a> SnapshotJson<'a> {
+    pub fn new(id: &SnapshotId, s: &'a Snapshot) -> Self {
+        SnapshotJson {
+            id: id.to_hex(),
+            short_id: id.short(),
+            time: s.time.to_string(),
+            host: &s.host,
+            username: &s.username,
+            paths: &s.paths,
+            tags: &s.tags,
+            tree: s.tree.to_hex(),
+            parent: s.parent.map(|p| p.to_hex()),
+            program_version: &s.program_version,
+            checkpoint: s.is_checkpoint(),
+            summary: &s.summary,
+        }
+    }
+}
+
 /// Tag of checkpoint snapshots: the finished files of a backup that has not
 /// completed yet (see `archiver`). Reserved: a backup may not be given it.
 pub const CHECKPOINT_TAG: &str = "checkpoint";

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjectKind;
 use crate::damaged;
@@ -116,7 +116,7 @@ pub struct Problem {
     pub affects: Vec<Affected>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VerifyStats {
     pub snapshots: u64,
     pub index_files: u64,

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
 use snap_core::compress::Compression;
 use snap_core::id::SnapshotId;
@@ -56,19 +55,6 @@ pub struct Args {
     /// so an interrupted backup resumes without reading them again (`0s`: never).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     checkpoint_interval: humantime::Duration,
-}
-
-#[derive(Serialize)]
-struct CreateJson<'a> {
-    #[serde(flatten)]
-    snapshot: super::SnapshotJson<'a>,
-    warnings: Vec<WarningJson>,
-}
-
-#[derive(Serialize)]
-struct WarningJson {
-    path: String,
-    message: String,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
@@ -127,17 +113,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let result = result.context("backup failed")?;
     let s = &result.snapshot;
     if global.json {
-        super::print_json(&CreateJson {
-            snapshot: super::SnapshotJson::new(&result.id, s),
-            warnings: result
-                .warnings
-                .iter()
-                .map(|(p, m)| WarningJson {
-                    path: p.to_string_lossy().into_owned(),
-                    message: m.clone(),
-                })
-                .collect(),
-        })?;
+        // The documented form is the engine's (snap_core::archiver::ArchiveResult).
+        super::print_json(&result)?;
     } else if !global.quiet {
         print_summary(&result.id, s)?;
     }
