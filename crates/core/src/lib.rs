@@ -11,7 +11,7 @@
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod damaged;
 pub mod error;
 pub mod failpoint;
+pub mod forget;
 pub mod fsmeta;
 pub mod id;
 pub mod index;
