@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use snap_core::backend::Backend;
-use snap_core::lock::{self, LockGuard, LockKind};
-use snap_core::repo::{InitOptions, Repository};
+use snap_core::lock::{LockGuard, LockKind};
+use snap_core::repo::{InitOptions, OpenFailure, Opened, PasswordRequest, Repository};
 use snap_core::Error;
 use snap_remote::Location;
 
@@ -81,37 +81,15 @@ impl GlobalArgs {
         }
     }
 
-    /// Takes a repository lock, waiting up to `--retry-lock`.
+    /// Takes a repository lock, waiting up to `--retry-lock`; a lost lock
+    /// stops the command as an interruption would.
     pub fn lock(&self, repo: &Repository, kind: LockKind, operation: &str) -> Result<LockGuard> {
-        let guard = lock::acquire(repo, kind, operation, self.retry_lock())?;
-        // A lost lock stops the operation as an interruption would.
-        guard.stop_on_loss(&CANCEL);
-        resync(repo)?;
-        Ok(guard)
+        Ok(repo.lock(kind, operation, self.retry_lock(), &CANCEL)?)
     }
 
-    /// A shared lock for commands that only read: on a read-only repository,
-    /// where no lock can be written, they go on without one.
+    /// A shared lock for commands that only read; none on a read-only repository.
     pub fn read_lock(&self, repo: &Repository, operation: &str) -> Result<Option<LockGuard>> {
-        match lock::acquire(repo, LockKind::Shared, operation, self.retry_lock()) {
-            Ok(guard) => {
-                guard.stop_on_loss(&CANCEL);
-                resync(repo)?;
-                Ok(Some(guard))
-            }
-            // Only a repository that refuses writes goes on without a lock; any
-            // other storage error stops the command.
-            Err(Error::Backend(snap_core::backend::BackendError::Io { error, op, what }))
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-                ) =>
-            {
-                tracing::warn!("the repository is read-only ({op} {what}: {error}); going on without a lock");
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(repo.read_lock(operation, self.retry_lock(), &CANCEL)?)
     }
 
     pub fn cache_root(&self) -> Result<PathBuf> {
@@ -131,63 +109,64 @@ impl GlobalArgs {
     /// Opens the repository, asking for the password only if it is encrypted.
     pub fn open(&self) -> Result<Repository> {
         let (backend, _) = self.backend()?;
-        self.open_backend(backend)
-    }
-
-    fn open_backend(&self, backend: Arc<dyn Backend>) -> Result<Repository> {
-        let location = backend.location();
-        let config = snap_core::repo::read_config(backend.as_ref())?;
-        let password = match config.body.encryption {
-            snap_core::crypto::Encryption::None => None,
-            _ => Some(password::get(self.password_file.as_deref(), Prompt::Existing)?),
-        };
-        Repository::open(backend, password.as_ref(), &self.cache_root()?)
-            .with_context(|| format!("cannot open repository {location}"))
+        self.open_backend(backend, false)
     }
 
     /// Opens the repository; the default repository is created on first use
     /// from a terminal.
     pub fn open_or_init_default(&self) -> Result<Repository> {
         let (backend, default) = self.backend()?;
-        match snap_core::repo::read_config(backend.as_ref()) {
-            Err(e @ Error::NotARepository { .. }) if default => {
-                let location = backend.location();
-                // Created only for someone at a terminal, who is asked for
-                // the new password and told where the repository went. From
-                // cron or a script (where HOME may not be what the user
-                // thinks) a missing default repository is an error, even
-                // with a password in the environment: a password says
-                // nothing about whether this is the repository meant.
-                if !std::io::stdin().is_terminal() {
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "no repository at {location} (the default location); create it with `snap init` \
-                         (or give one with -r/--repo): snap creates the default repository by itself only \
-                         when run from a terminal"
-                    )));
-                }
-                let password = password::get(self.password_file.as_deref(), Prompt::New)?;
-                let repo = Repository::init(backend, Some(&password), &InitOptions::default(), &self.cache_root()?)
-                    .with_context(|| format!("cannot create the default repository at {location}"))?;
+        self.open_backend(backend, default)
+    }
+
+    fn open_backend(&self, backend: Arc<dyn Backend>, default: bool) -> Result<Repository> {
+        let location = backend.location();
+        // Created only for someone at a terminal, who is asked for the new
+        // password and told where the repository went. From cron or a
+        // script (where HOME may not be what the user thinks) a missing
+        // default repository is an error, even with a password in the
+        // environment: a password says nothing about whether this is the
+        // repository meant.
+        let at_terminal = default && std::io::stdin().is_terminal();
+        let create = InitOptions::default();
+        let opened = Repository::open_or_init(
+            backend,
+            &self.cache_root()?,
+            at_terminal.then_some(&create),
+            |request| {
+                password::get(
+                    self.password_file.as_deref(),
+                    match request {
+                        PasswordRequest::Existing => Prompt::Existing,
+                        PasswordRequest::New => Prompt::New,
+                    },
+                )
+            },
+        );
+        match opened {
+            Ok(Opened::Existing(repo)) => Ok(repo),
+            Ok(Opened::Created(repo)) => {
                 if !self.quiet && !self.json {
                     errln!("created repository {location}");
                 }
                 Ok(repo)
             }
-            _ => self.open_backend(backend),
+            Err(OpenFailure::Config(e @ Error::NotARepository { .. })) if default => Err(anyhow::Error::new(e)
+                .context(format!(
+                    "no repository at {location} (the default location); create it with `snap init` \
+                     (or give one with -r/--repo): snap creates the default repository by itself only \
+                     when run from a terminal"
+                ))),
+            Err(OpenFailure::Config(e)) => Err(e.into()),
+            Err(OpenFailure::Password(e)) => Err(e),
+            Err(OpenFailure::Open(e)) => {
+                Err(anyhow::Error::new(e).context(format!("cannot open repository {location}")))
+            }
+            Err(OpenFailure::Init(e)) => {
+                Err(anyhow::Error::new(e).context(format!("cannot create the default repository at {location}")))
+            }
         }
     }
-}
-
-/// The index cache was synced when the repository was opened, before the
-/// lock: a prune that finished in between may have deleted packs the cache
-/// still lists, and a backup trusting it would skip storing those chunks.
-/// Syncing again under the lock closes that window (one listing when nothing
-/// changed).
-fn resync(repo: &Repository) -> Result<()> {
-    repo.index()
-        .sync(repo.backend(), repo.crypto())
-        .context("cannot refresh the index cache")?;
-    Ok(())
 }
 
 /// `-o key=value`.

@@ -183,12 +183,34 @@ struct Frame {
     nodes: Vec<Node>,
 }
 
-/// The written snapshot and every problem met on the way.
+/// The written snapshot and every problem met on the way. Serialized as
+/// `snap create --json` documents it: the snapshot's JSON form
+/// ([`snapshot::SnapshotJson`]) and `warnings`.
 #[derive(Debug)]
 pub struct ArchiveResult {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<(PathBuf, String)>,
+}
+
+impl serde::Serialize for ArchiveResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            snapshot: snapshot::SnapshotJson<'a>,
+            warnings: Vec<crate::progress::PathMessage>,
+        }
+        Json {
+            snapshot: snapshot::SnapshotJson::new(&self.id, &self.snapshot),
+            warnings: self
+                .warnings
+                .iter()
+                .map(|(p, m)| crate::progress::PathMessage::new(p, m))
+                .collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 #[derive(Default)]
@@ -216,42 +238,28 @@ struct Archiver<'a> {
     counters: Counters,
     warnings: Mutex<Vec<(PathBuf, String)>>,
     checkpoints: Option<Checkpoints>,
+    /// The checkpoints of this host and paths that the next checkpoint (or
+    /// the complete snapshot) makes obsolete: those found in the one listing
+    /// of snapshots a backup makes, and those this run wrote since.
+    obsolete: Mutex<Vec<SnapshotId>>,
 }
 
-/// Runs a backup and writes its snapshot. Files that cannot be read are
-/// reported in [`ArchiveResult::warnings`] and left out; the snapshot is still
-/// written. When `cancel` becomes true the backup stops with
-/// [`Error::Interrupted`], keeping (and indexing) what was uploaded so far.
-pub fn archive(
-    repo: &Repository,
-    options: ArchiveOptions,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Result<ArchiveResult> {
-    archive_with_lock(repo, options, progress, cancel, None)
-}
-
-/// [`archive`] under the caller's repository lock: before the snapshot is
+/// Runs a backup and writes its snapshot, under `lock` (a lock of `repo`,
+/// shared at least). Files that cannot be read are reported in
+/// [`ArchiveResult::warnings`] and left out; the snapshot is still written.
+/// When `cancel` becomes true the backup stops with [`Error::Interrupted`],
+/// keeping (and indexing) what was uploaded so far. Before the snapshot is
 /// written, the lock must never have been lost and every blob the snapshot
 /// refers to must still be indexed ([`check_before_snapshot`]); a backup
 /// stopped by a lost lock fails with [`Error::LockLost`].
-pub fn archive_under_lock(
+pub fn archive(
     repo: &Repository,
     options: ArchiveOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
     lock: &LockGuard,
 ) -> Result<ArchiveResult> {
-    archive_with_lock(repo, options, progress, cancel, Some(lock))
-}
-
-fn archive_with_lock(
-    repo: &Repository,
-    options: ArchiveOptions,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-    lock: Option<&LockGuard>,
-) -> Result<ArchiveResult> {
+    lock.proves(repo, crate::lock::LockKind::Shared)?;
     let started = Instant::now();
     let time = jiff::Timestamp::now();
     // The tag marks partial snapshots; a complete one must not carry it.
@@ -266,7 +274,7 @@ fn archive_with_lock(
 
     let archiver = Archiver {
         repo,
-        index: repo.index().reader()?,
+        index: repo.index()?.reader()?,
         packer: Packer::new(repo, compression)?,
         progress,
         cancel,
@@ -276,6 +284,7 @@ fn archive_with_lock(
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         checkpoints: None,
+        obsolete: Mutex::new(Vec::new()),
     };
     let mut archiver = archiver;
     for (origin, why) in pattern_warnings {
@@ -297,10 +306,26 @@ fn archive_with_lock(
                 host: options.host.clone(),
                 tags: options.tags.clone(),
             });
+            // The one listing of snapshots a backup makes: the default
+            // parent and the checkpoints to clean up both come from it (a
+            // listing reads every snapshot object).
+            let mut sorted_display = display.clone();
+            sorted_display.sort();
+            let same_source: Vec<(SnapshotId, Snapshot)> = snapshot::list(repo)?
+                .into_iter()
+                .filter(|(_, s)| s.host == options.host && s.sorted_paths() == sorted_display)
+                .collect();
+            *archiver.obsolete.get_mut().expect("obsolete lock") = same_source
+                .iter()
+                .filter(|(_, s)| s.is_checkpoint())
+                .map(|(id, _)| *id)
+                .collect();
             let archiver = &archiver;
             let parent = match &options.parent {
                 ParentChoice::None => None,
-                ParentChoice::Latest => snapshot::latest_matching(repo, &options.host, &display)?,
+                // The newest of this host and paths; a checkpoint qualifies:
+                // resuming from it skips the files an interrupted backup finished.
+                ParentChoice::Latest => same_source.into_iter().next_back(),
                 ParentChoice::Snapshot(id) => Some((*id, Snapshot::load(repo, id)?)),
             };
             // A missing source path is reported and left out, as an unreadable
@@ -361,13 +386,14 @@ fn archive_with_lock(
         packer,
         counters,
         warnings,
+        obsolete,
         ..
     } = archiver;
     let packed = packer.finish();
     let (root, packed) = match (walked, packed) {
         // Stopped because the lock was lost: say that, not "interrupted".
         (Err(Error::Interrupted), _) => {
-            return Err(match lock.and_then(LockGuard::lost) {
+            return Err(match lock.lost() {
                 Some(reason) => Error::LockLost { reason },
                 None => Error::Interrupted,
             })
@@ -404,15 +430,13 @@ fn archive_with_lock(
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    if let Some(lock) = lock {
-        check_before_snapshot(repo, lock, &snapshot.tree)?;
-    }
+    check_before_snapshot(repo, lock, &snapshot.tree)?;
     crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
     // Whether or not this run wrote checkpoints, the complete snapshot makes
     // those of earlier, interrupted runs of the same host and paths obsolete.
     if resumable {
-        remove_checkpoints(repo, &snapshot.host, &snapshot.paths, None);
+        remove_checkpoints(repo, &obsolete.into_inner().expect("obsolete lock"));
     }
     Ok(ArchiveResult {
         id,
@@ -433,8 +457,8 @@ fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> 
     if !lock.index_files_removed()? {
         return Ok(());
     }
-    repo.index().sync(repo.backend(), repo.crypto())?;
-    let index = repo.index().reader()?;
+    repo.sync_index()?;
+    let index = repo.index()?.reader()?;
     let missing = AtomicU64::new(0);
     crate::tree::walk_trees(
         repo,
@@ -461,25 +485,21 @@ fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> 
     lock.check()
 }
 
-/// Deletes the checkpoints of `host` and `paths` but `keep`: a completed
-/// backup makes them all obsolete, a new checkpoint the older ones. Failing
-/// to delete one only leaves a snapshot behind (never `latest`, and a
-/// retention policy removes it once a complete snapshot is newer).
-fn remove_checkpoints(repo: &Repository, host: &str, paths: &[String], keep: Option<SnapshotId>) {
-    // Damaged snapshot objects were reported when the parent was chosen.
-    let Ok(all) = snapshot::list_all(repo).map(|l| l.snapshots) else {
-        return;
-    };
-    let mut paths = paths.to_vec();
-    paths.sort();
-    for (id, s) in all {
-        if s.is_checkpoint() && Some(id) != keep && s.host == host && s.sorted_paths() == paths {
-            if let Err(e) = repo
-                .backend()
-                .delete(crate::backend::ObjectKind::Snapshot, &id.to_hex())
-            {
-                tracing::warn!("cannot remove checkpoint {id}: {e}");
-            }
+/// Deletes obsolete checkpoints of this backup's host and paths: a completed
+/// backup makes them all obsolete, a new checkpoint the older ones. They are
+/// the ones the backup's listing found and the ones it wrote itself, so no
+/// snapshot is read again (a checkpoint another process wrote meanwhile is
+/// left to its own run or to a retention policy). Failing to delete one only
+/// leaves a snapshot behind (never `latest`, and a retention policy removes
+/// it once a complete snapshot is newer).
+fn remove_checkpoints(repo: &Repository, ids: &[SnapshotId]) {
+    for id in ids {
+        match repo
+            .backend()
+            .delete(crate::backend::ObjectKind::Snapshot, &id.to_hex())
+        {
+            Err(e) if !e.is_not_found() => tracing::warn!("cannot remove checkpoint {id}: {e}"),
+            _ => {}
         }
     }
 }
@@ -1240,7 +1260,8 @@ impl Archiver<'_> {
         // between leaves two, never none.
         let id = snapshot.save(self.repo)?;
         crate::failpoint::hit("checkpoint-saved");
-        remove_checkpoints(self.repo, &checkpoints.host, &checkpoints.paths, Some(id));
+        let older = std::mem::replace(&mut *self.obsolete.lock().expect("obsolete lock"), vec![id]);
+        remove_checkpoints(self.repo, &older);
         crate::failpoint::hit("checkpoint-written");
         Ok(())
     }

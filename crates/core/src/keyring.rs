@@ -5,6 +5,7 @@ use crate::backend::{ObjectInfo, ObjectKind};
 use crate::error::{Error, Result};
 use crate::id::KeyId;
 use crate::keys::{KdfParams, KeyFile, Password};
+use crate::lock::{LockGuard, LockKind};
 use crate::repo::Repository;
 
 #[derive(Clone, Debug)]
@@ -44,8 +45,10 @@ fn read_entry(repo: &Repository, info: &ObjectInfo) -> Result<KeyEntry> {
     })
 }
 
-/// Adds a key file for `password` (another way to open the same repository).
-pub fn add(repo: &Repository, password: &Password, params: KdfParams) -> Result<KeyId> {
+/// Adds a key file for `password` (another way to open the same
+/// repository), under a lock of `repo`.
+pub fn add(repo: &Repository, password: &Password, params: KdfParams, lock: &LockGuard) -> Result<KeyId> {
+    lock.proves(repo, LockKind::Shared)?;
     if repo.config().encryption == crate::crypto::Encryption::None {
         return Err(Error::InvalidArgument(
             "an unencrypted repository has no passwords".into(),
@@ -59,8 +62,10 @@ pub fn add(repo: &Repository, password: &Password, params: KdfParams) -> Result<
 }
 
 /// Removes the key file whose id starts with `prefix`. The key in use and
-/// the last key are refused.
-pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
+/// the last key are refused. Needs an exclusive lock: two removals at once
+/// could each leave the other's key as the last one.
+pub fn remove(repo: &Repository, prefix: &str, lock: &LockGuard) -> Result<KeyId> {
+    lock.proves(repo, LockKind::Exclusive)?;
     // Matched against every key file name, usable or not: a damaged or
     // hostile key file must be removable.
     let names = repo.backend().list(ObjectKind::Key)?;
@@ -91,8 +96,13 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<KeyId> {
 /// Replaces the current key file by one for `new_password`. The new file is
 /// written before the old one is deleted, so a crash leaves both passwords
 /// working, never neither.
-pub fn change_password(repo: &Repository, new_password: &Password, params: KdfParams) -> Result<KeyId> {
-    let id = add(repo, new_password, params)?;
+pub fn change_password(
+    repo: &Repository,
+    new_password: &Password,
+    params: KdfParams,
+    lock: &LockGuard,
+) -> Result<KeyId> {
+    let id = add(repo, new_password, params, lock)?;
     crate::failpoint::hit("key-added");
     repo.backend().delete(ObjectKind::Key, &repo.key_id().to_hex())?;
     Ok(id)

@@ -10,8 +10,8 @@
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`], [`pool`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
-//! | 3 | [`tree`], [`snapshot`], [`policy`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`] |
+//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -25,12 +25,14 @@ pub mod crypto;
 pub mod damaged;
 pub mod error;
 pub mod failpoint;
+pub mod forget;
 pub mod fsmeta;
 pub mod id;
 pub mod index;
 pub mod keyring;
 pub mod keys;
 pub mod lock;
+pub mod ls;
 pub mod pack;
 pub mod packer;
 pub mod packread;

@@ -299,8 +299,52 @@ impl std::fmt::Debug for LockGuard {
     }
 }
 
+/// [`Repository::lock`]: takes the lock, ties its loss to `cancel`, and
+/// syncs the index cache under it. The cache was synced when the repository
+/// was opened, before the lock: a prune that finished in between may have
+/// deleted packs the cache still lists, and a backup trusting it would skip
+/// storing those chunks. Syncing again under the lock closes that window
+/// (one listing when nothing changed). The sync is lazy: the first index
+/// lookup after the lock makes it, so an operation that never looks up a
+/// blob (forget) pays nothing.
+pub(crate) fn lock(
+    repo: &Repository,
+    kind: LockKind,
+    operation: &str,
+    wait: Duration,
+    cancel: &'static AtomicBool,
+) -> Result<LockGuard> {
+    let guard = acquire(repo, kind, operation, wait)?;
+    guard.stop_on_loss(cancel);
+    repo.invalidate_index();
+    Ok(guard)
+}
+
+/// [`Repository::read_lock`]: [`lock`] shared, or `None` when the storage
+/// refuses the write as read-only. Any other storage error still fails.
+pub(crate) fn read_lock(
+    repo: &Repository,
+    operation: &str,
+    wait: Duration,
+    cancel: &'static AtomicBool,
+) -> Result<Option<LockGuard>> {
+    match lock(repo, LockKind::Shared, operation, wait, cancel) {
+        Ok(guard) => Ok(Some(guard)),
+        Err(Error::Backend(crate::backend::BackendError::Io { error, op, what }))
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            tracing::warn!("the repository is read-only ({op} {what}: {error}); going on without a lock");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes a lock, waiting up to `wait` for conflicting holders to finish.
-pub fn acquire(repo: &Repository, kind: LockKind, operation: &str, wait: Duration) -> Result<LockGuard> {
+pub(crate) fn acquire(repo: &Repository, kind: LockKind, operation: &str, wait: Duration) -> Result<LockGuard> {
     acquire_with(repo, kind, operation, wait, Timing::from_env())
 }
 
@@ -495,6 +539,29 @@ fn refresh_loop(shared: &Shared) {
 }
 
 impl LockGuard {
+    /// Shared or exclusive.
+    pub fn kind(&self) -> LockKind {
+        self.shared.info.lock().expect("lock state").1.kind
+    }
+
+    /// The proof a writing operation asks for: this guard is a lock on
+    /// `repo`'s storage, of `kind` or stronger.
+    pub(crate) fn proves(&self, repo: &Repository, kind: LockKind) -> Result<()> {
+        // Compared as thin pointers: the same object may be reached through
+        // different vtables.
+        let same = std::ptr::eq(
+            Arc::as_ptr(&self.shared.backend) as *const (),
+            repo.backend() as *const dyn Backend as *const (),
+        );
+        if !same {
+            return Err(Error::InvalidArgument("the lock given is on another repository".into()));
+        }
+        if kind == LockKind::Exclusive && self.kind() != LockKind::Exclusive {
+            return Err(Error::InvalidArgument("this operation needs an exclusive lock".into()));
+        }
+        Ok(())
+    }
+
     /// Sets `cancel` when the lock is lost (at once if it already is), so
     /// the operation stops at its next safe point.
     pub fn stop_on_loss(&self, cancel: &'static AtomicBool) {

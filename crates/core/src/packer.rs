@@ -80,7 +80,7 @@ pub struct Packer {
 
 impl Packer {
     pub fn new(repo: &Repository, compression: Compression) -> Result<Self> {
-        Ok(Self::with_mode(repo, compression, Some(repo.index().reader()?)))
+        Ok(Self::with_mode(repo, compression, Some(repo.index()?.reader()?)))
     }
 
     /// A packer for prune: stores every blob handed in once, even when the
@@ -319,7 +319,7 @@ fn merge(repo: &Repository, unmerged: &mut Unmerged, stats: &mut PackerStats) ->
     let id = IndexId::hash_of(&bytes);
     repo.backend().write(ObjectKind::Index, &id.to_hex(), &bytes)?;
     stats.index_files_written += 1;
-    repo.index().replace_index_files(&old.ids, &[(id, file)])?;
+    repo.index()?.replace_index_files(&old.ids, &[(id, file)])?;
     crate::failpoint::hit("index-merged");
     for small in &old.ids {
         match repo.backend().delete(ObjectKind::Index, &small.to_hex()) {

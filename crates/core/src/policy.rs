@@ -34,7 +34,7 @@ use std::str::FromStr;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::SnapshotId;
 use crate::snapshot::Snapshot;
@@ -348,7 +348,7 @@ pub fn parse_group_by(s: &str) -> Result<GroupBy, String> {
 
 /// What the snapshots of one group share; fields not grouped by are `None`.
 /// Paths and tags are sorted (tags also deduplicated), so order does not matter.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupKey {
     pub host: Option<String>,
     pub paths: Option<Vec<String>>,
@@ -399,7 +399,7 @@ pub fn group(snapshots: &[(SnapshotId, Snapshot)], by: GroupBy) -> Vec<(GroupKey
 
 /// The verdict on one snapshot: kept when at least one rule keeps it, and
 /// then `reasons` names every such rule.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub keep: bool,
     pub reasons: Vec<String>,

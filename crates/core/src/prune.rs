@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
@@ -59,7 +59,7 @@ impl Default for PruneOptions {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PruneStats {
     pub snapshots: u64,
     pub used_blobs: u64,
@@ -99,13 +99,16 @@ enum Action {
 }
 
 /// Runs prune. See the module documentation for the steps.
+/// Needs `repo`'s exclusive lock.
 pub fn prune(
     repo: &Repository,
     options: &PruneOptions,
     scratch_dir: &Path,
     progress: &dyn Progress,
     cancel: &AtomicBool,
+    lock: &crate::lock::LockGuard,
 ) -> Result<PruneStats> {
+    lock.proves(repo, crate::lock::LockKind::Exclusive)?;
     let check_cancel = || {
         if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
@@ -136,7 +139,7 @@ pub fn prune(
     let snapshots = snapshot::list(repo)?;
     stats.snapshots = snapshots.len() as u64;
     let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    let index = repo.index().reader()?;
+    let index = repo.index()?.reader()?;
     let mut batch: Vec<BlobId> = Vec::new();
     let flush = |batch: &mut Vec<BlobId>| -> Result<()> {
         let mut txn = used.begin_write().map_err(|e| cache_err(&e))?;
@@ -386,7 +389,7 @@ pub fn prune(
             Err(e) => return Err(e.into()),
         }
     }
-    repo.index().sync(repo.backend(), repo.crypto())?;
+    repo.sync_index()?;
     Ok(stats)
 }
 

@@ -29,6 +29,7 @@ use crate::damaged;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::index::{self, IndexFile, IndexedPack};
+use crate::lock::{LockGuard, LockKind};
 use crate::pack::{self, BlobKind};
 use crate::packer::Packer;
 use crate::progress::{Event, Progress};
@@ -51,7 +52,14 @@ pub struct RepairIndexStats {
 }
 
 /// Rebuilds the index from the headers of every stored pack.
-pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicBool) -> Result<RepairIndexStats> {
+/// Needs `repo`'s exclusive lock.
+pub fn repair_index(
+    repo: &Repository,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    lock: &LockGuard,
+) -> Result<RepairIndexStats> {
+    lock.proves(repo, LockKind::Exclusive)?;
     let mut stats = RepairIndexStats::default();
     let old = index::list_ids(repo.backend())?;
     let stored = repo.backend().list(ObjectKind::Pack)?;
@@ -104,7 +112,7 @@ pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicB
         repo.backend().delete(ObjectKind::Index, &id.to_hex())?;
         stats.index_files_removed += 1;
     }
-    repo.index().sync(repo.backend(), repo.crypto())?;
+    repo.sync_index()?;
     Ok(stats)
 }
 
@@ -161,12 +169,15 @@ impl RepairPacksStats {
 /// order is crash safe as prune's is: new packs and their index files first,
 /// then new index files without the damaged packs (superseding all old
 /// ones), then the old index files go, and only then the damaged packs.
+/// Needs `repo`'s exclusive lock.
 pub fn repair_packs(
     repo: &Repository,
     options: &RepairPacksOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
+    lock: &LockGuard,
 ) -> Result<RepairPacksStats> {
+    lock.proves(repo, LockKind::Exclusive)?;
     let check_cancel = || {
         if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
@@ -175,7 +186,7 @@ pub fn repair_packs(
         }
     };
     let indexed: HashMap<PackId, (u64, BlobKind)> = repo
-        .index()
+        .index()?
         .packs()?
         .into_iter()
         .map(|(id, size, kind)| (id, (size, kind)))
@@ -294,9 +305,9 @@ pub fn repair_packs(
                 Err(e) => return Err(e.into()),
             }
         }
-        repo.index().sync(repo.backend(), repo.crypto())?;
+        repo.sync_index()?;
     }
-    let index = repo.index().reader()?;
+    let index = repo.index()?.reader()?;
     let mut lost = BTreeSet::new();
     for p in &checked {
         for blob in &p.blobs_damaged {
@@ -493,11 +504,14 @@ struct SnapshotRepairer<'a> {
     cancel: &'a AtomicBool,
 }
 
+/// Needs `repo`'s exclusive lock.
 pub fn repair_snapshots(
     repo: &Repository,
     options: &RepairSnapshotsOptions,
     cancel: &AtomicBool,
+    lock: &LockGuard,
 ) -> Result<Vec<RepairedSnapshot>> {
+    lock.proves(repo, LockKind::Exclusive)?;
     let mut repairer = SnapshotRepairer {
         repo,
         packer: (!options.dry_run)
@@ -537,7 +551,7 @@ pub fn repair_snapshots(
         let root_unreadable = new_root.is_none();
         // Only an original that has a repaired copy is removed.
         if options.forget && !options.dry_run && repaired.is_some() {
-            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
+            snapshot::delete(repo, &id, lock)?;
             original_removed = true;
         }
         out.push(RepairedSnapshot {
@@ -607,7 +621,7 @@ impl SnapshotRepairer<'_> {
                         let mut kept = Vec::with_capacity(node.content.len());
                         let mut size = 0u64;
                         for blob in &node.content {
-                            if let Some(location) = self.repo.index().lookup(blob)? {
+                            if let Some(location) = self.repo.index()?.lookup(blob)? {
                                 kept.push(*blob);
                                 size += u64::from(location.entry.raw_length);
                             }

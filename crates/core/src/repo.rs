@@ -5,6 +5,7 @@
 //! (archiver, restorer, ...) lives in its own module.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::backend::{Backend, ObjectKind};
@@ -14,7 +15,7 @@ use crate::config::{Config, ConfigBody};
 use crate::crypto::{Crypto, Encryption, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, KeyId};
-use crate::index::cache::{BlobLocation, IndexCache};
+use crate::index::cache::{BlobLocation, IndexCache, SyncStats};
 use crate::index::{IndexFile, IndexedPack};
 use crate::keys::{KdfParams, KeyFile, Password};
 
@@ -47,6 +48,9 @@ pub struct Repository {
     config: Arc<Config>,
     chunker: Arc<Chunker>,
     index: Arc<IndexCache>,
+    /// Whether `index` is current: it is synced lazily, on first use (see
+    /// [`Repository::index`]), and again after every lock is taken.
+    index_synced: Arc<IndexSynced>,
     key_id: KeyId,
     /// This repository's directory in the local cache.
     cache_dir: Arc<std::path::PathBuf>,
@@ -150,6 +154,54 @@ impl Repository {
     /// Opens an existing repository, trying `password` against every key file.
     pub fn open(backend: Arc<dyn Backend>, password: Option<&Password>, cache_root: &Path) -> Result<Self> {
         let config = read_config(backend.as_ref())?;
+        Self::open_config(backend, config, password, cache_root)
+    }
+
+    /// Opens the repository at `backend`, or creates it with `create`'s
+    /// options when the location holds none (and `create` is given). The
+    /// caller is asked for a password only when one is needed: an existing
+    /// encrypted repository's, or a new one for a new encrypted repository.
+    /// What every frontend would otherwise repeat: read the config first,
+    /// to know whether to ask at all.
+    pub fn open_or_init<E>(
+        backend: Arc<dyn Backend>,
+        cache_root: &Path,
+        create: Option<&InitOptions>,
+        password: impl FnOnce(PasswordRequest) -> std::result::Result<Password, E>,
+    ) -> std::result::Result<Opened, OpenFailure<E>> {
+        let config = match read_config(backend.as_ref()) {
+            Ok(config) => config,
+            Err(e @ Error::NotARepository { .. }) => {
+                let Some(options) = create else {
+                    return Err(OpenFailure::Config(e));
+                };
+                let password = match options.encryption {
+                    Encryption::None => None,
+                    Encryption::XChaCha20Poly1305 => {
+                        Some(password(PasswordRequest::New).map_err(OpenFailure::Password)?)
+                    }
+                };
+                return Self::init(backend, password.as_ref(), options, cache_root)
+                    .map(Opened::Created)
+                    .map_err(OpenFailure::Init);
+            }
+            Err(e) => return Err(OpenFailure::Config(e)),
+        };
+        let password = match config.body.encryption {
+            Encryption::None => None,
+            Encryption::XChaCha20Poly1305 => Some(password(PasswordRequest::Existing).map_err(OpenFailure::Password)?),
+        };
+        Self::open_config(backend, config, password.as_ref(), cache_root)
+            .map(Opened::Existing)
+            .map_err(OpenFailure::Open)
+    }
+
+    fn open_config(
+        backend: Arc<dyn Backend>,
+        config: Config,
+        password: Option<&Password>,
+        cache_root: &Path,
+    ) -> Result<Self> {
         let mut keys = backend.list(ObjectKind::Key)?;
         if keys.is_empty() {
             return Err(Error::corrupt("repository", "it has no key files"));
@@ -238,8 +290,8 @@ impl Repository {
         }
         // Local hints (damaged packs) live beside the cache in use.
         let cache_dir = index.dir().to_path_buf();
-        let stats = index.sync(backend.as_ref(), &crypto)?;
-        tracing::debug!(?stats, "index cache synced");
+        // The index cache is not synced here: commands that never look up a
+        // blob (snapshots, forget, key, unlock) then cost no index reads.
         let chunker = Chunker::new(config.body.chunker, &crypto.master_key().chunker);
         Ok(Repository {
             backend,
@@ -247,17 +299,50 @@ impl Repository {
             config: Arc::new(config),
             chunker: Arc::new(chunker),
             index: Arc::new(index),
+            index_synced: Arc::default(),
             key_id,
             cache_dir: Arc::new(cache_dir),
         })
     }
 
-    pub fn backend(&self) -> &dyn Backend {
+    /// The storage. Private to the engine: a frontend reaches objects only
+    /// through the typed operations (snapshot, tree, keyring, lock, ...).
+    pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
-    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+    pub(crate) fn backend_arc(&self) -> Arc<dyn Backend> {
         self.backend.clone()
+    }
+
+    /// Where the repository is, for messages (`/srv/backup`, `s3:...`).
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Takes a repository lock, waiting up to `wait` for conflicting holders,
+    /// and syncs the index cache under it. A lost lock sets `cancel`, so the
+    /// operation stops as an interruption would. The guard is the proof the
+    /// writing operations ask for: the index it was taken with is current.
+    pub fn lock(
+        &self,
+        kind: crate::lock::LockKind,
+        operation: &str,
+        wait: std::time::Duration,
+        cancel: &'static std::sync::atomic::AtomicBool,
+    ) -> Result<crate::lock::LockGuard> {
+        crate::lock::lock(self, kind, operation, wait, cancel)
+    }
+
+    /// A shared lock for operations that only read; `None` on a read-only
+    /// repository (where no lock can be written), which they read without one.
+    pub fn read_lock(
+        &self,
+        operation: &str,
+        wait: std::time::Duration,
+        cancel: &'static std::sync::atomic::AtomicBool,
+    ) -> Result<Option<crate::lock::LockGuard>> {
+        crate::lock::read_lock(self, operation, wait, cancel)
     }
 
     pub fn crypto(&self) -> &Crypto {
@@ -272,8 +357,33 @@ impl Repository {
         &self.chunker
     }
 
-    pub fn index(&self) -> &IndexCache {
-        &self.index
+    /// The index cache, synced with the repository's index files on the
+    /// first call after open and after each lock was taken.
+    pub(crate) fn index(&self) -> Result<&IndexCache> {
+        if !self.index_synced.current.load(Ordering::Acquire) {
+            let _one_at_a_time = self.index_synced.syncing.lock().expect("index sync");
+            if !self.index_synced.current.load(Ordering::Acquire) {
+                let stats = self.index.sync(self.backend.as_ref(), &self.crypto)?;
+                tracing::debug!(?stats, "index cache synced");
+                self.index_synced.current.store(true, Ordering::Release);
+            }
+        }
+        Ok(&self.index)
+    }
+
+    /// Syncs the index cache now (after the caller changed index files),
+    /// returning what the sync did.
+    pub fn sync_index(&self) -> Result<SyncStats> {
+        let _one_at_a_time = self.index_synced.syncing.lock().expect("index sync");
+        let stats = self.index.sync(self.backend.as_ref(), &self.crypto)?;
+        self.index_synced.current.store(true, Ordering::Release);
+        Ok(stats)
+    }
+
+    /// Makes the next [`Repository::index`] sync again (a lock was just
+    /// taken: what was read before it may be out of date).
+    pub(crate) fn invalidate_index(&self) {
+        self.index_synced.current.store(false, Ordering::Release);
     }
 
     /// This repository's directory in the local cache (the index cache and
@@ -290,7 +400,7 @@ impl Repository {
     /// Reads, opens, decompresses and checks one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let location = self
-            .index
+            .index()?
             .lookup(id)?
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         self.read_blob_at(&location)
@@ -373,6 +483,52 @@ impl Repository {
         })?;
         Ok(true)
     }
+}
+
+/// Which password [`Repository::open_or_init`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordRequest {
+    /// The password of an existing key file.
+    Existing,
+    /// The password of the repository about to be created.
+    New,
+}
+
+/// What [`Repository::open_or_init`] did.
+#[derive(Debug)]
+pub enum Opened {
+    Existing(Repository),
+    Created(Repository),
+}
+
+impl Opened {
+    pub fn into_repository(self) -> Repository {
+        match self {
+            Opened::Existing(repo) | Opened::Created(repo) => repo,
+        }
+    }
+}
+
+/// Why [`Repository::open_or_init`] failed, by step, so a frontend can say
+/// which (and keep its own password errors apart).
+#[derive(Debug)]
+pub enum OpenFailure<E> {
+    /// The config could not be read; [`Error::NotARepository`] when the
+    /// location holds no repository and none was to be created.
+    Config(Error),
+    /// The caller's password function failed.
+    Password(E),
+    /// The repository exists but could not be opened (wrong password, ...).
+    Open(Error),
+    /// The repository could not be created.
+    Init(Error),
+}
+
+/// Whether the index cache is current; shared by a handle's clones.
+#[derive(Debug, Default)]
+struct IndexSynced {
+    current: AtomicBool,
+    syncing: std::sync::Mutex<()>,
 }
 
 /// Reads the config, mapping a missing one to "not a repository".

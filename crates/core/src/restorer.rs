@@ -91,6 +91,9 @@ pub struct RestoreOptions {
     pub threads: usize,
 }
 
+/// What a restore did. Serialized as the part of `snap restore --json`
+/// after `snapshot` and `target`: counts, `errors` as `{path, message}`,
+/// `damaged` as paths.
 #[derive(Debug, Default)]
 pub struct RestoreResult {
     pub files: u64,
@@ -103,6 +106,33 @@ pub struct RestoreResult {
     /// they were given (`NAME.damaged`, never `NAME`); each is in `errors`
     /// too, under its snapshot name.
     pub damaged: Vec<PathBuf>,
+}
+
+impl serde::Serialize for RestoreResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Json {
+            files: u64,
+            dirs: u64,
+            other: u64,
+            bytes: u64,
+            errors: Vec<crate::progress::PathMessage>,
+            damaged: Vec<String>,
+        }
+        Json {
+            files: self.files,
+            dirs: self.dirs,
+            other: self.other,
+            bytes: self.bytes,
+            errors: self
+                .errors
+                .iter()
+                .map(|(p, m)| crate::progress::PathMessage::new(p, m))
+                .collect(),
+            damaged: self.damaged.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// (device, inode): what a name must still lead to when restore opens it
@@ -379,7 +409,7 @@ pub fn restore(
     let target_id = file_id(&rustix::fs::fstat(&target_fd).map_err(|e| Error::io(&options.target, e.into()))?);
     let restorer = Restorer {
         repo,
-        index: repo.index().reader()?,
+        index: repo.index()?.reader()?,
         trees: Mutex::new(HashMap::new()),
         progress,
         cancel,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
+use crate::lock::{LockGuard, LockKind};
 use crate::repo::Repository;
 
 /// What a backup did, stored with its snapshot.
@@ -77,6 +78,44 @@ impl Snapshot {
         let mut paths = self.paths.clone();
         paths.sort();
         paths
+    }
+}
+
+/// The stable JSON form of a snapshot with its id (`snap snapshots --json`,
+/// `snap create --json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotJson<'a> {
+    pub id: String,
+    pub short_id: String,
+    pub time: String,
+    pub host: &'a str,
+    pub username: &'a str,
+    pub paths: &'a [String],
+    pub tags: &'a [String],
+    pub tree: String,
+    pub parent: Option<String>,
+    pub program_version: &'a str,
+    /// A partial snapshot of an interrupted backup (tagged `checkpoint`).
+    pub checkpoint: bool,
+    pub summary: &'a Summary,
+}
+
+impl<'a> SnapshotJson<'a> {
+    pub fn new(id: &SnapshotId, s: &'a Snapshot) -> Self {
+        SnapshotJson {
+            id: id.to_hex(),
+            short_id: id.short(),
+            time: s.time.to_string(),
+            host: &s.host,
+            username: &s.username,
+            paths: &s.paths,
+            tags: &s.tags,
+            tree: s.tree.to_hex(),
+            parent: s.parent.map(|p| p.to_hex()),
+            program_version: &s.program_version,
+            checkpoint: s.is_checkpoint(),
+            summary: &s.summary,
+        }
     }
 }
 
@@ -170,10 +209,28 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(listing.snapshots)
 }
 
+/// The readable snapshots `filter` matches, oldest first (see [`list`]).
+pub fn list_matching(repo: &Repository, filter: &Filter) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut all = list(repo)?;
+    all.retain(|(_, s)| filter.matches(s));
+    Ok(all)
+}
+
+/// Removes a snapshot (`forget`), under `repo`'s exclusive lock: what it
+/// referenced stays until a prune. One already gone is not an error.
+pub fn delete(repo: &Repository, id: &SnapshotId, lock: &LockGuard) -> Result<()> {
+    lock.proves(repo, LockKind::Exclusive)?;
+    match repo.backend().delete(ObjectKind::Snapshot, &id.to_hex()) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Deletes the damaged objects in `snapshots/` (see [`list_all`]), or only
 /// names them on a dry run. Their content is lost already: what they
-/// referenced cannot be found from them.
-pub fn remove_damaged(repo: &Repository, dry_run: bool) -> Result<Vec<DamagedSnapshot>> {
+/// referenced cannot be found from them. Needs `repo`'s exclusive lock.
+pub fn remove_damaged(repo: &Repository, dry_run: bool, lock: &LockGuard) -> Result<Vec<DamagedSnapshot>> {
+    lock.proves(repo, LockKind::Exclusive)?;
     let damaged = list_all(repo)?.damaged;
     if !dry_run {
         for d in &damaged {

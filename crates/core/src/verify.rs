@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjectKind;
 use crate::damaged;
@@ -116,7 +116,7 @@ pub struct Problem {
     pub affects: Vec<Affected>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VerifyStats {
     pub snapshots: u64,
     pub index_files: u64,
@@ -481,7 +481,7 @@ impl Verifier<'_> {
 
     fn check_trees(&self, snapshots: &[(SnapshotId, Snapshot)], stats: &mut VerifyStats) -> Result<()> {
         let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-        let index = self.repo.index().reader()?;
+        let index = self.repo.index()?.reader()?;
         let mut trees = 0u64;
         let mut references = 0u64;
         tree::walk_trees(
@@ -529,7 +529,7 @@ impl Verifier<'_> {
         if damage.is_empty() {
             return Ok(());
         }
-        let index = self.repo.index().reader()?;
+        let index = self.repo.index()?.reader()?;
         // Whether a blob is damaged, by its own problem's object name.
         let blob_problem = |blob: &BlobId| -> Result<Option<String>> {
             if damage.blobs.contains(blob) {

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
 use snap_core::backend::faulty::{Action, Fault, FaultyBackend, Op};
 use snap_core::backend::{Backend, LocalBackend, ObjectKind};
 use snap_core::chunker::ChunkerParams;
 use snap_core::keys::{KdfParams, Password};
+use snap_core::lock::LockKind;
 use snap_core::progress::NoProgress;
 use snap_core::prune::{self, PruneOptions};
 use snap_core::repo::{InitOptions, Repository};
@@ -21,6 +23,9 @@ use snap_core::snapshot;
 use snap_core::verify::{self, DataSubset, VerifyOptions};
 
 const PASSWORD: &str = "fault tests";
+
+/// The cancel flag a lost lock would set; nothing here loses one.
+static NEVER_CANCELLED: AtomicBool = AtomicBool::new(false);
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -107,7 +112,8 @@ fn backup(repo: &Repository, source: &Path) -> snap_core::Result<archiver::Archi
         threads: 2,
         checkpoint_interval: None,
     };
-    archiver::archive(repo, options, &NoProgress, &AtomicBool::new(false))
+    let lock = repo.lock(LockKind::Shared, "create", Duration::ZERO, &NEVER_CANCELLED)?;
+    archiver::archive(repo, options, &NoProgress, &AtomicBool::new(false), &lock)
 }
 
 fn contents(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -178,7 +184,7 @@ fn writes_of_a_backup(source: &Path) -> u64 {
     backup(&repo, source).unwrap();
     fixture.local().list(ObjectKind::Pack).unwrap().len() as u64
         + fixture.local().list(ObjectKind::Index).unwrap().len() as u64
-        + 1
+        + 2 // the lock and the snapshot
 }
 
 #[test]
@@ -293,23 +299,39 @@ fn crash_at_any_step_of_prune_keeps_every_snapshot() {
         (Op::Delete, 2),
         (Op::Delete, 5),
     ] {
+        // The lock is the first write: the crash points are counted after it.
+        let n = if op == Op::Write { n + 1 } else { n };
         let repo = fixture.faulty(vec![Fault::at(op, None, n, Action::Crash)]);
+        let lock = repo
+            .lock(LockKind::Exclusive, "prune", Duration::ZERO, &NEVER_CANCELLED)
+            .unwrap();
         let _ = prune::prune(
             &repo,
             &PruneOptions::default(),
             &scratch,
             &NoProgress,
             &AtomicBool::new(false),
+            &lock,
         );
+        drop(lock);
+        // The "dead" process could not remove its lock; it is this live
+        // process's, so it would never be taken as stale.
+        for info in fixture.local().list(ObjectKind::Lock).unwrap() {
+            fixture.local().delete(ObjectKind::Lock, &info.name).unwrap();
+        }
         assert_whole(&fixture, &expected, &format!("prune crashed at {op:?} {n}"));
     }
     let repo = fixture.open(fixture.local());
+    let lock = repo
+        .lock(LockKind::Exclusive, "prune", Duration::ZERO, &NEVER_CANCELLED)
+        .unwrap();
     let stats = prune::prune(
         &repo,
         &PruneOptions::default(),
         &scratch,
         &NoProgress,
         &AtomicBool::new(false),
+        &lock,
     )
     .unwrap();
     assert_whole(&fixture, &expected, "after a clean prune");
@@ -319,6 +341,7 @@ fn crash_at_any_step_of_prune_keeps_every_snapshot() {
         &scratch,
         &NoProgress,
         &AtomicBool::new(false),
+        &lock,
     )
     .unwrap();
     assert_eq!(

@@ -6,11 +6,12 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use snap_core::backend::{LocalBackend, ObjectKind};
+use snap_core::backend::{Backend, LocalBackend, ObjectKind};
 use snap_core::compress::Encoding;
 use snap_core::id::BlobId;
 use snap_core::index::{self, IndexFile};
 use snap_core::keys::{KdfParams, Password};
+use snap_core::lock::LockKind;
 use snap_core::pack::BlobKind;
 use snap_core::packer::Packer;
 use snap_core::progress::NoProgress;
@@ -52,9 +53,10 @@ fn hostile_index_entries_are_reported_not_fatal() {
         },
         ..InitOptions::default()
     };
-    let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    // The test's own handle on the storage, to plant a hostile index file.
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
     let cache = dir.path().join("cache");
-    let repo = Repository::init(backend, Some(&Password::new("pw")), &options, &cache).unwrap();
+    let repo = Repository::init(backend.clone(), Some(&Password::new("pw")), &options, &cache).unwrap();
 
     // One pack: a, b, c (raw), z (compressible, so zstd) and far (its entry
     // will point past the pack's end). Another pack: ok, left honest.
@@ -102,10 +104,10 @@ fn hostile_index_entries_are_reported_not_fatal() {
     // Rewrite the index: a covers every other blob and runs past the last
     // one's end (into the header, still inside the file); far lies beyond the pack; z claims a
     // 3 GiB plaintext. Sealed with the repository's key: its MAC is valid.
-    let old = index::list_ids(repo.backend()).unwrap();
+    let old = index::list_ids(backend.as_ref()).unwrap();
     let mut packs = Vec::new();
     for id in &old {
-        let bytes = repo.backend().read(ObjectKind::Index, &id.to_hex()).unwrap();
+        let bytes = backend.read(ObjectKind::Index, &id.to_hex()).unwrap();
         packs.extend(IndexFile::decode(repo.crypto(), id, &bytes).unwrap().packs);
     }
     let target_pack = packs
@@ -130,9 +132,9 @@ fn hostile_index_entries_are_reported_not_fatal() {
     })
     .unwrap();
     for id in &old {
-        repo.backend().delete(ObjectKind::Index, &id.to_hex()).unwrap();
+        backend.delete(ObjectKind::Index, &id.to_hex()).unwrap();
     }
-    repo.index().sync(repo.backend(), repo.crypto()).unwrap();
+    repo.sync_index().unwrap();
 
     // Restore: no panic; the honest file is exact, the others are reported.
     let target = dir.path().join("target");
@@ -180,11 +182,16 @@ fn hostile_index_entries_are_reported_not_fatal() {
 
     // Repair salvages every blob by the pack's header: nothing is lost, and
     // a restore afterwards is exact.
+    static CANCEL: AtomicBool = AtomicBool::new(false);
+    let lock = repo
+        .lock(LockKind::Exclusive, "repair", std::time::Duration::ZERO, &CANCEL)
+        .unwrap();
     let stats = repair::repair_packs(
         &repo,
         &RepairPacksOptions::default(),
         &NoProgress,
         &AtomicBool::new(false),
+        &lock,
     )
     .unwrap();
     let removed: Vec<_> = stats

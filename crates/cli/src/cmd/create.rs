@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
 use snap_core::compress::Compression;
 use snap_core::id::SnapshotId;
@@ -58,19 +57,6 @@ pub struct Args {
     checkpoint_interval: humantime::Duration,
 }
 
-#[derive(Serialize)]
-struct CreateJson<'a> {
-    #[serde(flatten)]
-    snapshot: super::SnapshotJson<'a>,
-    warnings: Vec<WarningJson>,
-}
-
-#[derive(Serialize)]
-struct WarningJson {
-    path: String,
-    message: String,
-}
-
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     if args.paths.is_empty() && !args.stdin {
         bail!(snap_core::Error::InvalidArgument(
@@ -122,22 +108,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
     };
     let bar = Bar::new(global.quiet, global.json);
-    let result = archiver::archive_under_lock(&repo, options, &bar, &CANCEL, &lock);
+    let result = archiver::archive(&repo, options, &bar, &CANCEL, &lock);
     bar.finish();
     let result = result.context("backup failed")?;
     let s = &result.snapshot;
     if global.json {
-        super::print_json(&CreateJson {
-            snapshot: super::SnapshotJson::new(&result.id, s),
-            warnings: result
-                .warnings
-                .iter()
-                .map(|(p, m)| WarningJson {
-                    path: p.to_string_lossy().into_owned(),
-                    message: m.clone(),
-                })
-                .collect(),
-        })?;
+        // The documented form is the engine's (snap_core::archiver::ArchiveResult).
+        super::print_json(&result)?;
     } else if !global.quiet {
         print_summary(&result.id, s)?;
     }

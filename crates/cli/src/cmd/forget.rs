@@ -1,12 +1,10 @@
 //! `snap forget`: remove snapshots by id or by a retention policy.
 
 use anyhow::{bail, Result};
-use serde::Serialize;
-use snap_core::backend::ObjectKind;
+use snap_core::forget::{self, ForgetEntry, ForgetGroup, PolicyOptions};
 use snap_core::id::SnapshotId;
 use snap_core::lock::LockKind;
 use snap_core::policy::{self, CalendarDuration, Count, GroupBy, GroupKey, KeepRules};
-use snap_core::snapshot::Snapshot;
 
 use crate::global::GlobalArgs;
 
@@ -69,20 +67,6 @@ pub struct Args {
     max_unused: f64,
 }
 
-#[derive(Serialize)]
-struct GroupJson<'a> {
-    group: &'a GroupKey,
-    keep: Vec<EntryJson>,
-    remove: Vec<EntryJson>,
-}
-
-#[derive(Serialize)]
-struct EntryJson {
-    id: String,
-    time: String,
-    reasons: Vec<String>,
-}
-
 impl Args {
     fn rules(&self) -> KeepRules {
         KeepRules {
@@ -105,7 +89,7 @@ impl Args {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let _lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
+    let lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
     let rules = args.rules();
     let mut to_remove: Vec<SnapshotId> = Vec::new();
     if !args.ids.is_empty() {
@@ -120,18 +104,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             let (id, snapshot) = snap_core::snapshot::find_in(&repo, spec, &filter)?;
             if !to_remove.contains(&id) {
                 to_remove.push(id);
-                named.push(EntryJson {
-                    id: id.to_hex(),
-                    time: snapshot.time.to_string(),
-                    reasons: vec!["named on the command line".to_string()],
-                });
+                named.push(ForgetEntry::new(
+                    &id,
+                    &snapshot,
+                    vec!["named on the command line".to_string()],
+                ));
             }
         }
         if global.json {
             // The documented array of groups: one group of everything, with
             // the named snapshots to remove.
-            super::print_json(&[GroupJson {
-                group: &GroupKey {
+            super::print_json(&[ForgetGroup {
+                group: GroupKey {
                     host: None,
                     paths: None,
                     tags: None,
@@ -149,17 +133,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             }
         }
     } else {
-        if rules.is_empty() {
-            bail!(snap_core::Error::InvalidArgument(
-                "no policy: give snapshot ids or --keep-* options (nothing was removed)".into()
-            ));
-        }
-        to_remove = apply_policy(global, &repo, &args, &rules)?;
+        to_remove = apply_policy(global, &repo, &args, rules)?;
     }
     if !args.dry_run {
-        for id in &to_remove {
-            repo.backend().delete(ObjectKind::Snapshot, &id.to_hex())?;
-        }
+        forget::remove(&repo, &to_remove, &lock)?;
         if !global.quiet && !global.json {
             outln!("removed {}", super::count(to_remove.len(), "snapshot", "snapshots"))?;
         }
@@ -169,66 +146,37 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             dry_run: args.dry_run,
             max_unused: args.max_unused,
         };
-        super::prune::run_locked(global, &repo, &prune_args)?;
+        super::prune::run_locked(global, &repo, &prune_args, &lock)?;
     }
     Ok(crate::exit::OK)
 }
 
-/// Decides per group, prints the decisions, and returns the snapshots to remove.
+/// Decides per group (snap_core::forget), prints the decisions, and
+/// returns the snapshots to remove.
 fn apply_policy(
     global: &GlobalArgs,
     repo: &snap_core::repo::Repository,
     args: &Args,
-    rules: &KeepRules,
+    rules: KeepRules,
 ) -> Result<Vec<SnapshotId>> {
-    let filter = args.select.filter()?;
-    let all: Vec<(SnapshotId, Snapshot)> = snap_core::snapshot::list(repo)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    let now = jiff::Timestamp::now();
-    let tz = jiff::tz::TimeZone::system();
-    let mut remove = Vec::new();
-    let mut json_groups = Vec::new();
-    let groups = policy::group(&all, args.group_by);
-    for (key, members) in &groups {
-        let snapshots: Vec<&Snapshot> = members.iter().map(|&i| &all[i].1).collect();
-        let decisions = policy::apply(&snapshots, rules, now, &tz);
-        let kept = decisions.iter().filter(|d| d.keep).count();
-        // A checkpoint kept as a resume point does not make up for the
-        // complete snapshots.
-        let complete = snapshots.iter().filter(|s| !s.is_checkpoint()).count();
-        let kept_complete = snapshots
-            .iter()
-            .zip(&decisions)
-            .filter(|(s, d)| d.keep && !s.is_checkpoint())
-            .count();
-        if complete > 0 && kept_complete == 0 && !args.allow_empty_group {
-            bail!(snap_core::Error::InvalidArgument(format!(
-                "the policy would remove every snapshot of group {key}; nothing was removed (--allow-empty-group to do it anyway)"
-            )));
-        }
-        let mut group_json = GroupJson {
-            group: key,
-            keep: Vec::new(),
-            remove: Vec::new(),
-        };
-        if !global.json && !global.quiet {
+    let options = PolicyOptions {
+        rules,
+        group_by: args.group_by,
+        filter: args.select.filter()?,
+        allow_empty_group: args.allow_empty_group,
+    };
+    let plan = forget::plan(repo, &options, jiff::Timestamp::now(), &jiff::tz::TimeZone::system())?;
+    if global.json {
+        super::print_json(&plan.groups)?;
+    } else if !global.quiet {
+        for (group, decisions) in plan.groups.iter().zip(&plan.decisions) {
             outln!(
-                "group {}: keep {kept}, remove {}",
-                crate::term::printable(&key.to_string()),
-                decisions.len() - kept
+                "group {}: keep {}, remove {}",
+                crate::term::printable(&group.group.to_string()),
+                group.keep.len(),
+                group.remove.len()
             )?;
-        }
-        // Newest first, as people read retention tables.
-        for (&i, decision) in members.iter().zip(&decisions).rev() {
-            let (id, snapshot) = &all[i];
-            let entry = EntryJson {
-                id: id.to_hex(),
-                time: snapshot.time.to_string(),
-                reasons: decision.reasons.clone(),
-            };
-            if !global.json && !global.quiet {
+            for (id, snapshot, decision) in decisions {
                 let verdict = if decision.keep { "keep  " } else { "remove" };
                 outln!(
                     "  {verdict} {}  {}  {}",
@@ -237,17 +185,7 @@ fn apply_policy(
                     decision.reasons.join(", ")
                 )?;
             }
-            if decision.keep {
-                group_json.keep.push(entry);
-            } else {
-                group_json.remove.push(entry);
-                remove.push(*id);
-            }
         }
-        json_groups.push(group_json);
     }
-    if global.json {
-        super::print_json(&json_groups)?;
-    }
-    Ok(remove)
+    Ok(plan.remove)
 }

@@ -74,21 +74,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             }
         }
         What::Add { new_password_file } => {
-            let _lock = global.lock(&repo, LockKind::Shared, "key add")?;
+            let lock = global.lock(&repo, LockKind::Shared, "key add")?;
             let new = password::get_new(new_password_file.as_deref())?;
-            let id = keyring::add(&repo, &new, KdfParams::default()).context("cannot add the key")?;
+            let id = keyring::add(&repo, &new, KdfParams::default(), &lock).context("cannot add the key")?;
             report(global, "added key", &id)?;
         }
         What::Remove { id } => {
-            let _lock = global.lock(&repo, LockKind::Exclusive, "key remove")?;
-            let id = keyring::remove(&repo, &id)?;
+            let lock = global.lock(&repo, LockKind::Exclusive, "key remove")?;
+            let id = keyring::remove(&repo, &id, &lock)?;
             report(global, "removed key", &id)?;
         }
         What::Passwd { new_password_file } => {
-            let _lock = global.lock(&repo, LockKind::Shared, "key passwd")?;
+            let lock = global.lock(&repo, LockKind::Shared, "key passwd")?;
             let new = password::get_new(new_password_file.as_deref())?;
-            let id =
-                keyring::change_password(&repo, &new, KdfParams::default()).context("cannot change the password")?;
+            let id = keyring::change_password(&repo, &new, KdfParams::default(), &lock)
+                .context("cannot change the password")?;
             report(global, "password changed; new key", &id)?;
         }
     }

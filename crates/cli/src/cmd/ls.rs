@@ -1,13 +1,13 @@
-//! `snap ls`: list a snapshot's entries with their full source paths.
+//! `snap ls`: list a snapshot's entries with their full source paths
+//! (the walk is `snap_core::ls`; this renders it).
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use serde::Serialize;
-use snap_core::repo::Repository;
-use snap_core::tree::{self, Node, NodeKind, Tree};
+use anyhow::Result;
+use snap_core::ls::{self, Entry, LsOptions};
+use snap_core::tree::NodeKind;
 
 use crate::global::GlobalArgs;
 
@@ -29,37 +29,7 @@ pub struct Args {
     no_recursive: bool,
 }
 
-/// One line of `snap ls --json` (newline-delimited JSON, one entry per line).
-#[derive(Serialize)]
-struct EntryJson {
-    path: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    mode: u32,
-    size: u64,
-    mtime: String,
-    uid: u32,
-    gid: u32,
-    user: String,
-    group: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    link_target: Option<String>,
-}
-
-fn kind_name(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::CharDevice => "chardev",
-        NodeKind::BlockDevice => "blockdev",
-        NodeKind::Socket => "socket",
-    }
-}
-
 struct Lister<'a> {
-    repo: &'a Repository,
     args: &'a Args,
     json: bool,
     /// Names quoted as GNU ls does on a terminal (`crate::term::shell_escape`),
@@ -75,81 +45,29 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let mut filter = args.select.filter()?;
     filter.paths.extend(path.clone());
     let (id, snapshot) = snap_core::snapshot::find_in(&repo, &args.snapshot, &filter)?;
+    let options = LsOptions {
+        path,
+        recursive: !args.no_recursive,
+    };
+    let entries = ls::entries(&repo, &id, &snapshot, &options)?;
     let mut lister = Lister {
-        repo: &repo,
         args: &args,
         json: global.json,
         escape: std::io::stdout().is_terminal(),
         out: std::io::BufWriter::new(crate::term::Stdout::lock()),
     };
-    match &path {
-        None => lister.walk(&snapshot.tree, Path::new("/"))?,
-        Some(path) => {
-            let components = tree::path_components(path).context("a resolved path has no '..'")?;
-            let full = PathBuf::from("/").join(std::ffi::OsStr::from_bytes(&components.join(&b'/')));
-            if components.is_empty() {
-                lister.walk(&snapshot.tree, Path::new("/"))?;
-            } else {
-                let node = tree::lookup_path(&repo, &snapshot.tree, &components)?.ok_or_else(|| {
-                    snap_core::Error::InvalidArgument(format!("{} is not in snapshot {}", full.display(), id.short()))
-                })?;
-                lister.print(&node, &full)?;
-                if let Some(sub) = node.subtree {
-                    lister.walk(&sub, &full)?;
-                }
-            }
-        }
+    for entry in entries {
+        lister.print(&entry?)?;
     }
     lister.out.flush()?;
     Ok(crate::exit::OK)
 }
 
 impl Lister<'_> {
-    /// Prints the entries below `tree_id` depth-first, in name order. A
-    /// stack on the heap, not recursion: a snapshot's depth is whatever the
-    /// backed-up tree's was, and must not overflow the thread's stack.
-    fn walk(&mut self, tree_id: &snap_core::id::BlobId, dir: &Path) -> Result<()> {
-        // The path of the entry being printed: `dir` and one component per
-        // level below the first.
-        let mut path = dir.to_path_buf();
-        let mut stack = vec![Tree::load(self.repo, tree_id)?.nodes.into_iter()];
-        while let Some(level) = stack.last_mut() {
-            let Some(node) = level.next() else {
-                stack.pop();
-                if !stack.is_empty() {
-                    path.pop();
-                }
-                continue;
-            };
-            path.push(std::ffi::OsStr::from_bytes(&node.name));
-            self.print(&node, &path)?;
-            match node.subtree {
-                Some(sub) if !self.args.no_recursive => stack.push(Tree::load(self.repo, &sub)?.nodes.into_iter()),
-                _ => {
-                    path.pop();
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn print(&mut self, node: &Node, path: &Path) -> Result<()> {
-        let mtime = jiff::Timestamp::from_nanosecond(i128::from(node.mtime_ns)).unwrap_or_default();
+    fn print(&mut self, entry: &Entry) -> Result<()> {
+        let (node, path) = (&entry.node, &entry.path);
         if self.json {
-            let entry = EntryJson {
-                path: path.to_string_lossy().into_owned(),
-                kind: kind_name(node.kind),
-                mode: node.mode,
-                size: node.size,
-                mtime: mtime.to_string(),
-                uid: node.uid,
-                gid: node.gid,
-                user: node.user.clone(),
-                group: node.group.clone(),
-                link_target: (node.kind == NodeKind::Symlink)
-                    .then(|| String::from_utf8_lossy(&node.link_target).into_owned()),
-            };
-            writeln!(self.out, "{}", serde_json::to_string(&entry)?)?;
+            writeln!(self.out, "{}", serde_json::to_string(entry)?)?;
         } else if self.args.long {
             let kind = match node.kind {
                 NodeKind::File => '-',
@@ -174,7 +92,7 @@ impl Lister<'_> {
                 "{kind}{} {owner:<8} {group:<8} {:>12} {} ",
                 mode_string(node.mode),
                 node.size,
-                super::local_time(&mtime),
+                super::local_time(&entry.mtime()),
             )
             .into_bytes();
             self.push_name(&mut line, path.as_os_str().as_bytes());

@@ -15,8 +15,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 use serde::Serialize;
-use snap_core::id::SnapshotId;
-use snap_core::snapshot::{Filter, Snapshot};
+use snap_core::snapshot::Filter;
 
 /// Which snapshots `latest` may name (restic's `--host`, `--path`, `--tag`).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -55,41 +54,7 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// The stable JSON form of a snapshot (`snap snapshots --json`, `snap create --json`).
-#[derive(Serialize)]
-pub struct SnapshotJson<'a> {
-    pub id: String,
-    pub short_id: String,
-    pub time: String,
-    pub host: &'a str,
-    pub username: &'a str,
-    pub paths: &'a [String],
-    pub tags: &'a [String],
-    pub tree: String,
-    pub parent: Option<String>,
-    pub program_version: &'a str,
-    /// A partial snapshot of an interrupted backup (tagged `checkpoint`).
-    pub checkpoint: bool,
-    pub summary: &'a snap_core::snapshot::Summary,
-}
-
-impl<'a> SnapshotJson<'a> {
-    pub fn new(id: &SnapshotId, s: &'a Snapshot) -> Self {
-        SnapshotJson {
-            id: id.to_hex(),
-            short_id: id.short(),
-            time: s.time.to_string(),
-            host: &s.host,
-            username: &s.username,
-            paths: &s.paths,
-            tags: &s.tags,
-            tree: s.tree.to_hex(),
-            parent: s.parent.map(|p| p.to_hex()),
-            program_version: &s.program_version,
-            checkpoint: s.is_checkpoint(),
-            summary: &s.summary,
-        }
-    }
-}
+pub use snap_core::snapshot::SnapshotJson;
 
 /// A count with its noun, singular for one: `1 snapshot`, `2 snapshots`.
 pub fn count(n: impl TryInto<u64>, one: &str, many: &str) -> String {

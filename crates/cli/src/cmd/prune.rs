@@ -1,7 +1,7 @@
 //! `snap prune`: delete data no snapshot uses.
 
 use anyhow::{Context, Result};
-use snap_core::lock::LockKind;
+use snap_core::lock::{LockGuard, LockKind};
 use snap_core::prune::{self, PruneOptions, PruneStats};
 use snap_core::repo::Repository;
 
@@ -32,22 +32,22 @@ pub fn parse_share(s: &str) -> Result<f64, String> {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let _lock = global.lock(&repo, LockKind::Exclusive, "prune")?;
-    run_locked(global, &repo, &args)?;
+    let lock = global.lock(&repo, LockKind::Exclusive, "prune")?;
+    run_locked(global, &repo, &args, &lock)?;
     Ok(crate::exit::OK)
 }
 
 /// Prune with the exclusive lock already held (also used by `forget --prune`).
-pub fn run_locked(global: &GlobalArgs, repo: &Repository, args: &Args) -> Result<PruneStats> {
+pub fn run_locked(global: &GlobalArgs, repo: &Repository, args: &Args, lock: &LockGuard) -> Result<PruneStats> {
     let options = PruneOptions {
         max_unused: args.max_unused,
         dry_run: args.dry_run,
     };
     // Beside the index cache in use: a temporary directory when the cache
     // directory is not writable.
-    let scratch = repo.index().dir().to_path_buf();
+    let scratch = repo.cache_dir().to_path_buf();
     let bar = Bar::new(global.quiet, global.json);
-    let stats = prune::prune(repo, &options, &scratch, &bar, &CANCEL);
+    let stats = prune::prune(repo, &options, &scratch, &bar, &CANCEL, lock);
     bar.finish();
     let stats = stats.context("prune failed")?;
     if global.json {

@@ -41,11 +41,11 @@ enum What {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let _lock = global.lock(&repo, LockKind::Exclusive, "repair")?;
+    let lock = global.lock(&repo, LockKind::Exclusive, "repair")?;
     match args.what {
         What::Index => {
             let bar = Bar::new(global.quiet, global.json);
-            let stats = repair::repair_index(&repo, &bar, &CANCEL);
+            let stats = repair::repair_index(&repo, &bar, &CANCEL, &lock);
             bar.finish();
             let stats = stats.context("repair index failed")?;
             for (pack, why) in &stats.packs_unreadable {
@@ -73,7 +73,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         What::Packs { packs, read_data } => {
             let bar = Bar::new(global.quiet, global.json);
-            let stats = repair::repair_packs(&repo, &RepairPacksOptions { packs, read_data }, &bar, &CANCEL);
+            let stats = repair::repair_packs(&repo, &RepairPacksOptions { packs, read_data }, &bar, &CANCEL, &lock);
             bar.finish();
             let stats = stats.context("repair packs failed")?;
             if global.json {
@@ -118,7 +118,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         }
         What::Snapshots { dry_run, forget } => {
             // Unreadable snapshot objects first: they name nothing to repair.
-            let damaged = snap_core::snapshot::remove_damaged(&repo, dry_run).context("repair snapshots failed")?;
+            let damaged =
+                snap_core::snapshot::remove_damaged(&repo, dry_run, &lock).context("repair snapshots failed")?;
             for d in &damaged {
                 errln!(
                     "snapshot object {} is damaged ({}): {}",
@@ -127,7 +128,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     if dry_run { "would be removed" } else { "removed" }
                 );
             }
-            let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL)
+            let repaired = repair::repair_snapshots(&repo, &RepairSnapshotsOptions { dry_run, forget }, &CANCEL, &lock)
                 .context("repair snapshots failed")?;
             let unrepairable = repaired.iter().filter(|r| r.root_unreadable).count();
             if global.json {

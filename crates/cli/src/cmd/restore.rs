@@ -40,24 +40,15 @@ pub struct Args {
     threads: usize,
 }
 
+/// `snap restore --json`: which snapshot went where, then the engine's
+/// result (counts, errors, and files restored with content missing as
+/// `NAME.damaged`, never under their own names; each is in `errors` too).
 #[derive(Serialize)]
-struct RestoreJson {
+struct RestoreJson<'a> {
     snapshot: String,
     target: String,
-    files: u64,
-    dirs: u64,
-    other: u64,
-    bytes: u64,
-    errors: Vec<ErrorJson>,
-    /// Files restored with content missing, as `NAME.damaged` (never under
-    /// their own names); each is in `errors` too.
-    damaged: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct ErrorJson {
-    path: String,
-    message: String,
+    #[serde(flatten)]
+    result: &'a restorer::RestoreResult,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
@@ -81,23 +72,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         super::print_json(&RestoreJson {
             snapshot: id.to_hex(),
             target: args.target.to_string_lossy().into_owned(),
-            files: result.files,
-            dirs: result.dirs,
-            other: result.other,
-            bytes: result.bytes,
-            errors: result
-                .errors
-                .iter()
-                .map(|(p, m)| ErrorJson {
-                    path: p.to_string_lossy().into_owned(),
-                    message: m.clone(),
-                })
-                .collect(),
-            damaged: result
-                .damaged
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect(),
+            result: &result,
         })?;
     } else if !global.quiet {
         outln!(
