@@ -52,6 +52,8 @@ pub struct RepairIndexStats {
 
 /// Rebuilds the index from the headers of every stored pack.
 pub fn repair_index(repo: &Repository, progress: &dyn Progress, cancel: &AtomicBool) -> Result<RepairIndexStats> {
+    // Repair judges the repository's own copies, past the local object cache.
+    let repo = &repo.without_cache();
     let mut stats = RepairIndexStats::default();
     let old = index::list_ids(repo.backend())?;
     let stored = repo.backend().list(ObjectKind::Pack)?;
@@ -167,6 +169,7 @@ pub fn repair_packs(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<RepairPacksStats> {
+    let repo = &repo.without_cache();
     let check_cancel = || {
         if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
@@ -498,6 +501,7 @@ pub fn repair_snapshots(
     options: &RepairSnapshotsOptions,
     cancel: &AtomicBool,
 ) -> Result<Vec<RepairedSnapshot>> {
+    let repo = &repo.without_cache();
     let mut repairer = SnapshotRepairer {
         repo,
         packer: (!options.dry_run)

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::backend::cache::CacheBackend;
 use crate::backend::{Backend, ObjectKind};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::compress::{self, Compression, Encoding};
@@ -42,7 +43,10 @@ impl Default for InitOptions {
 
 #[derive(Clone, Debug)]
 pub struct Repository {
+    /// The storage seen through the object cache (snapshots, index files).
     backend: Arc<dyn Backend>,
+    /// The same storage without the cache: what verify and repair judge.
+    uncached: Arc<dyn Backend>,
     crypto: Arc<Crypto>,
     config: Arc<Config>,
     chunker: Arc<Chunker>,
@@ -238,11 +242,17 @@ impl Repository {
         }
         // Local hints (damaged packs) live beside the cache in use.
         let cache_dir = index.dir().to_path_buf();
+        // Immutable objects are kept beside the index cache, so that a
+        // command on a remote repository reads each snapshot once per
+        // machine (backend::cache).
+        let uncached = backend;
+        let backend: Arc<dyn Backend> = Arc::new(CacheBackend::new(uncached.clone(), cache_dir.join("objects")));
         let stats = index.sync(backend.as_ref(), &crypto)?;
         tracing::debug!(?stats, "index cache synced");
         let chunker = Chunker::new(config.body.chunker, &crypto.master_key().chunker);
         Ok(Repository {
             backend,
+            uncached,
             crypto: Arc::new(crypto),
             config: Arc::new(config),
             chunker: Arc::new(chunker),
@@ -258,6 +268,16 @@ impl Repository {
 
     pub fn backend_arc(&self) -> Arc<dyn Backend> {
         self.backend.clone()
+    }
+
+    /// A handle that reads and writes storage directly, past the local
+    /// object cache: for the operations that judge the repository's own
+    /// copies (verify, repair), where a good cached copy would hide damage.
+    pub fn without_cache(&self) -> Repository {
+        Repository {
+            backend: self.uncached.clone(),
+            ..self.clone()
+        }
     }
 
     pub fn crypto(&self) -> &Crypto {

@@ -174,6 +174,8 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
 /// names them on a dry run. Their content is lost already: what they
 /// referenced cannot be found from them.
 pub fn remove_damaged(repo: &Repository, dry_run: bool) -> Result<Vec<DamagedSnapshot>> {
+    // Damage is judged on the repository's copies, past the local cache.
+    let repo = &repo.without_cache();
     let damaged = list_all(repo)?.damaged;
     if !dry_run {
         for d in &damaged {

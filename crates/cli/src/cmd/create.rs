@@ -63,6 +63,7 @@ struct CreateJson<'a> {
     #[serde(flatten)]
     snapshot: super::SnapshotJson<'a>,
     warnings: Vec<WarningJson>,
+    requests: snap_core::backend::counting::RequestStats,
 }
 
 #[derive(Serialize)]
@@ -137,6 +138,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     message: m.clone(),
                 })
                 .collect(),
+            requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {
         print_summary(&result.id, s)?;

@@ -52,6 +52,7 @@ struct RestoreJson {
     /// Files restored with content missing, as `NAME.damaged` (never under
     /// their own names); each is in `errors` too.
     damaged: Vec<String>,
+    requests: snap_core::backend::counting::RequestStats,
 }
 
 #[derive(Serialize)]
@@ -98,6 +99,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 .iter()
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
+            requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {
         outln!(
