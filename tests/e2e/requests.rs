@@ -188,3 +188,35 @@ fn verify_judges_the_repository_not_the_cache() {
         describe(&out)
     );
 }
+
+#[test]
+fn an_unchanged_backup_costs_the_same_reads_with_one_snapshot_or_many() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"content").unwrap();
+    set_tree_times(&src);
+    let other = snap.scratch().join("other");
+    fs::create_dir(&other).unwrap();
+    snap.create(&[s(&src)]);
+    let reads = |created: &Value| {
+        let ops = &created["requests"]["by_op"];
+        (
+            ops["read"].as_u64().unwrap_or(0),
+            ops["list"].as_u64().unwrap_or(0),
+            count(created, "snapshot", "read"),
+        )
+    };
+    let with_one = reads(&snap.create(&[s(&src)]));
+    // More snapshots (of another path, so the parent stays the same).
+    for i in 0..6 {
+        fs::write(other.join("g"), format!("{i}")).unwrap();
+        snap.create(&[s(&other)]);
+    }
+    let with_many = reads(&snap.create(&[s(&src)]));
+    assert_eq!(with_one.2, 0, "no snapshot read with a warm cache");
+    assert_eq!(
+        with_one, with_many,
+        "(reads, lists, snapshot reads) grew with the snapshots"
+    );
+}
