@@ -18,6 +18,7 @@
 //! this wrapper (`Repository::without_cache`).
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -91,7 +92,9 @@ impl CacheBackend {
         }
         let result = (|| -> std::io::Result<()> {
             let dir = path.parent().unwrap_or(&self.dir);
-            std::fs::create_dir_all(dir)?;
+            // Private, as the rest of the cache: the names and sizes of
+            // snapshots are nobody else's business (the files are 0600).
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
             tmp.write_all(bytes)?;
             tmp.persist(path).map_err(|e| e.error)?;
