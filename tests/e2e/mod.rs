@@ -20,6 +20,7 @@ mod keys_perms;
 mod lifecycle;
 mod locks;
 mod output;
+mod requests;
 mod restore_safety;
 mod resume;
 mod roundtrip;

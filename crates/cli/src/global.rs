@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use snap_core::backend::counting::{CountingBackend, RequestCounts};
+use snap_core::backend::retry::{RetryBackend, RetryPolicy};
 use snap_core::backend::Backend;
 use snap_core::lock::{LockGuard, LockKind};
 use snap_core::repo::{InitOptions, OpenFailure, Opened, PasswordRequest, Repository};
@@ -46,6 +48,10 @@ pub struct GlobalArgs {
 
 /// Set by Ctrl-C / SIGTERM; operations stop at the next safe point.
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// The requests this process made to storage (all repositories it opened),
+/// for the `-v` summary and the `requests` object of `--json`.
+pub static REQUESTS: std::sync::LazyLock<Arc<RequestCounts>> = std::sync::LazyLock::new(Default::default);
 
 /// Set while a password is being read from the terminal.
 pub static PROMPTING: AtomicBool = AtomicBool::new(false);
@@ -103,7 +109,7 @@ impl GlobalArgs {
 
     pub fn backend(&self) -> Result<(Arc<dyn Backend>, bool)> {
         let (location, default) = self.location()?;
-        Ok((snap_remote::open(&location, &self.options)?, default))
+        Ok((with_wrappers(snap_remote::open(&location, &self.options)?), default))
     }
 
     /// Opens the repository, asking for the password only if it is encrypted.
@@ -167,6 +173,42 @@ impl GlobalArgs {
             }
         }
     }
+}
+
+/// The wrappers every storage the CLI opens gets (docs/design.md, "Remote
+/// storage"): retries over request counting over the storage itself, so
+/// each retry is counted as the request it is. The object cache goes on top
+/// when the repository is opened (`Repository::open`).
+fn with_wrappers(storage: Arc<dyn Backend>) -> Arc<dyn Backend> {
+    let counted = Arc::new(CountingBackend::new(storage, REQUESTS.clone()));
+    Arc::new(RetryBackend::new(counted, RetryPolicy::from_env()))
+}
+
+/// The `-v` line on stderr: what the command cost in requests.
+pub fn print_request_summary() {
+    let stats = REQUESTS.stats();
+    if stats.total == 0 {
+        return;
+    }
+    let mut ops: Vec<(&str, u64)> = stats.by_op.iter().map(|(op, n)| (*op, *n)).collect();
+    ops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+    errln!(
+        "requests: {} ({}), {} up, {} down",
+        stats.total,
+        ops.join(", "),
+        crate::cmd::human_bytes(stats.bytes_up),
+        crate::cmd::human_bytes(stats.bytes_down)
+    );
+    let kinds: Vec<String> = stats
+        .by_kind
+        .iter()
+        .map(|(kind, ops)| {
+            let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+            format!("{kind} {}", ops.join(", "))
+        })
+        .collect();
+    errln!("  by kind: {}", kinds.join("; "));
 }
 
 /// `-o key=value`.

@@ -101,6 +101,9 @@ fn main() {
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
     };
+    if cli.global.verbose > 0 {
+        global::print_request_summary();
+    }
     let code = match result {
         Ok(code) => code,
         Err(error) if term::is_stdout_closed(&error) => term::exit_stdout_closed(),

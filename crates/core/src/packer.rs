@@ -5,8 +5,11 @@
 //! in during this session, compresses and seals the rest on the caller's
 //! thread (so compression runs on every core), appends them to the open data
 //! or tree pack, and passes full packs over a bounded channel to one uploader
-//! thread. The channel's bound is what keeps memory flat when storage is slow:
-//! producers wait for the uploader.
+//! thread, which keeps up to the backend's [`concurrency`] uploads in flight.
+//! The channel's bound and the uploads' limit are what keep memory flat when
+//! storage is slow: producers wait for the uploader.
+//!
+//! [`concurrency`]: crate::backend::Backend::concurrency
 //!
 //! Write order, which crash safety rests on: a pack is stored before any
 //! index file lists it, and the snapshot (written by the caller after
@@ -234,63 +237,166 @@ fn uploader_stopped() -> Error {
     })
 }
 
-fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {
-    let mut stats = PackerStats::default();
-    let mut pending: Vec<IndexedPack> = Vec::new();
-    // The one-pack index files of this session not merged yet, with their packs.
-    let mut unmerged = Unmerged::default();
-    let flush = |pending: &mut Vec<IndexedPack>, unmerged: &mut Unmerged, stats: &mut PackerStats| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
+/// What the uploads share: the packs stored but not yet indexed, the
+/// session's index files, the counts, and the first error.
+struct Uploaded {
+    stats: PackerStats,
+    pending: Vec<IndexedPack>,
+    /// The one-pack index files of this session not merged yet, with their packs.
+    unmerged: Unmerged,
+    error: Option<Error>,
+}
+
+/// Writes an index file for the packs stored but not indexed yet.
+fn flush(repo: &Repository, up: &mut Uploaded) -> Result<()> {
+    if up.pending.is_empty() {
+        return Ok(());
+    }
+    let packs = std::mem::take(&mut up.pending);
+    let id = repo.save_index(IndexFile {
+        packs: packs.clone(),
+        supersedes: Vec::new(),
+    })?;
+    crate::failpoint::hit("index-written");
+    up.stats.index_files_written += 1;
+    up.unmerged.ids.push(id);
+    up.unmerged.packs.extend(packs);
+    Ok(())
+}
+
+/// Stores one pack, then (only once it is stored) indexes it. Runs on its
+/// own thread, beside the other uploads in flight; the index files are
+/// written one at a time, under the lock.
+fn upload_pack(repo: &Repository, shared: &Mutex<Uploaded>, pack: FinishedPack) {
+    let stored = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes);
+    let mut up = shared.lock().expect("upload state");
+    if let Err(e) = stored {
+        up.error.get_or_insert(e.into());
+        return;
+    }
+    crate::failpoint::hit("pack-written");
+    up.stats.packs_written += 1;
+    up.stats.bytes_added_stored += pack.bytes.len() as u64;
+    up.pending.push(IndexedPack {
+        id: pack.id,
+        kind: pack.kind,
+        size: pack.bytes.len() as u64,
+        blobs: pack.entries,
+    });
+    // At once: a backup killed from here on still has this pack indexed.
+    let indexed = flush(repo, &mut up).and_then(|()| {
+        if up.unmerged.ids.len() >= PACKS_PER_INDEX {
+            let Uploaded { unmerged, stats, .. } = &mut *up;
+            merge(repo, unmerged, stats)
+        } else {
+            Ok(())
         }
-        let packs = std::mem::take(pending);
-        let id = repo.save_index(IndexFile {
-            packs: packs.clone(),
-            supersedes: Vec::new(),
-        })?;
-        crate::failpoint::hit("index-written");
-        stats.index_files_written += 1;
-        unmerged.ids.push(id);
-        unmerged.packs.extend(packs);
-        Ok(())
-    };
-    for message in receiver {
-        let pack = match message {
-            Upload::Pack(pack) => pack,
-            Upload::Flush(ack) => {
-                if let Err(e) = flush(&mut pending, &mut unmerged, &mut stats) {
-                    let _ = ack.send(Err(Error::InvalidArgument(format!(
-                        "checkpoint index not written: {e}"
-                    ))));
-                    return Err(e);
-                }
-                let _ = ack.send(Ok(()));
-                continue;
+    });
+    if let Err(e) = indexed {
+        up.error.get_or_insert(e);
+    }
+}
+
+/// Says "this upload is done" when dropped: also when the upload panics,
+/// so that the uploader waiting for it does not wait forever.
+struct Done(SyncSender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Receives finished packs and keeps up to `backend.concurrency()` uploads
+/// in flight, each on its own thread. Memory: the queue's packs plus one per
+/// upload in flight. A pack's index file is written only after the pack is
+/// stored, by the upload that stored it; a checkpoint waits for every upload
+/// before it answers. After the first error no new upload starts; those in
+/// flight finish (and index what they stored, so a retry reuses it), and the
+/// error is returned.
+fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {
+    let slots = repo.backend().concurrency().max(1);
+    let shared = Mutex::new(Uploaded {
+        stats: PackerStats::default(),
+        pending: Vec::new(),
+        unmerged: Unmerged::default(),
+        error: None,
+    });
+    let failed = |shared: &Mutex<Uploaded>| shared.lock().expect("upload state").error.is_some();
+    std::thread::scope(|scope| -> Result<()> {
+        // Each upload says here that it is done.
+        let (done_tx, done_rx) = sync_channel::<()>(slots);
+        let mut in_flight = 0usize;
+        let wait_all = |in_flight: &mut usize| {
+            while *in_flight > 0 {
+                let _ = done_rx.recv();
+                *in_flight -= 1;
             }
         };
-        if let Err(e) = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes) {
-            // Index the packs stored before the failure, so a retry reuses them.
-            let _ = flush(&mut pending, &mut unmerged, &mut stats);
-            return Err(e.into());
+        for message in &receiver {
+            match message {
+                Upload::Pack(pack) => {
+                    while done_rx.try_recv().is_ok() {
+                        in_flight -= 1;
+                    }
+                    if in_flight == slots {
+                        let _ = done_rx.recv();
+                        in_flight -= 1;
+                    }
+                    if failed(&shared) {
+                        break;
+                    }
+                    let done = Done(done_tx.clone());
+                    let shared = &shared;
+                    std::thread::Builder::new()
+                        .name("snap-upload".into())
+                        .spawn_scoped(scope, move || {
+                            let _done = done;
+                            upload_pack(repo, shared, pack);
+                        })
+                        .map_err(|e| {
+                            Error::Backend(crate::backend::BackendError::Io {
+                                op: "start",
+                                what: "an upload thread".into(),
+                                error: e,
+                            })
+                        })?;
+                    in_flight += 1;
+                }
+                Upload::Flush(ack) => {
+                    wait_all(&mut in_flight);
+                    let mut up = shared.lock().expect("upload state");
+                    let result = match up.error.take() {
+                        Some(e) => Err(e),
+                        None => flush(repo, &mut up),
+                    };
+                    match result {
+                        Ok(()) => {
+                            let _ = ack.send(Ok(()));
+                        }
+                        Err(e) => {
+                            let _ = ack.send(Err(Error::InvalidArgument(format!(
+                                "checkpoint index not written: {e}"
+                            ))));
+                            up.error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        crate::failpoint::hit("pack-written");
-        stats.packs_written += 1;
-        stats.bytes_added_stored += pack.bytes.len() as u64;
-        pending.push(IndexedPack {
-            id: pack.id,
-            kind: pack.kind,
-            size: pack.bytes.len() as u64,
-            blobs: pack.entries,
-        });
-        // At once: a backup killed from here on still has this pack indexed.
-        flush(&mut pending, &mut unmerged, &mut stats)?;
-        if unmerged.ids.len() >= PACKS_PER_INDEX {
-            merge(repo, &mut unmerged, &mut stats)?;
-        }
+        wait_all(&mut in_flight);
+        Ok(())
+    })?;
+    let mut up = shared.into_inner().expect("upload state");
+    if let Some(e) = up.error.take() {
+        // Index the packs stored before the failure, so a retry reuses them.
+        let _ = flush(repo, &mut up);
+        return Err(e);
     }
-    flush(&mut pending, &mut unmerged, &mut stats)?;
-    merge(repo, &mut unmerged, &mut stats)?;
-    Ok(stats)
+    flush(repo, &mut up)?;
+    merge(repo, &mut up.unmerged, &mut up.stats)?;
+    Ok(up.stats)
 }
 
 /// Index files written by this packer that [`merge`] has not replaced yet.
@@ -330,4 +436,168 @@ fn merge(repo: &Repository, unmerged: &mut Unmerged, stats: &mut PackerStats) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, BackendResult, LocalBackend, ObjectInfo};
+    use crate::chunker::ChunkerParams;
+    use crate::keys::{Password, FAST_KDF_FOR_TESTS};
+    use crate::repo::InitOptions;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Local storage whose pack writes are slow, counting how many overlap.
+    #[derive(Debug)]
+    struct SlowPacks {
+        inner: LocalBackend,
+        slots: usize,
+        pause: Duration,
+        now: AtomicUsize,
+        most: AtomicUsize,
+        /// Fail the pack writes after this many (`usize::MAX`: never).
+        fail_after: usize,
+        started: AtomicUsize,
+    }
+
+    impl Backend for SlowPacks {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn concurrency(&self) -> usize {
+            self.slots
+        }
+        fn create(&self) -> BackendResult<()> {
+            self.inner.create()
+        }
+        fn read(&self, kind: ObjectKind, name: &str) -> BackendResult<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+            self.inner.read_range(kind, name, offset, len)
+        }
+        fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
+            if kind != ObjectKind::Pack {
+                return self.inner.write(kind, name, data);
+            }
+            if self.started.fetch_add(1, Ordering::SeqCst) >= self.fail_after {
+                return Err(crate::backend::BackendError::Remote {
+                    op: "write",
+                    what: format!("pack {name}"),
+                    reason: "injected".into(),
+                });
+            }
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            // Slow storage: an upload lasts until another one has started
+            // beside it (or `pause` passed), so that overlap, if the packer
+            // allows it, shows however slowly this machine seals packs.
+            let started = std::time::Instant::now();
+            while self.most.load(Ordering::SeqCst) < 2 && started.elapsed() < self.pause {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let result = self.inner.write(kind, name, data);
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            result
+        }
+        fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
+            self.inner.write_new(kind, name, data)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()> {
+            self.inner.delete(kind, name)
+        }
+        fn list(&self, kind: ObjectKind) -> BackendResult<Vec<ObjectInfo>> {
+            self.inner.list(kind)
+        }
+        fn exists(&self, kind: ObjectKind, name: &str) -> BackendResult<bool> {
+            self.inner.exists(kind, name)
+        }
+    }
+
+    fn slow_repo(
+        dir: &std::path::Path,
+        slots: usize,
+        fail_after: usize,
+        pause: Duration,
+    ) -> (Arc<SlowPacks>, Repository) {
+        let backend = Arc::new(SlowPacks {
+            inner: LocalBackend::new(dir.join("repo")),
+            slots,
+            pause,
+            now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            fail_after,
+            started: AtomicUsize::new(0),
+        });
+        let options = InitOptions {
+            kdf: FAST_KDF_FOR_TESTS,
+            chunker: ChunkerParams {
+                min_size: 4096,
+                avg_size: 16384,
+                max_size: 65536,
+            },
+            pack_size: 1 << 20,
+            compression: Compression::Off,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), Some(&Password::new("p")), &options, &dir.join("cache")).unwrap();
+        (backend, repo)
+    }
+
+    /// Incompressible blobs, 64 KiB each, `n` of them.
+    fn blobs(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let mut blob = vec![0u8; 64 << 10];
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&(i as u64).to_le_bytes());
+                hasher.finalize_xof().fill(&mut blob);
+                blob
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packs_upload_in_parallel_and_are_all_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, repo) = slow_repo(dir.path(), 4, usize::MAX, Duration::from_secs(20));
+        let data = blobs(16 * 6);
+        let packer = Packer::new(&repo, Compression::Off).unwrap();
+        let mut ids = Vec::new();
+        for blob in &data {
+            ids.push(packer.add(BlobKind::Data, blob).unwrap().0);
+        }
+        let stats = packer.finish().unwrap();
+        assert!(stats.packs_written >= 5, "{stats:?}");
+        let most = backend.most.load(Ordering::SeqCst);
+        assert!(most >= 2, "uploads never overlapped ({most} at most)");
+        assert!(most <= 4, "more uploads than the backend's concurrency: {most}");
+        // Every blob is indexed, in a stored pack, with its bytes.
+        let again = Repository::open(backend.clone(), Some(&Password::new("p")), &dir.path().join("cache2")).unwrap();
+        for (id, blob) in ids.iter().zip(&data) {
+            assert_eq!(&again.read_blob(id).unwrap(), blob);
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_stops_the_packer_and_what_was_stored_stays_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, repo) = slow_repo(dir.path(), 3, 3, Duration::from_millis(50));
+        let data = blobs(16 * 8);
+        let packer = Packer::new(&repo, Compression::Off).unwrap();
+        let mut added = Ok(());
+        for blob in &data {
+            added = added.and_then(|()| packer.add(BlobKind::Data, blob).map(|_| ()));
+        }
+        let finished = packer.finish();
+        assert!(finished.is_err(), "the failure was not reported");
+        let again = Repository::open(backend.clone(), Some(&Password::new("p")), &dir.path().join("cache2")).unwrap();
+        let indexed = again.index().packs().unwrap();
+        assert_eq!(indexed.len(), 3, "the three stored packs are indexed");
+        for (pack, _, _) in indexed {
+            assert!(backend.inner.exists(ObjectKind::Pack, &pack.to_hex()).unwrap());
+        }
+    }
 }

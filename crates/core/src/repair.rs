@@ -60,6 +60,8 @@ pub fn repair_index(
     lock: &LockGuard,
 ) -> Result<RepairIndexStats> {
     lock.proves(repo, LockKind::Exclusive)?;
+    // Repair judges the repository's own copies, past the local object cache.
+    let repo = &repo.without_cache();
     let mut stats = RepairIndexStats::default();
     let old = index::list_ids(repo.backend())?;
     let stored = repo.backend().list(ObjectKind::Pack)?;
@@ -178,6 +180,7 @@ pub fn repair_packs(
     lock: &LockGuard,
 ) -> Result<RepairPacksStats> {
     lock.proves(repo, LockKind::Exclusive)?;
+    let repo = &repo.without_cache();
     let check_cancel = || {
         if cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
@@ -512,6 +515,7 @@ pub fn repair_snapshots(
     lock: &LockGuard,
 ) -> Result<Vec<RepairedSnapshot>> {
     lock.proves(repo, LockKind::Exclusive)?;
+    let repo = &repo.without_cache();
     let mut repairer = SnapshotRepairer {
         repo,
         packer: (!options.dry_run)

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::backend::cache::CacheBackend;
 use crate::backend::{Backend, ObjectKind};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::compress::{self, Compression, Encoding};
@@ -43,7 +44,10 @@ impl Default for InitOptions {
 
 #[derive(Clone, Debug)]
 pub struct Repository {
+    /// The storage seen through the object cache (snapshots, index files).
     backend: Arc<dyn Backend>,
+    /// The same storage without the cache: what verify and repair judge.
+    uncached: Arc<dyn Backend>,
     crypto: Arc<Crypto>,
     config: Arc<Config>,
     chunker: Arc<Chunker>,
@@ -290,11 +294,17 @@ impl Repository {
         }
         // Local hints (damaged packs) live beside the cache in use.
         let cache_dir = index.dir().to_path_buf();
+        // Immutable objects are kept beside the index cache, so that a
+        // command on a remote repository reads each snapshot once per
+        // machine (backend::cache).
+        let uncached = backend;
+        let backend: Arc<dyn Backend> = Arc::new(CacheBackend::new(uncached.clone(), cache_dir.join("objects")));
         // The index cache is not synced here: commands that never look up a
         // blob (snapshots, forget, key, unlock) then cost no index reads.
         let chunker = Chunker::new(config.body.chunker, &crypto.master_key().chunker);
         Ok(Repository {
             backend,
+            uncached,
             crypto: Arc::new(crypto),
             config: Arc::new(config),
             chunker: Arc::new(chunker),
@@ -343,6 +353,16 @@ impl Repository {
         cancel: &'static std::sync::atomic::AtomicBool,
     ) -> Result<Option<crate::lock::LockGuard>> {
         crate::lock::read_lock(self, operation, wait, cancel)
+    }
+
+    /// A handle that reads and writes storage directly, past the local
+    /// object cache: for the operations that judge the repository's own
+    /// copies (verify, repair), where a good cached copy would hide damage.
+    pub fn without_cache(&self) -> Repository {
+        Repository {
+            backend: self.uncached.clone(),
+            ..self.clone()
+        }
     }
 
     pub fn crypto(&self) -> &Crypto {

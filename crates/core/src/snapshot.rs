@@ -231,6 +231,8 @@ pub fn delete(repo: &Repository, id: &SnapshotId, lock: &LockGuard) -> Result<()
 /// referenced cannot be found from them. Needs `repo`'s exclusive lock.
 pub fn remove_damaged(repo: &Repository, dry_run: bool, lock: &LockGuard) -> Result<Vec<DamagedSnapshot>> {
     lock.proves(repo, LockKind::Exclusive)?;
+    // Damage is judged on the repository's copies, past the local cache.
+    let repo = &repo.without_cache();
     let damaged = list_all(repo)?.damaged;
     if !dry_run {
         for d in &damaged {

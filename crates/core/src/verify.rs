@@ -191,6 +191,8 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VerifyReport> {
+    // The repository's own copies are what is checked, not the local cache's.
+    let repo = &repo.without_cache();
     let v = Verifier {
         repo,
         progress,

@@ -57,6 +57,15 @@ pub struct Args {
     checkpoint_interval: humantime::Duration,
 }
 
+/// `snap create --json`: the engine's result (snap_core::archiver::ArchiveResult)
+/// and what the command cost in requests.
+#[derive(serde::Serialize)]
+struct CreateJson<'a> {
+    #[serde(flatten)]
+    result: &'a snap_core::archiver::ArchiveResult,
+    requests: snap_core::backend::counting::RequestStats,
+}
+
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     if args.paths.is_empty() && !args.stdin {
         bail!(snap_core::Error::InvalidArgument(
@@ -114,7 +123,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let s = &result.snapshot;
     if global.json {
         // The documented form is the engine's (snap_core::archiver::ArchiveResult).
-        super::print_json(&result)?;
+        super::print_json(&CreateJson {
+            result: &result,
+            requests: crate::global::REQUESTS.stats(),
+        })?;
     } else if !global.quiet {
         print_summary(&result.id, s)?;
     }

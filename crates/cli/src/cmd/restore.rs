@@ -49,6 +49,7 @@ struct RestoreJson<'a> {
     target: String,
     #[serde(flatten)]
     result: &'a restorer::RestoreResult,
+    requests: snap_core::backend::counting::RequestStats,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
@@ -73,6 +74,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             snapshot: id.to_hex(),
             target: args.target.to_string_lossy().into_owned(),
             result: &result,
+            requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {
         outln!(

@@ -32,6 +32,10 @@ pub enum Action {
     Delay(Duration),
     /// This and every later operation fail: the process "died" here.
     Crash,
+    /// The operation runs, then fails with a transient error (a timeout):
+    /// storage that did what was asked but whose answer was lost. Only a
+    /// retry can tell.
+    StoreThenFail,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +70,8 @@ pub struct FaultyBackend<B> {
     crashed: AtomicBool,
     /// Bytes that may still be written; `u64::MAX` for no limit.
     space_left: AtomicU64,
+    /// Operations of each [`Op`] made so far, faulty or not.
+    calls: Mutex<std::collections::HashMap<Op, u64>>,
 }
 
 impl<B: Backend> FaultyBackend<B> {
@@ -77,7 +83,13 @@ impl<B: Backend> FaultyBackend<B> {
             counts,
             crashed: AtomicBool::new(false),
             space_left: AtomicU64::new(u64::MAX),
+            calls: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// How many operations of this kind were made (failed ones included).
+    pub fn count(&self, op: Op) -> u64 {
+        self.calls.lock().expect("call counts").get(&op).copied().unwrap_or(0)
     }
 
     /// Writes fail with "no space left" once `bytes` have been written.
@@ -104,8 +116,30 @@ impl<B: Backend> FaultyBackend<B> {
         }
     }
 
+    /// The answer to the caller: with [`Action::StoreThenFail`], a timeout
+    /// in place of the success.
+    fn answer<T>(
+        action: Option<Action>,
+        op: Op,
+        kind: ObjectKind,
+        name: &str,
+        result: BackendResult<T>,
+    ) -> BackendResult<T> {
+        match (action, result) {
+            (Some(Action::StoreThenFail), Ok(_)) => Err(Self::error(
+                op,
+                kind,
+                name,
+                std::io::ErrorKind::TimedOut,
+                "injected: done, but the answer was lost",
+            )),
+            (_, result) => result,
+        }
+    }
+
     /// Counts the operation and returns the action of a fault that fires.
     fn check(&self, op: Op, kind: ObjectKind, name: &str) -> BackendResult<Option<Action>> {
+        *self.calls.lock().expect("call counts").entry(op).or_default() += 1;
         if self.has_crashed() {
             return Err(Self::error(
                 op,
@@ -194,20 +228,21 @@ impl<B: Backend> Backend for FaultyBackend<B> {
                 "injected: no space left on device",
             ));
         }
-        match action {
+        let result = match action {
             Some(Action::Truncate) => self.inner.write(kind, name, &data[..data.len() / 2]),
             _ => self.inner.write(kind, name, data),
-        }
+        };
+        Self::answer(action, Op::Write, kind, name, result)
     }
 
     fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> BackendResult<()> {
-        self.check(Op::Write, kind, name)?;
-        self.inner.write_new(kind, name, data)
+        let action = self.check(Op::Write, kind, name)?;
+        Self::answer(action, Op::Write, kind, name, self.inner.write_new(kind, name, data))
     }
 
     fn delete(&self, kind: ObjectKind, name: &str) -> BackendResult<()> {
-        self.check(Op::Delete, kind, name)?;
-        self.inner.delete(kind, name)
+        let action = self.check(Op::Delete, kind, name)?;
+        Self::answer(action, Op::Delete, kind, name, self.inner.delete(kind, name))
     }
 
     fn list(&self, kind: ObjectKind) -> BackendResult<Vec<ObjectInfo>> {

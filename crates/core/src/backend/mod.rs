@@ -3,9 +3,12 @@
 //! byte ranges, lists them by kind, and deletes them. Writes are atomic: a
 //! reader sees the whole object or nothing.
 
+pub mod cache;
+pub mod counting;
 mod direct;
 pub mod faulty;
 mod local;
+pub mod retry;
 
 pub use local::{LocalBackend, Modes};
 
