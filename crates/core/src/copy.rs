@@ -1,0 +1,439 @@
+//! Copying snapshots from one repository into another (`snap copy`).
+//!
+//! Blob and tree ids are keyed hashes (format.md, "Keys"), so the same
+//! plaintext has different ids in two repositories: a copy cannot move packs
+//! or reuse ids. It re-ids the content instead: every blob a source snapshot
+//! reaches is read from the source (opened and checked against its id),
+//! hashed under the destination's id key and handed to a destination
+//! [`Packer`], which stores it only if the destination does not have it yet.
+//! Trees are rewritten bottom-up with the new ids, and the snapshot record is
+//! saved with the source's metadata (time, host, username, paths, tags,
+//! summary), the new root tree and its parent mapped to the destination.
+//!
+//! A snapshot is already in the destination when one there has the same
+//! time, host, username, paths, tags, program version and summary
+//! ([`same_origin`]): that needs no format change, and a copy of a copy is
+//! recognised too. Taking the locks is the caller's job; this module owns
+//! choosing the snapshots, recognising copies, and the rewrite. It does not
+//! own the walk order of restore or verify, nor writing packs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
+use crate::lock::LockGuard;
+use crate::pack::BlobKind;
+use crate::packer::Packer;
+use crate::progress::{Event, Progress};
+use crate::repo::Repository;
+use crate::snapshot::{self, Filter, Snapshot};
+use crate::tree::Tree;
+
+/// Entries kept in each id map of one run (source id -> destination id)
+/// before it is emptied: about 70 bytes an entry, so ~18 MiB per map. A
+/// cleared map costs only re-reads of blobs met again, never correctness.
+const MEMO_LIMIT: usize = 1 << 18;
+
+/// What to copy, and how.
+#[derive(Clone, Debug, Default)]
+pub struct CopyOptions {
+    /// Snapshot ids, unique id prefixes or `latest` (the newest complete
+    /// snapshot the filter matches). Empty: every complete snapshot the
+    /// filter matches. Checkpoints are copied only when named.
+    pub snapshots: Vec<String>,
+    pub filter: Filter,
+    /// Only decide what would be copied; read and write nothing.
+    pub dry_run: bool,
+    /// Compression for the copied blobs (default: the destination's).
+    pub compression: Option<Compression>,
+}
+
+/// What happened to one source snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Copied now, as [`CopiedSnapshot::dest`].
+    Copied,
+    /// The destination already holds it (as [`CopiedSnapshot::dest`]).
+    AlreadyPresent,
+    /// Dry run: it would be copied.
+    WouldCopy,
+}
+
+/// What copying one snapshot stored in the destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CopyStats {
+    /// Blobs (data and trees) read from the source.
+    pub blobs_read: u64,
+    /// Blobs the destination did not have, now stored.
+    pub blobs_added: u64,
+    /// Plaintext bytes of those blobs.
+    pub bytes_added_raw: u64,
+    /// Bytes of pack files written to the destination.
+    pub bytes_added_stored: u64,
+    pub packs_written: u64,
+}
+
+/// One source snapshot and what became of it.
+#[derive(Clone, Debug)]
+pub struct CopiedSnapshot {
+    pub source: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Its id in the destination (`None` on a dry run for one not there yet).
+    pub dest: Option<SnapshotId>,
+    pub outcome: Outcome,
+    pub stats: CopyStats,
+}
+
+/// Whether `a` and `b` record the same backup: all the metadata a copy
+/// keeps. The tree and parent are left out (their ids differ between
+/// repositories). Times have nanoseconds, so two different backups match only
+/// if one host made both in the same nanosecond with identical summaries.
+pub fn same_origin(a: &Snapshot, b: &Snapshot) -> bool {
+    a.time == b.time
+        && a.host == b.host
+        && a.username == b.username
+        && a.paths == b.paths
+        && a.tags == b.tags
+        && a.program_version == b.program_version
+        && a.summary == b.summary
+}
+
+/// The destination's snapshots, looked up by [`same_origin`].
+struct DestSnapshots {
+    by_time: HashMap<jiff::Timestamp, Vec<(SnapshotId, Snapshot)>>,
+}
+
+impl DestSnapshots {
+    fn find(&self, s: &Snapshot) -> Option<SnapshotId> {
+        self.by_time
+            .get(&s.time)?
+            .iter()
+            .find(|(_, d)| same_origin(d, s))
+            .map(|(id, _)| *id)
+    }
+
+    fn insert(&mut self, id: SnapshotId, s: Snapshot) {
+        self.by_time.entry(s.time).or_default().push((id, s));
+    }
+}
+
+/// Copies the snapshots `options` selects from `src` into `dest`, oldest
+/// first, calling `on_snapshot` as each is done. The caller holds a lock on
+/// each repository; `dest_lock` is checked before every snapshot is written.
+/// A snapshot whose blobs cannot all be read from `src` fails the copy
+/// before its snapshot record is written (the blobs stored so far stay
+/// indexed in `dest`, for the next run to reuse).
+pub fn copy(
+    src: &Repository,
+    dest: &Repository,
+    options: &CopyOptions,
+    dest_lock: Option<&LockGuard>,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    on_snapshot: &mut dyn FnMut(&CopiedSnapshot),
+) -> Result<Vec<CopiedSnapshot>> {
+    let src_all = snapshot::list(src)?;
+    let selected = select(&src_all, &options.snapshots, &options.filter)?;
+    let mut in_dest = DestSnapshots {
+        by_time: HashMap::new(),
+    };
+    for (id, s) in snapshot::list(dest)? {
+        in_dest.insert(id, s);
+    }
+    let src_by_id: HashMap<SnapshotId, &Snapshot> = src_all.iter().map(|(id, s)| (*id, s)).collect();
+    let compression = options.compression.unwrap_or(dest.config().compression);
+    let mut rewriter = Rewriter {
+        src,
+        dest,
+        progress,
+        cancel,
+        same_ids: src.crypto().master_key().id == dest.crypto().master_key().id,
+        blobs: Mutex::new(HashMap::new()),
+        trees: HashMap::new(),
+    };
+    let mut done = Vec::with_capacity(selected.len());
+    for (source, s) in selected {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let result = match in_dest.find(&s) {
+            Some(existing) => CopiedSnapshot {
+                source,
+                snapshot: s,
+                dest: Some(existing),
+                outcome: Outcome::AlreadyPresent,
+                stats: CopyStats::default(),
+            },
+            None if options.dry_run => {
+                let result = CopiedSnapshot {
+                    source,
+                    snapshot: s.clone(),
+                    dest: None,
+                    outcome: Outcome::WouldCopy,
+                    stats: CopyStats::default(),
+                };
+                // A duplicate later in the same dry run would not be copied twice.
+                in_dest.insert(source, s);
+                result
+            }
+            None => {
+                let parent = s.parent.and_then(|p| src_by_id.get(&p)).and_then(|p| in_dest.find(p));
+                let (dest_snapshot, id, stats) = rewriter.copy_one(&s, parent, compression, dest_lock)?;
+                in_dest.insert(id, dest_snapshot);
+                CopiedSnapshot {
+                    source,
+                    snapshot: s,
+                    dest: Some(id),
+                    outcome: Outcome::Copied,
+                    stats,
+                }
+            }
+        };
+        on_snapshot(&result);
+        done.push(result);
+    }
+    Ok(done)
+}
+
+/// The source snapshots to copy, oldest first, each once.
+fn select(all: &[(SnapshotId, Snapshot)], specs: &[String], filter: &Filter) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    if specs.is_empty() {
+        return Ok(all
+            .iter()
+            .filter(|(_, s)| !s.is_checkpoint() && filter.matches(s))
+            .cloned()
+            .collect());
+    }
+    let mut chosen: Vec<SnapshotId> = Vec::new();
+    for spec in specs {
+        let id = if spec == "latest" {
+            all.iter()
+                .rfind(|(_, s)| !s.is_checkpoint() && filter.matches(s))
+                .map(|(id, _)| *id)
+                .ok_or_else(|| Error::SnapshotNotFound(spec.clone()))?
+        } else {
+            let prefix = spec.to_ascii_lowercase();
+            if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::SnapshotNotFound(spec.clone()));
+            }
+            let matches: Vec<SnapshotId> = all
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| id.to_hex().starts_with(&prefix))
+                .collect();
+            match matches.as_slice() {
+                [] => return Err(Error::SnapshotNotFound(spec.clone())),
+                [id] => *id,
+                _ => {
+                    return Err(Error::AmbiguousSnapshot {
+                        prefix: spec.clone(),
+                        count: matches.len(),
+                    })
+                }
+            }
+        };
+        if !chosen.contains(&id) {
+            chosen.push(id);
+        }
+    }
+    // `all` is oldest first: copying in that order copies a parent before
+    // its child, so the child's parent can be mapped.
+    Ok(all.iter().filter(|(id, _)| chosen.contains(id)).cloned().collect())
+}
+
+/// Rewrites trees of `src` into `dest`, remembering the ids it mapped.
+struct Rewriter<'a> {
+    src: &'a Repository,
+    dest: &'a Repository,
+    progress: &'a dyn Progress,
+    cancel: &'a AtomicBool,
+    /// The two repositories share their id key (one was copied from the
+    /// other with its keys): ids need no re-hashing.
+    same_ids: bool,
+    /// Source data blob -> destination id, for blobs met again this run.
+    blobs: Mutex<HashMap<BlobId, BlobId>>,
+    /// Source tree -> destination tree, so a subtree unchanged between the
+    /// snapshots of this run is rewritten once.
+    trees: HashMap<BlobId, BlobId>,
+}
+
+/// A tree being rewritten: its nodes, the next one to map.
+struct Frame {
+    src_id: BlobId,
+    tree: Tree,
+    next: usize,
+}
+
+/// Counters of one snapshot's copy, shared by the worker threads.
+#[derive(Default)]
+struct Counters {
+    blobs_read: std::sync::atomic::AtomicU64,
+}
+
+impl Rewriter<'_> {
+    fn copy_one(
+        &mut self,
+        s: &Snapshot,
+        parent: Option<SnapshotId>,
+        compression: Compression,
+        dest_lock: Option<&LockGuard>,
+    ) -> Result<(Snapshot, SnapshotId, CopyStats)> {
+        let packer = Packer::new(self.dest, compression)?;
+        let counters = Counters::default();
+        let rewritten = self.rewrite(&s.tree, &packer, &counters);
+        // Index what was stored even when the rewrite failed, so the next
+        // run reuses it; report the rewrite's error first.
+        let packed = packer.finish();
+        let root = rewritten?;
+        let packed = packed?;
+        let copy = Snapshot {
+            tree: root,
+            parent,
+            ..s.clone()
+        };
+        if let Some(lock) = dest_lock {
+            check_before_snapshot(self.dest, lock, &root)?;
+        }
+        let id = copy.save(self.dest)?;
+        let stats = CopyStats {
+            blobs_read: counters.blobs_read.into_inner(),
+            blobs_added: packed.blobs_added,
+            bytes_added_raw: packed.bytes_added_raw,
+            bytes_added_stored: packed.bytes_added_stored,
+            packs_written: packed.packs_written,
+        };
+        Ok((copy, id, stats))
+    }
+
+    /// Rewrites the tree `root` and everything below it; returns the
+    /// destination id of the root. Iterative, with one frame per directory
+    /// level: a chain of 10,000 directories must not overflow the stack.
+    fn rewrite(&mut self, root: &BlobId, packer: &Packer, counters: &Counters) -> Result<BlobId> {
+        if let Some(done) = self.trees.get(root) {
+            return Ok(*done);
+        }
+        let mut stack = vec![self.load_tree(root, counters)?];
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let top = stack.last_mut().expect("the stack holds the tree being rewritten");
+            if top.next < top.tree.nodes.len() {
+                let node = &mut top.tree.nodes[top.next];
+                if let Some(sub) = node.subtree {
+                    match self.trees.get(&sub) {
+                        Some(done) => {
+                            node.subtree = Some(*done);
+                            top.next += 1;
+                        }
+                        None => {
+                            let frame = self.load_tree(&sub, counters)?;
+                            stack.push(frame);
+                        }
+                    }
+                    continue;
+                }
+                if !node.content.is_empty() {
+                    node.content = node
+                        .content
+                        .par_iter()
+                        .map(|id| self.map_blob(id, packer, counters))
+                        .collect::<Result<Vec<BlobId>>>()?;
+                }
+                top.next += 1;
+                continue;
+            }
+            let frame = stack.pop().expect("the stack holds the tree being rewritten");
+            let (dest_id, _) = packer.add(BlobKind::Tree, &frame.tree.encode())?;
+            if self.trees.len() >= MEMO_LIMIT {
+                self.trees.clear();
+            }
+            self.trees.insert(frame.src_id, dest_id);
+            match stack.last_mut() {
+                Some(parent) => {
+                    parent.tree.nodes[parent.next].subtree = Some(dest_id);
+                    parent.next += 1;
+                }
+                None => return Ok(dest_id),
+            }
+        }
+    }
+
+    fn load_tree(&self, id: &BlobId, counters: &Counters) -> Result<Frame> {
+        let tree = Tree::load(self.src, id)?;
+        counters.blobs_read.fetch_add(1, Ordering::Relaxed);
+        Ok(Frame {
+            src_id: *id,
+            tree,
+            next: 0,
+        })
+    }
+
+    /// The destination id of the source data blob `id`, storing the blob in
+    /// the destination when it does not have it.
+    fn map_blob(&self, id: &BlobId, packer: &Packer, counters: &Counters) -> Result<BlobId> {
+        if let Some(mapped) = self.blobs.lock().expect("blob map").get(id) {
+            return Ok(*mapped);
+        }
+        if self.same_ids && self.dest.index().lookup(id)?.is_some() {
+            return Ok(*id);
+        }
+        // Read through the index and checked against its id: a damaged
+        // blob fails the copy here, before any snapshot refers to it.
+        let data = self.src.read_blob(id)?;
+        counters.blobs_read.fetch_add(1, Ordering::Relaxed);
+        self.progress.event(Event::Bytes(data.len() as u64));
+        let (mapped, _) = packer.add(BlobKind::Data, &data)?;
+        let mut blobs = self.blobs.lock().expect("blob map");
+        if blobs.len() >= MEMO_LIMIT {
+            blobs.clear();
+        }
+        blobs.insert(*id, mapped);
+        Ok(mapped)
+    }
+}
+
+/// The last step before a copied snapshot is written, as for a backup: the
+/// destination lock was never lost, and if an index file present when it
+/// was taken is gone (a prune that ignored the lock), every blob the
+/// snapshot reaches must still be indexed. Mirrors the archiver's check;
+/// the two belong beside the lock once the engine owns locking.
+fn check_before_snapshot(dest: &Repository, lock: &LockGuard, root: &BlobId) -> Result<()> {
+    lock.check()?;
+    if !lock.index_files_removed()? {
+        return Ok(());
+    }
+    dest.index().sync(dest.backend(), dest.crypto())?;
+    let index = dest.index().reader()?;
+    let missing = std::cell::Cell::new(0u64);
+    crate::tree::walk_trees(
+        dest,
+        &[*root],
+        &mut |_, tree, _| {
+            for node in &tree.nodes {
+                for blob in &node.content {
+                    if index.lookup(blob)?.is_none() {
+                        missing.set(missing.get() + 1);
+                    }
+                }
+            }
+            Ok(())
+        },
+        &mut |_, _, _| {
+            missing.set(missing.get() + 1);
+            Ok(())
+        },
+    )?;
+    let missing = missing.get();
+    if missing > 0 {
+        return Err(Error::BlobsRemoved { missing });
+    }
+    lock.check()
+}
