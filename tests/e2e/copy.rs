@@ -339,3 +339,53 @@ fn copy_chunker_params_dedups_with_source() {
     assert_code(&shared.restore(copied, &target, &[]), 0);
     assert_same_tree(&data, &restored(&target, &data), Compare::all());
 }
+
+/// A later copy of a snapshot whose parent was copied in an earlier run
+/// reads only what changed since the parent (ids of the rest are taken from
+/// the parent's copy), and still restores byte-identical.
+#[test]
+fn later_copy_reads_only_what_changed() {
+    let src = Snap::init(&["--chunk-sizes", SMALL_CHUNKS]);
+    let dest = Snap::init(&[]);
+    let data = src.scratch().join("data");
+    for dir in ["x", "y/z"] {
+        fs::create_dir_all(data.join(dir)).unwrap();
+        for i in 0..8 {
+            write_random_file(
+                &data.join(dir).join(format!("f{i}")),
+                100_000,
+                i + 100 * dir.len() as u64,
+            );
+        }
+    }
+    // Appended to: its first chunks are unchanged.
+    write_random_file(&data.join("log"), 200_000, 5);
+    set_tree_times(&data);
+    src.create(&[s(&data)]);
+    let first = copy_json(&dest, &src, &[]);
+    let full = first[0]["blobs_read"].as_u64().unwrap();
+    assert!(full > 100, "{first:?}");
+
+    write_random_file(&data.join("x/f3"), 100_000, 999);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("log"))
+        .unwrap()
+        .write_all(&random_bytes(30_000, 6))
+        .unwrap();
+    set_tree_times(&data);
+    fs::write(data.join("y/new"), b"new file").unwrap();
+    src.create(&[s(&data)]);
+    let second = copy_json(&dest, &src, &[]);
+    assert_eq!(second[0]["outcome"], "already-present");
+    assert_eq!(second[1]["outcome"], "copied");
+    let read = second[1]["blobs_read"].as_u64().unwrap();
+    assert!(read < full / 4, "read {read} of {full} blobs again");
+
+    let snapshots = dest.snapshots();
+    assert_eq!(snapshots[1]["parent"], snapshots[0]["id"]);
+    let target = dest.scratch().join("restore");
+    assert_code(&dest.restore(&id_of(&snapshots[1]), &target, &[]), 0);
+    assert_same_tree(&data, &restored(&target, &data), Compare::all());
+    dest.ok(&["verify", "--read-data"]);
+}

@@ -33,7 +33,7 @@ use crate::packer::Packer;
 use crate::progress::{Event, Progress};
 use crate::repo::Repository;
 use crate::snapshot::{self, Filter, Snapshot};
-use crate::tree::Tree;
+use crate::tree::{Node, Tree};
 
 /// Entries kept in each id map of one run (source id -> destination id)
 /// before it is emptied: about 70 bytes an entry, so ~18 MiB per map. A
@@ -119,6 +119,14 @@ impl DestSnapshots {
             .map(|(id, _)| *id)
     }
 
+    fn tree_of(&self, id: &SnapshotId) -> Option<BlobId> {
+        self.by_time
+            .values()
+            .flatten()
+            .find(|(d, _)| d == id)
+            .map(|(_, s)| s.tree)
+    }
+
     fn insert(&mut self, id: SnapshotId, s: Snapshot) {
         self.by_time.entry(s.time).or_default().push((id, s));
     }
@@ -184,7 +192,13 @@ pub fn copy(
                 result
             }
             None => {
-                let parent = s.parent.and_then(|p| src_by_id.get(&p)).and_then(|p| in_dest.find(p));
+                // The source parent and its copy, if it has one: their
+                // trees show which parts of this snapshot are copied already.
+                let parent = s.parent.and_then(|p| {
+                    let src_parent = src_by_id.get(&p)?;
+                    let dest_id = in_dest.find(src_parent)?;
+                    Some((src_parent.tree, in_dest.tree_of(&dest_id)?, dest_id))
+                });
                 let (dest_snapshot, id, stats) = rewriter.copy_one(&s, parent, compression, dest_lock)?;
                 in_dest.insert(id, dest_snapshot);
                 CopiedSnapshot {
@@ -269,6 +283,34 @@ struct Frame {
     src_id: BlobId,
     tree: Tree,
     next: usize,
+    /// The same directory in the parent snapshot and in its copy.
+    shadow: Option<Shadow>,
+}
+
+/// A directory of the parent snapshot in the source and the same directory
+/// of the parent's copy in the destination.
+struct Shadow {
+    src: Tree,
+    dest: Tree,
+}
+
+impl Shadow {
+    /// The parent's entry named as `node` and its copy, if the copy
+    /// matches the source entry in everything but ids (so it was rewritten
+    /// from it, not changed since or repaired).
+    fn twin(&self, node: &Node) -> Option<(&Node, &Node)> {
+        let src = self.src.find(&node.name)?;
+        let dest = self.dest.find(&node.name)?;
+        let without_ids = |n: &Node| Node {
+            content: Vec::new(),
+            subtree: None,
+            ..n.clone()
+        };
+        (without_ids(src) == without_ids(dest)
+            && src.content.len() == dest.content.len()
+            && src.subtree.is_some() == dest.subtree.is_some())
+        .then_some((src, dest))
+    }
 }
 
 /// Counters of one snapshot's copy, shared by the worker threads.
@@ -281,13 +323,15 @@ impl Rewriter<'_> {
     fn copy_one(
         &mut self,
         s: &Snapshot,
-        parent: Option<SnapshotId>,
+        parent: Option<(BlobId, BlobId, SnapshotId)>,
         compression: Compression,
         dest_lock: Option<&LockGuard>,
     ) -> Result<(Snapshot, SnapshotId, CopyStats)> {
         let packer = Packer::new(self.dest, compression)?;
         let counters = Counters::default();
-        let rewritten = self.rewrite(&s.tree, &packer, &counters);
+        let shadow = parent.map(|(src_tree, dest_tree, _)| (src_tree, dest_tree));
+        let rewritten = self.rewrite(&s.tree, shadow, &packer, &counters);
+        let parent = parent.map(|(_, _, id)| id);
         // Index what was stored even when the rewrite failed, so the next
         // run reuses it; report the rewrite's error first.
         let packed = packer.finish();
@@ -315,36 +359,71 @@ impl Rewriter<'_> {
     /// Rewrites the tree `root` and everything below it; returns the
     /// destination id of the root. Iterative, with one frame per directory
     /// level: a chain of 10,000 directories must not overflow the stack.
-    fn rewrite(&mut self, root: &BlobId, packer: &Packer, counters: &Counters) -> Result<BlobId> {
+    ///
+    /// `shadow` is the source tree of the parent snapshot and its copy in
+    /// the destination: where this snapshot holds the same subtree or file
+    /// content as the parent at the same path, the copy's ids are taken
+    /// from the parent's copy instead of reading the data again (so a
+    /// nightly copy reads only what changed, as a backup does).
+    fn rewrite(
+        &mut self,
+        root: &BlobId,
+        shadow: Option<(BlobId, BlobId)>,
+        packer: &Packer,
+        counters: &Counters,
+    ) -> Result<BlobId> {
         if let Some(done) = self.trees.get(root) {
             return Ok(*done);
         }
-        let mut stack = vec![self.load_tree(root, counters)?];
+        let mut stack = vec![self.load_tree(root, shadow, counters)?];
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
             let top = stack.last_mut().expect("the stack holds the tree being rewritten");
             if top.next < top.tree.nodes.len() {
+                let twin = top.shadow.as_ref().and_then(|sh| sh.twin(&top.tree.nodes[top.next]));
                 let node = &mut top.tree.nodes[top.next];
                 if let Some(sub) = node.subtree {
-                    match self.trees.get(&sub) {
+                    let done = match (self.trees.get(&sub), twin) {
+                        (Some(done), _) => Some(*done),
+                        (None, Some((src_twin, dest_twin))) if src_twin.subtree == Some(sub) => {
+                            let dest_sub = dest_twin.subtree.expect("twins are both directories");
+                            self.dest_has(&dest_sub)?.then_some(dest_sub)
+                        }
+                        (None, _) => None,
+                    };
+                    match done {
                         Some(done) => {
-                            node.subtree = Some(*done);
+                            node.subtree = Some(done);
                             top.next += 1;
                         }
                         None => {
-                            let frame = self.load_tree(&sub, counters)?;
+                            let shadow = twin.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
+                            let frame = self.load_tree(&sub, shadow, counters)?;
                             stack.push(frame);
                         }
                     }
                     continue;
                 }
                 if !node.content.is_empty() {
+                    // Chunk by chunk: a file appended to keeps its first chunks.
+                    let known: HashMap<BlobId, BlobId> = match twin {
+                        Some((src_twin, dest_twin)) => src_twin
+                            .content
+                            .iter()
+                            .copied()
+                            .zip(dest_twin.content.iter().copied())
+                            .collect(),
+                        None => HashMap::new(),
+                    };
                     node.content = node
                         .content
                         .par_iter()
-                        .map(|id| self.map_blob(id, packer, counters))
+                        .map(|id| match known.get(id) {
+                            Some(mapped) if self.dest_has(mapped)? => Ok(*mapped),
+                            _ => self.map_blob(id, packer, counters),
+                        })
                         .collect::<Result<Vec<BlobId>>>()?;
                 }
                 top.next += 1;
@@ -366,14 +445,27 @@ impl Rewriter<'_> {
         }
     }
 
-    fn load_tree(&self, id: &BlobId, counters: &Counters) -> Result<Frame> {
+    fn load_tree(&self, id: &BlobId, shadow: Option<(BlobId, BlobId)>, counters: &Counters) -> Result<Frame> {
         let tree = Tree::load(self.src, id)?;
         counters.blobs_read.fetch_add(1, Ordering::Relaxed);
+        // The shadow is a shortcut: one that cannot be read is not used.
+        let shadow = shadow.and_then(|(src, dest)| {
+            let src = Tree::load(self.src, &src).ok()?;
+            let dest = Tree::load(self.dest, &dest).ok()?;
+            Some(Shadow { src, dest })
+        });
         Ok(Frame {
             src_id: *id,
             tree,
             next: 0,
+            shadow,
         })
+    }
+
+    /// Whether the destination's index lists `id` (a blob taken from the
+    /// parent's copy must still be there).
+    fn dest_has(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.dest.index().lookup(id)?.is_some())
     }
 
     /// The destination id of the source data blob `id`, storing the blob in
