@@ -389,3 +389,49 @@ fn later_copy_reads_only_what_changed() {
     assert_same_tree(&data, &restored(&target, &data), Compare::all());
     dest.ok(&["verify", "--read-data"]);
 }
+
+/// A checkpoint (the partial snapshot of an interrupted backup) is copied
+/// only when named.
+#[test]
+fn checkpoints_are_copied_only_when_named() {
+    let src = Snap::init(&[]);
+    let dest = Snap::init(&[]);
+    let data = src.scratch().join("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..6 {
+        write_random_file(&data.join(format!("a{i}")), 64 << 10, 300 + i);
+    }
+    let complete = src.create(&[s(&data)]);
+    for i in 0..6 {
+        write_random_file(&data.join(format!("b{i}")), 64 << 10, 400 + i);
+    }
+    let out = src
+        .command()
+        .args([
+            "create",
+            "-q",
+            "--threads",
+            "1",
+            "--checkpoint-interval",
+            "1ms",
+            s(&data),
+        ])
+        .env("SNAP_FAILPOINT", "checkpoint-written:2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    let checkpoint = src
+        .snapshots()
+        .into_iter()
+        .find(|s| s["checkpoint"] == true)
+        .expect("a checkpoint was left");
+
+    let all = copy_json(&dest, &src, &[]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["source"], complete["id"]);
+    let named = copy_json(&dest, &src, &[&id_of(&checkpoint)]);
+    assert_eq!(named[0]["outcome"], "copied");
+    let dest_snapshots = dest.snapshots();
+    assert_eq!(dest_snapshots.len(), 2);
+    assert!(dest_snapshots.iter().any(|s| s["checkpoint"] == true));
+}
