@@ -179,18 +179,13 @@ pub fn copy(
                 outcome: Outcome::AlreadyPresent,
                 stats: CopyStats::default(),
             },
-            None if options.dry_run => {
-                let result = CopiedSnapshot {
-                    source,
-                    snapshot: s.clone(),
-                    dest: None,
-                    outcome: Outcome::WouldCopy,
-                    stats: CopyStats::default(),
-                };
-                // A duplicate later in the same dry run would not be copied twice.
-                in_dest.insert(source, s);
-                result
-            }
+            None if options.dry_run => CopiedSnapshot {
+                source,
+                snapshot: s,
+                dest: None,
+                outcome: Outcome::WouldCopy,
+                stats: CopyStats::default(),
+            },
             None => {
                 // The source parent and its copy, if it has one: their
                 // trees show which parts of this snapshot are copied already.
@@ -528,4 +523,82 @@ fn check_before_snapshot(dest: &Repository, lock: &LockGuard, root: &BlobId) -> 
         return Err(Error::BlobsRemoved { missing });
     }
     lock.check()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(seconds: i64, host: &str, tags: &[&str]) -> Snapshot {
+        Snapshot {
+            time: jiff::Timestamp::from_second(seconds).unwrap(),
+            host: host.into(),
+            username: "u".into(),
+            paths: vec!["/data".into()],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tree: BlobId([seconds as u8; 32]),
+            parent: None,
+            program_version: "snap test".into(),
+            summary: Default::default(),
+        }
+    }
+
+    fn id(n: u8) -> SnapshotId {
+        SnapshotId([n; 32])
+    }
+
+    /// Oldest first, each once, checkpoints only when named, `latest`
+    /// through the filter, unknown and ambiguous names refused.
+    #[test]
+    fn select_orders_dedups_and_skips_checkpoints() {
+        let all = vec![
+            (id(0xa1), snap(1, "a", &[])),
+            (id(0xa2), snap(2, "b", &[])),
+            (id(0xb3), snap(3, "a", &[snapshot::CHECKPOINT_TAG])),
+            (id(0xb4), snap(4, "b", &[])),
+        ];
+        let ids = |v: Vec<(SnapshotId, Snapshot)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        let none = Filter::default();
+        assert_eq!(ids(select(&all, &[], &none).unwrap()), [id(0xa1), id(0xa2), id(0xb4)]);
+        let host_a = Filter {
+            host: Some("a".into()),
+            ..Filter::default()
+        };
+        assert_eq!(ids(select(&all, &[], &host_a).unwrap()), [id(0xa1)]);
+        let named = ["b4".to_string(), "b3".into(), "latest".into(), "B4".into()];
+        assert_eq!(
+            ids(select(&all, &named, &host_a).unwrap()),
+            [id(0xa1), id(0xb3), id(0xb4)]
+        );
+        assert!(matches!(
+            select(&all, &["a".into()], &none),
+            Err(Error::AmbiguousSnapshot { count: 2, .. })
+        ));
+        assert!(matches!(
+            select(&all, &["c".into()], &none),
+            Err(Error::SnapshotNotFound(_))
+        ));
+        assert!(matches!(
+            select(&all, &["x!".into()], &none),
+            Err(Error::SnapshotNotFound(_))
+        ));
+    }
+
+    /// A copy keeps the metadata that identifies it; a tree or parent of
+    /// its own does not matter, any other field does.
+    #[test]
+    fn same_origin_ignores_only_tree_and_parent() {
+        let a = snap(5, "h", &["t"]);
+        let copy = Snapshot {
+            tree: BlobId([9; 32]),
+            parent: Some(id(1)),
+            ..a.clone()
+        };
+        assert!(same_origin(&a, &copy));
+        let mut other = a.clone();
+        other.summary.files_new = 1;
+        assert!(!same_origin(&a, &other));
+        assert!(!same_origin(&a, &snap(5, "h", &[])));
+        assert!(!same_origin(&a, &snap(6, "h", &["t"])));
+    }
 }
