@@ -5,6 +5,7 @@ pub mod util;
 mod bad_inputs;
 mod compat;
 mod concurrency;
+mod copy;
 mod corruption;
 mod crash;
 mod create_args;

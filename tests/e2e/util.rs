@@ -23,8 +23,12 @@ pub const MIB: u64 = 1 << 20;
 
 /// Environment variables snap reads; removed from every command so the
 /// caller's environment cannot leak into a test.
-const SNAP_ENV: [&str; 7] = [
+const SNAP_ENV: [&str; 11] = [
     "SNAP_REPOSITORY",
+    "SNAP_FROM_REPOSITORY",
+    "SNAP_FROM_PASSWORD",
+    "SNAP_FROM_PASSWORD_FILE",
+    "SNAP_FROM_PASSWORD_COMMAND",
     "SNAP_PASSWORD",
     "SNAP_PASSWORD_FILE",
     "SNAP_PASSWORD_COMMAND",

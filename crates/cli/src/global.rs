@@ -179,7 +179,7 @@ impl GlobalArgs {
 /// storage"): retries over request counting over the storage itself, so
 /// each retry is counted as the request it is. The object cache goes on top
 /// when the repository is opened (`Repository::open`).
-fn with_wrappers(storage: Arc<dyn Backend>) -> Arc<dyn Backend> {
+pub fn with_wrappers(storage: Arc<dyn Backend>) -> Arc<dyn Backend> {
     let counted = Arc::new(CountingBackend::new(storage, REQUESTS.clone()));
     Arc::new(RetryBackend::new(counted, RetryPolicy::from_env()))
 }

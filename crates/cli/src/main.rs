@@ -44,6 +44,8 @@ enum Command {
     Prune(cmd::prune::Args),
     /// Rebuild the index, or rewrite snapshots that reference missing data.
     Repair(cmd::repair::Args),
+    /// Copy snapshots from another repository into this one.
+    Copy(cmd::copy::Args),
     /// Manage the passwords (key files) of the repository.
     Key(cmd::key::Args),
     /// Remove stale locks.
@@ -98,6 +100,7 @@ fn main() {
         Command::Forget(args) => cmd::forget::run(&cli.global, args),
         Command::Prune(args) => cmd::prune::run(&cli.global, args),
         Command::Repair(args) => cmd::repair::run(&cli.global, args),
+        Command::Copy(args) => cmd::copy::run(&cli.global, args),
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
     };

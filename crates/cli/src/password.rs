@@ -123,6 +123,45 @@ fn ask(prompt: Prompt) -> Result<Password> {
     Ok(Password::new(first.into_bytes()))
 }
 
+/// The password of the source repository of `copy` and `init --from-repo`:
+/// from `file` (`--from-password-file` / `SNAP_FROM_PASSWORD_FILE`),
+/// `SNAP_FROM_PASSWORD_COMMAND`, `SNAP_FROM_PASSWORD`, or asked on the
+/// terminal. Never from the destination's sources: two repositories with
+/// one password should say so twice.
+pub fn get_from(file: Option<&Path>) -> Result<Password> {
+    if let Some(path) = file {
+        return read_file(path);
+    }
+    if let Ok(command) = std::env::var("SNAP_FROM_PASSWORD_COMMAND") {
+        let output = match std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => return fail(format!("cannot run SNAP_FROM_PASSWORD_COMMAND: {e}")),
+        };
+        if !output.status.success() {
+            return fail(format!("SNAP_FROM_PASSWORD_COMMAND failed ({})", output.status));
+        }
+        return Ok(Password::new(first_line(output.stdout)));
+    }
+    if let Ok(password) = std::env::var("SNAP_FROM_PASSWORD") {
+        return Ok(Password::new(password.into_bytes()));
+    }
+    if !std::io::stdin().is_terminal() {
+        return fail(
+            "no password for the source repository and no terminal to ask on: use --from-password-file, \
+             SNAP_FROM_PASSWORD_FILE, SNAP_FROM_PASSWORD_COMMAND or SNAP_FROM_PASSWORD"
+                .into(),
+        );
+    }
+    Ok(Password::new(
+        prompt_password("source repository password: ")?.into_bytes(),
+    ))
+}
+
 /// A new password for `key add` / `key passwd`: from `file`,
 /// `SNAP_NEW_PASSWORD`, or asked twice on the terminal.
 pub fn get_new(file: Option<&Path>) -> Result<Password> {

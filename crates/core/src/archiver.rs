@@ -250,7 +250,7 @@ struct Archiver<'a> {
 /// When `cancel` becomes true the backup stops with [`Error::Interrupted`],
 /// keeping (and indexing) what was uploaded so far. Before the snapshot is
 /// written, the lock must never have been lost and every blob the snapshot
-/// refers to must still be indexed ([`check_before_snapshot`]); a backup
+/// refers to must still be indexed ([`crate::snapshot::check_before_save`]); a backup
 /// stopped by a lost lock fails with [`Error::LockLost`].
 pub fn archive(
     repo: &Repository,
@@ -430,7 +430,7 @@ pub fn archive(
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    check_before_snapshot(repo, lock, &snapshot.tree)?;
+    crate::snapshot::check_before_save(repo, lock, &snapshot.tree)?;
     crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
     // Whether or not this run wrote checkpoints, the complete snapshot makes
@@ -443,46 +443,6 @@ pub fn archive(
         snapshot,
         warnings: warnings.into_inner().expect("warnings lock"),
     })
-}
-
-/// The last step before a snapshot is written: it may only refer to what
-/// the repository still holds. A prune that took the backup's lock as stale
-/// (or ran after `snap unlock --remove-all`) may have deleted blobs the
-/// backup reused from the index; a snapshot over them could not be restored.
-/// So: the lock was never lost ([`LockGuard::check`]), and if any index file
-/// that existed when it was taken is gone, every blob under `root` is looked
-/// up in the freshly synced index (rare, so the walk's cost is paid only then).
-fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> Result<()> {
-    lock.check()?;
-    if !lock.index_files_removed()? {
-        return Ok(());
-    }
-    repo.sync_index()?;
-    let index = repo.index()?.reader()?;
-    let missing = AtomicU64::new(0);
-    crate::tree::walk_trees(
-        repo,
-        &[*root],
-        &mut |_, tree, _| {
-            for node in &tree.nodes {
-                for blob in &node.content {
-                    if index.lookup(blob)?.is_none() {
-                        missing.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Ok(())
-        },
-        &mut |_, _, _| {
-            missing.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        },
-    )?;
-    let missing = missing.into_inner();
-    if missing > 0 {
-        return Err(Error::BlobsRemoved { missing });
-    }
-    lock.check()
 }
 
 /// Deletes obsolete checkpoints of this backup's host and paths: a completed

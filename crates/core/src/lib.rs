@@ -11,7 +11,7 @@
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -21,6 +21,7 @@ pub mod chunker;
 pub mod codec;
 pub mod compress;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod damaged;
 pub mod error;

@@ -69,6 +69,38 @@ impl Repository {
         options: &InitOptions,
         cache_root: &Path,
     ) -> Result<Self> {
+        Self::init_with_chunker_key(backend, password, options, None, cache_root)
+    }
+
+    /// [`Repository::init`] with the chunker parameters and gear-table key
+    /// of `source` (`snap init --from-repo --copy-chunker-params`): a file
+    /// backed up into both repositories is cut at the same points, so a
+    /// `snap copy` between them stores only the chunks the destination
+    /// lacks. The encryption, id and MAC keys stay fresh: sharing the gear
+    /// key only lets each repository's owner see the other's cut points,
+    /// which they could read from the data anyway.
+    pub fn init_sharing_chunker(
+        backend: Arc<dyn Backend>,
+        password: Option<&Password>,
+        options: &InitOptions,
+        source: &Repository,
+        cache_root: &Path,
+    ) -> Result<Self> {
+        let options = InitOptions {
+            chunker: source.config().chunker,
+            ..options.clone()
+        };
+        let key = source.crypto().master_key().chunker;
+        Self::init_with_chunker_key(backend, password, &options, Some(key), cache_root)
+    }
+
+    fn init_with_chunker_key(
+        backend: Arc<dyn Backend>,
+        password: Option<&Password>,
+        options: &InitOptions,
+        chunker_key: Option<[u8; 32]>,
+        cache_root: &Path,
+    ) -> Result<Self> {
         options.chunker.validate().map_err(Error::InvalidArgument)?;
         options
             .kdf
@@ -118,7 +150,10 @@ impl Repository {
             Encryption::None => None,
         };
         backend.create()?;
-        let key = MasterKey::generate();
+        let mut key = MasterKey::generate();
+        if let Some(chunker_key) = chunker_key {
+            key.chunker = chunker_key;
+        }
         let key_file = KeyFile::create(&key, password, options.kdf)?;
         let key_bytes = key_file.to_bytes();
         let key_id = KeyId::hash_of(&key_bytes);

@@ -356,3 +356,43 @@ pub fn username() -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| uzers::get_current_uid().to_string())
 }
+
+/// The last step before a snapshot is written (by a backup or a copy): it may only refer to what
+/// the repository still holds. A prune that took the backup's lock as stale
+/// (or ran after `snap unlock --remove-all`) may have deleted blobs the
+/// backup reused from the index; a snapshot over them could not be restored.
+/// So: the lock was never lost ([`LockGuard::check`]), and if any index file
+/// that existed when it was taken is gone, every blob under `root` is looked
+/// up in the freshly synced index (rare, so the walk's cost is paid only then).
+pub(crate) fn check_before_save(repo: &Repository, lock: &LockGuard, root: &BlobId) -> Result<()> {
+    lock.check()?;
+    if !lock.index_files_removed()? {
+        return Ok(());
+    }
+    repo.sync_index()?;
+    let index = repo.index()?.reader()?;
+    let missing = std::sync::atomic::AtomicU64::new(0);
+    crate::tree::walk_trees(
+        repo,
+        &[*root],
+        &mut |_, tree, _| {
+            for node in &tree.nodes {
+                for blob in &node.content {
+                    if index.lookup(blob)?.is_none() {
+                        missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        },
+        &mut |_, _, _| {
+            missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
+    let missing = missing.into_inner();
+    if missing > 0 {
+        return Err(Error::BlobsRemoved { missing });
+    }
+    lock.check()
+}

@@ -25,6 +25,13 @@ pub struct Args {
     /// Target pack size in MiB.
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
+    /// Take the chunker parameters and chunker key of the --from-repo
+    /// repository, so that the same files chunk identically in both and
+    /// `snap copy` between them stores only what is new.
+    #[arg(long, requires = "from_repo", conflicts_with = "chunk_sizes")]
+    copy_chunker_params: bool,
+    #[command(flatten)]
+    from: super::copy::FromRepoArgs,
     /// argon2id memory in KiB (default 65536). Lower only for tests.
     #[arg(long, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -76,13 +83,31 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         pack_size: args.pack_size_mib.saturating_mul(1 << 20),
         compression: args.compression,
     };
+    // Without --copy-chunker-params there is nothing to take from the
+    // source: refused rather than ignored.
+    if args.from.from_repo.is_some() && !args.copy_chunker_params {
+        anyhow::bail!(snap_core::Error::InvalidArgument(
+            "--from-repo needs --copy-chunker-params (it is what init takes from the source)".into()
+        ));
+    }
+    // The source is opened first: a wrong source password leaves no new
+    // repository behind.
+    let source = if args.copy_chunker_params {
+        Some(args.from.open(global)?)
+    } else {
+        None
+    };
     let password = if args.no_encryption {
         None
     } else {
         Some(password::get(global.password_file.as_deref(), Prompt::New)?)
     };
-    let repo = Repository::init(backend, password.as_ref(), &options, &global.cache_root()?)
-        .with_context(|| format!("cannot create repository at {location}"))?;
+    let cache_root = global.cache_root()?;
+    let repo = match &source {
+        Some(source) => Repository::init_sharing_chunker(backend, password.as_ref(), &options, source, &cache_root),
+        None => Repository::init(backend, password.as_ref(), &options, &cache_root),
+    }
+    .with_context(|| format!("cannot create repository at {location}"))?;
     if global.json {
         super::print_json(&InitJson {
             id: repo.config().id.clone(),

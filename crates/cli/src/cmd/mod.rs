@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod copy;
 pub mod create;
 pub mod forget;
 pub mod init;
