@@ -25,4 +25,5 @@ mod resume;
 mod roundtrip;
 mod scale;
 mod selection;
+mod serve;
 mod unreadable;
