@@ -466,6 +466,12 @@ fn check_before_snapshot(repo: &Repository, lock: &LockGuard, root: &BlobId) -> 
 /// to delete one only leaves a snapshot behind (never `latest`, and a
 /// retention policy removes it once a complete snapshot is newer).
 fn remove_checkpoints(repo: &Repository, host: &str, paths: &[String], keep: Option<SnapshotId>) {
+    // An append-only server refuses the delete: the checkpoints stay, for
+    // prune where the repository is local, without a warning per backup.
+    if repo.backend().append_only() {
+        tracing::info!("checkpoints kept: the storage is append-only");
+        return;
+    }
     // Damaged snapshot objects were reported when the parent was chosen.
     let Ok(all) = snapshot::list_all(repo).map(|l| l.snapshots) else {
         return;
