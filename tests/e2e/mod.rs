@@ -27,4 +27,5 @@ mod resume;
 mod roundtrip;
 mod scale;
 mod selection;
+mod serve;
 mod unreadable;

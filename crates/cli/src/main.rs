@@ -50,6 +50,8 @@ enum Command {
     Key(cmd::key::Args),
     /// Remove stale locks.
     Unlock(cmd::unlock::Args),
+    /// Serve a repository directory to `rest:` clients over HTTP(S).
+    Serve(cmd::serve::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -103,6 +105,7 @@ fn main() {
         Command::Copy(args) => cmd::copy::run(&cli.global, args),
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
+        Command::Serve(args) => cmd::serve::run(&cli.global, args),
     };
     if cli.global.verbose > 0 {
         global::print_request_summary();

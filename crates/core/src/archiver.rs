@@ -453,6 +453,12 @@ pub fn archive(
 /// leaves a snapshot behind (never `latest`, and a retention policy removes
 /// it once a complete snapshot is newer).
 fn remove_checkpoints(repo: &Repository, ids: &[SnapshotId]) {
+    // An append-only server refuses the delete: the checkpoints stay, for
+    // prune where the repository is local, without a warning per backup.
+    if !ids.is_empty() && repo.backend().append_only() {
+        tracing::info!("checkpoints kept: the storage is append-only");
+        return;
+    }
     for id in ids {
         match repo
             .backend()

@@ -355,6 +355,18 @@ fn acquire_with(
     wait: Duration,
     timing: Timing,
 ) -> Result<LockGuard> {
+    // Every operation that deletes takes the exclusive lock: on storage that
+    // refuses deletes it would fail half-way, after writing (prune's new
+    // index files), so it stops here, before anything is written.
+    if kind == LockKind::Exclusive && repo.backend().append_only() {
+        return Err(Error::Backend(crate::backend::BackendError::Remote {
+            op: "change",
+            what: repo.backend().location(),
+            reason: format!(
+                "the server is append-only and refuses deletes; run `snap {operation}` where the repository is a local directory"
+            ),
+        }));
+    }
     let started = Instant::now();
     loop {
         let info = LockInfo::ours(kind, operation);

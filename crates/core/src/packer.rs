@@ -412,7 +412,9 @@ struct Unmerged {
 /// in between leaves packs listed twice, which is harmless). The local
 /// cache is told in one transaction, so it need not be rebuilt.
 fn merge(repo: &Repository, unmerged: &mut Unmerged, stats: &mut PackerStats) -> Result<()> {
-    if unmerged.ids.len() < 2 {
+    // Storage that refuses deletes would keep the small files and the
+    // merged one: more index, not less.
+    if unmerged.ids.len() < 2 || repo.backend().append_only() {
         *unmerged = Unmerged::default();
         return Ok(());
     }

@@ -14,5 +14,6 @@
 //! | `opendal:SCHEME` with `-o key=value` | `opendal` (any OpenDAL service; less tested) |
 
 pub mod location;
+pub mod rest;
 
 pub use location::{open, Location, LocationError, Options};

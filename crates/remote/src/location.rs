@@ -152,6 +152,7 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>, 
             }
             Ok(Arc::new(LocalBackend::new(path.clone())))
         }
+        Location::Rest { url } => Ok(Arc::new(crate::rest::RestBackend::open(url, options)?)),
         other => Err(LocationError::Unsupported(format!(
             "this build of snap cannot open {other:?} yet"
         ))),

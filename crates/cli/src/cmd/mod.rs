@@ -9,6 +9,7 @@ pub mod ls;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod serve;
 pub mod snapshots;
 pub mod unlock;
 pub mod verify;

@@ -139,6 +139,9 @@ impl Backend for CacheBackend {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 
     fn create(&self) -> BackendResult<()> {
         self.inner.create()

@@ -187,6 +187,14 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.location()
     }
 
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
+
     fn create(&self) -> BackendResult<()> {
         self.inner.create()
     }

@@ -103,7 +103,9 @@ impl LocalBackend {
         }
     }
 
-    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+    /// Where an object lives (format.md §4). The name is not checked here:
+    /// callers outside this module (`snap serve`) validate it first.
+    pub fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
         match kind {
             ObjectKind::Config => self.root.join("config"),
             ObjectKind::Pack => self.dir(kind).join(name.get(..2).unwrap_or("xx")).join(name),

@@ -123,6 +123,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn concurrency(&self) -> usize {
         2
     }
+    /// Whether the storage refuses deletes (a `snap serve --append-only`
+    /// server): operations that delete take the exclusive lock, which then
+    /// fails at once instead of half-way through. Wrappers must forward it.
+    fn append_only(&self) -> bool {
+        false
+    }
     /// Creates the empty structure of a new repository.
     fn create(&self) -> BackendResult<()>;
     fn read(&self, kind: ObjectKind, name: &str) -> BackendResult<Vec<u8>>;

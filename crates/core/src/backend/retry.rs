@@ -125,6 +125,9 @@ impl Backend for RetryBackend {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
 
     fn create(&self) -> BackendResult<()> {
         // Creating the structure makes directories (or nothing): idempotent.
