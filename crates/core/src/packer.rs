@@ -596,7 +596,7 @@ mod tests {
         let finished = packer.finish();
         assert!(finished.is_err(), "the failure was not reported");
         let again = Repository::open(backend.clone(), Some(&Password::new("p")), &dir.path().join("cache2")).unwrap();
-        let indexed = again.index().packs().unwrap();
+        let indexed = again.index().unwrap().packs().unwrap();
         assert_eq!(indexed.len(), 3, "the three stored packs are indexed");
         for (pack, _, _) in indexed {
             assert!(backend.inner.exists(ObjectKind::Pack, &pack.to_hex()).unwrap());
