@@ -89,6 +89,8 @@ pub struct Snap {
     pub password: Option<String>,
     /// Run snap as this (uid, gid) instead of the test's user (root only).
     pub user: Option<(u32, u32)>,
+    /// Extra environment for every command (e.g. S3 credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Snap {
@@ -101,6 +103,7 @@ impl Snap {
             dir,
             password: Some(PASSWORD.into()),
             user: None,
+            env: Vec::new(),
         }
     }
 
@@ -171,6 +174,9 @@ impl Snap {
         }
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         cmd.stdin(Stdio::null());
         cmd

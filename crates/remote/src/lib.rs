@@ -14,5 +14,8 @@
 //! | `opendal:SCHEME` with `-o key=value` | `opendal` (any OpenDAL service; less tested) |
 
 pub mod location;
+pub mod opendal;
+pub mod s3;
+pub mod sftp;
 
 pub use location::{open, Location, LocationError, Options};
