@@ -135,7 +135,9 @@ impl OpendalBackend {
         };
         Ok(OpendalBackend {
             conditional_create: cap.write_with_if_not_exists,
-            has_dirs: cap.create_dir,
+            // Object stores "create" directories as empty `dir/` objects:
+            // only services that rename have real ones worth making.
+            has_dirs: cap.create_dir && cap.rename,
             op,
             runtime,
             location,
