@@ -21,7 +21,7 @@
 //! [`BackendError::Transient`] and snap's retry wrapper decides; OpenDAL's
 //! own `RetryLayer` is not used, so there is one retry policy, not two.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -192,7 +192,10 @@ impl OpendalBackend {
     fn tmp_path(path: &str) -> String {
         let mut random = [0u8; 8];
         snap_core::crypto::fill_random(&mut random);
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut hex = String::with_capacity(16);
+        for b in random {
+            let _ = write!(hex, "{b:02x}");
+        }
         match path.rsplit_once('/') {
             Some((dir, _)) => format!("{dir}/{TMP_PREFIX}{hex}"),
             None => format!("{TMP_PREFIX}{hex}"),
