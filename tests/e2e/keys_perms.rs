@@ -401,7 +401,7 @@ impl Pty {
     /// `None` (with a note) when `script` is not installed.
     fn spawn(args: &[&str], env: &[(&str, &str)], env_remove: &[&str]) -> Option<Pty> {
         if Command::new("script").arg("--version").output().is_err() {
-            eprintln!("note: util-linux `script` is not installed; test skipped");
+            super::util::skip_note("note: util-linux `script` is not installed; test skipped".to_string());
             return None;
         }
         let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_snap"))

@@ -156,7 +156,7 @@ fn restores_to(snap: &Snap, data: &[u8]) {
 #[test]
 fn stopped_backup_survives_a_prune_with_its_clock_ahead() {
     if !have("faketime") {
-        eprintln!("note: faketime is not installed (Debian package faketime); test skipped");
+        super::util::skip_note("note: faketime is not installed (Debian package faketime); test skipped".to_string());
         return;
     }
     let snap = repo();
@@ -185,7 +185,7 @@ fn stopped_backup_survives_a_prune_with_its_clock_ahead() {
 #[test]
 fn another_hosts_fresh_lock_is_not_stale_to_a_clock_ahead() {
     if !have("faketime") {
-        eprintln!("note: faketime is not installed (Debian package faketime); test skipped");
+        super::util::skip_note("note: faketime is not installed (Debian package faketime); test skipped".to_string());
         return;
     }
     if !is_root()

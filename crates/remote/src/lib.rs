@@ -14,6 +14,9 @@
 //! | `opendal:SCHEME` with `-o key=value` | `opendal` (any OpenDAL service; less tested) |
 
 pub mod location;
+pub mod opendal;
 pub mod rest;
+pub mod s3;
+pub mod sftp;
 
 pub use location::{open, Location, LocationError, Options};

@@ -153,9 +153,13 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>, 
             Ok(Arc::new(LocalBackend::new(path.clone())))
         }
         Location::Rest { url } => Ok(Arc::new(crate::rest::RestBackend::open(url, options)?)),
-        other => Err(LocationError::Unsupported(format!(
-            "this build of snap cannot open {other:?} yet"
-        ))),
+        Location::S3 {
+            endpoint,
+            bucket,
+            prefix,
+        } => crate::s3::open(endpoint, bucket, prefix, options),
+        Location::Sftp { user, host, port, path } => crate::sftp::open(user.as_deref(), host, *port, path, options),
+        Location::Opendal { scheme } => crate::opendal::open_scheme(scheme, options),
     }
 }
 
