@@ -78,9 +78,11 @@ fn main() {
     tune_malloc();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAP_LOG").unwrap_or_else(|_| {
+        // OpenDAL's own warnings are about its internals (a writer dropped
+        // after a timeout); what they mean for the user arrives as snap's error.
         tracing_subscriber::EnvFilter::new(match cli.global.verbose {
-            0 => "warn",
-            1 => "info",
+            0 => "warn,opendal=error",
+            1 => "info,opendal=warn",
             _ => "debug",
         })
     });

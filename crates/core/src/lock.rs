@@ -380,7 +380,7 @@ fn acquire_with(
         match conflict {
             Ok(Ok(index)) => {
                 let shared = Arc::new(Shared {
-                    backend: repo.backend_arc(),
+                    backend: repo.storage_arc(),
                     crypto: repo.crypto().clone(),
                     timing,
                     info: Mutex::new((name, info)),
@@ -561,10 +561,7 @@ impl LockGuard {
     pub(crate) fn proves(&self, repo: &Repository, kind: LockKind) -> Result<()> {
         // Compared as thin pointers: the same object may be reached through
         // different vtables.
-        let same = std::ptr::eq(
-            Arc::as_ptr(&self.shared.backend) as *const (),
-            repo.backend() as *const dyn Backend as *const (),
-        );
+        let same = repo.is_storage(&self.shared.backend);
         if !same {
             return Err(Error::InvalidArgument("the lock given is on another repository".into()));
         }

@@ -356,10 +356,6 @@ impl Repository {
         self.backend.as_ref()
     }
 
-    pub(crate) fn backend_arc(&self) -> Arc<dyn Backend> {
-        self.backend.clone()
-    }
-
     /// Where the repository is, for messages (`/srv/backup`, `s3:...`).
     pub fn location(&self) -> String {
         self.backend.location()
@@ -388,6 +384,22 @@ impl Repository {
         cancel: &'static std::sync::atomic::AtomicBool,
     ) -> Result<Option<crate::lock::LockGuard>> {
         crate::lock::read_lock(self, operation, wait, cancel)
+    }
+
+    /// The storage itself, past the object cache: what locks are written
+    /// to and compared by (the same for a [`Repository::without_cache`] handle).
+    pub(crate) fn storage_arc(&self) -> Arc<dyn Backend> {
+        self.uncached.clone()
+    }
+
+    /// Whether `backend` is this repository's storage ([`Repository::storage_arc`]).
+    pub(crate) fn is_storage(&self, backend: &Arc<dyn Backend>) -> bool {
+        // Compared as thin pointers: the same object may be reached through
+        // different vtables.
+        std::ptr::eq(
+            Arc::as_ptr(backend) as *const (),
+            Arc::as_ptr(&self.uncached) as *const (),
+        )
     }
 
     /// A handle that reads and writes storage directly, past the local

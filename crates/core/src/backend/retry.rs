@@ -103,13 +103,22 @@ impl RetryBackend {
                 Err(e) if e.is_transient() && retry + 1 < self.policy.attempts => {
                     retry += 1;
                     let delay = self.policy.delay(retry);
-                    tracing::warn!(
+                    // Retries are logged for -v only: a server that is down
+                    // must end in one line, the error below.
+                    tracing::info!(
                         "{op} {} {name} failed ({e}); retry {retry} of {} in {:.1} s",
                         kind.name(),
                         self.policy.attempts - 1,
                         delay.as_secs_f64()
                     );
                     std::thread::sleep(delay);
+                }
+                Err(BackendError::Transient { op, what, reason }) if retry > 0 => {
+                    return Err(BackendError::Transient {
+                        op,
+                        what,
+                        reason: format!("{reason} (gave up after {} attempts)", retry + 1),
+                    })
                 }
                 result => return result,
             }
