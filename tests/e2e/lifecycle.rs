@@ -168,6 +168,7 @@ fn damaged_fixture() -> (
     for (pack, _) in packs(&snap.repo) {
         let saved = fs::read(&pack).unwrap();
         flip_byte(&pack);
+        snap.drop_tree_cache();
         let ls_ok = snap.run(&["ls", "latest"]).status.success();
         fs::write(&pack, saved).unwrap();
         if ls_ok {

@@ -84,6 +84,17 @@ fn create_and_restore_report_their_requests_in_json() {
     );
     assert!(r["total"].as_u64().unwrap() < 40, "a bounded number of requests: {r}");
 
+    // The parent's trees were read once by the second backup and kept in
+    // the local tree cache: the third reads no pack at all.
+    let third = snap.create(&[s(&src)]);
+    let r = &third["requests"];
+    assert_eq!(
+        count(&third, "pack", "read_range"),
+        0,
+        "trees come from the tree cache: {r}"
+    );
+    assert_eq!(count(&third, "pack", "read"), 0, "{r}");
+
     let target = snap.scratch().join("target");
     let out = snap.restore("latest", &target, &["--json"]);
     assert_code(&out, 0);

@@ -1033,6 +1033,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl Snap {
+    /// Forgets the trees kept in the local cache (`Repository::read_tree_blob`),
+    /// so that the next command reads them from the repository again.
+    pub fn drop_tree_cache(&self) {
+        if let Ok(entries) = fs::read_dir(&self.cache) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_dir_all(entry.path().join("trees"));
+            }
+        }
+    }
+
     /// A handle on a copy of this repository and of its index cache, in a
     /// new temporary directory, with the same password and user.
     pub fn copy(&self) -> Snap {

@@ -58,6 +58,9 @@ pub struct Repository {
     key_id: KeyId,
     /// This repository's directory in the local cache.
     cache_dir: Arc<std::path::PathBuf>,
+    /// Where tree blobs read before are kept, sealed again with this
+    /// repository's key (`None` on a [`Repository::without_cache`] handle).
+    tree_cache: Option<Arc<std::path::PathBuf>>,
 }
 
 impl Repository {
@@ -346,6 +349,7 @@ impl Repository {
             index: Arc::new(index),
             index_synced: Arc::default(),
             key_id,
+            tree_cache: Some(Arc::new(cache_dir.join("trees"))),
             cache_dir: Arc::new(cache_dir),
         })
     }
@@ -408,6 +412,7 @@ impl Repository {
     pub fn without_cache(&self) -> Repository {
         Repository {
             backend: self.uncached.clone(),
+            tree_cache: None,
             ..self.clone()
         }
     }
@@ -471,6 +476,38 @@ impl Repository {
             .lookup(id)?
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         self.read_blob_at(&location)
+    }
+
+    /// Reads a tree blob. Trees are read again by every backup (the
+    /// parent's), `ls` and restore; on remote storage each is a request, so
+    /// a tree once read is kept in the cache directory, sealed again with
+    /// this repository's key (file names stay encrypted at rest) and checked
+    /// against its id when used. The index is asked first either way: a
+    /// tree the repository no longer holds is not served from the cache.
+    pub fn read_tree_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let location = self
+            .index()?
+            .lookup(id)?
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let Some(dir) = &self.tree_cache else {
+            return self.read_blob_at(&location);
+        };
+        let hex = id.to_hex();
+        let path = dir.join(&hex[..2]).join(&hex);
+        if let Ok(sealed) = std::fs::read(&path) {
+            match self.crypto.open(&sealed) {
+                Ok(plain) if self.crypto.blob_id(&plain) == *id => return Ok(plain),
+                _ => {
+                    tracing::debug!("cached tree {hex} is damaged; reading it again");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let plain = self.read_blob_at(&location)?;
+        if let Err(e) = store_private(&path, &self.crypto.seal(&plain)) {
+            tracing::debug!("cannot cache tree {hex}: {e}");
+        }
+        Ok(plain)
     }
 
     /// Reads one blob through the checks of [`Repository::read_pack_blobs`].
@@ -596,6 +633,18 @@ pub enum OpenFailure<E> {
 struct IndexSynced {
     current: AtomicBool,
     syncing: std::sync::Mutex<()>,
+}
+
+/// Writes a local cache file atomically, in directories only its owner can read.
+fn store_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path.parent().expect("a cache file has a directory");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Reads the config, mapping a missing one to "not a repository".

@@ -133,7 +133,7 @@ impl Tree {
     }
 
     pub fn load(repo: &Repository, id: &BlobId) -> Result<Self> {
-        let bytes = repo.read_blob(id)?;
+        let bytes = repo.read_tree_blob(id)?;
         Self::decode(id, &bytes)
     }
 
