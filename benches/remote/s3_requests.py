@@ -2,7 +2,7 @@
 """Request economy on S3: snap against restic on the same S3 server.
 
 Starts a moto S3 server on loopback behind a small counting proxy, runs the
-same steps with each tool (open, first backup, unchanged re-backup, restore
+same steps with each tool (open, first backup, unchanged re-backups, restore
 of one file) and prints, per step, the number of requests by method and the
 bytes up and down, as a markdown table. Counts, not times: they do not
 depend on how busy the machine is.
@@ -149,6 +149,7 @@ def main():
                 ("open (list snapshots)", snap + ["snapshots"]),
                 ("first backup", snap + ["create", data]),
                 ("unchanged re-backup", snap + ["create", data]),
+                ("unchanged re-backup, again", snap + ["create", data]),
                 ("restore one file", snap + ["restore", "latest", "--target", os.path.join(work, "r-snap"), "--path", one_file]),
             ]
         if args.restic:
@@ -158,6 +159,7 @@ def main():
                 ("open (list snapshots)", restic + ["snapshots"]),
                 ("first backup", restic + ["backup", data]),
                 ("unchanged re-backup", restic + ["backup", data]),
+                ("unchanged re-backup, again", restic + ["backup", data]),
                 ("restore one file", restic + ["restore", "latest", "--target", os.path.join(work, "r-restic"), "--include", one_file]),
             ]
         results = {}

@@ -148,6 +148,7 @@ fn fixture() -> Fixture {
     for (pack, _) in packs(&snap.repo) {
         let hidden = pack.with_file_name(".hidden");
         fs::rename(&pack, &hidden).unwrap();
+        snap.drop_tree_cache();
         let holds_trees = states.iter().any(|(id, _)| !snap.run(&["ls", id]).status.success());
         fs::rename(&hidden, &pack).unwrap();
         let kind = if holds_trees { Kind::TreePack } else { Kind::DataPack };
