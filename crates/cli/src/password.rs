@@ -41,24 +41,31 @@ pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
     Ok(password)
 }
 
+/// The first line a shell command named by the environment variable `var`
+/// prints (`None` when `var` is unset).
+fn from_command(var: &str) -> Option<Result<Password>> {
+    let command = std::env::var(var).ok()?;
+    let output = match std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => return Some(fail(format!("cannot run {var}: {e}"))),
+    };
+    if !output.status.success() {
+        return Some(fail(format!("{var} failed ({})", output.status)));
+    }
+    Some(Ok(Password::new(first_line(output.stdout))))
+}
+
 fn get_any(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
     if let Some(path) = password_file {
         return read_file(path);
     }
-    if let Ok(command) = std::env::var("SNAP_PASSWORD_COMMAND") {
-        let output = match std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-        {
-            Ok(output) => output,
-            Err(e) => return fail(format!("cannot run SNAP_PASSWORD_COMMAND: {e}")),
-        };
-        if !output.status.success() {
-            return fail(format!("SNAP_PASSWORD_COMMAND failed ({})", output.status));
-        }
-        return Ok(Password::new(first_line(output.stdout)));
+    if let Some(password) = from_command("SNAP_PASSWORD_COMMAND") {
+        return password;
     }
     if let Ok(password) = std::env::var("SNAP_PASSWORD") {
         return Ok(Password::new(password.into_bytes()));
@@ -132,20 +139,8 @@ pub fn get_from(file: Option<&Path>) -> Result<Password> {
     if let Some(path) = file {
         return read_file(path);
     }
-    if let Ok(command) = std::env::var("SNAP_FROM_PASSWORD_COMMAND") {
-        let output = match std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-        {
-            Ok(output) => output,
-            Err(e) => return fail(format!("cannot run SNAP_FROM_PASSWORD_COMMAND: {e}")),
-        };
-        if !output.status.success() {
-            return fail(format!("SNAP_FROM_PASSWORD_COMMAND failed ({})", output.status));
-        }
-        return Ok(Password::new(first_line(output.stdout)));
+    if let Some(password) = from_command("SNAP_FROM_PASSWORD_COMMAND") {
+        return password;
     }
     if let Ok(password) = std::env::var("SNAP_FROM_PASSWORD") {
         return Ok(Password::new(password.into_bytes()));

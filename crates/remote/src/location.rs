@@ -52,7 +52,7 @@ impl Location {
     /// Parses a location as the user typed it.
     pub fn parse(location: &str) -> Result<Location, LocationError> {
         let invalid = |reason: &str| LocationError::Invalid {
-            location: location.to_string(),
+            location: redacted(location),
             reason: reason.to_string(),
         };
         if let Some(path) = location.strip_prefix("local:") {
@@ -141,6 +141,29 @@ impl Location {
     }
 }
 
+/// `location` with the password of a `USER:PASS@` part replaced, for
+/// messages: a mistyped `rest:` URL must not print its password.
+fn redacted(location: &str) -> String {
+    let Some(scheme_end) = location.find("//") else {
+        return location.to_string();
+    };
+    let authority_start = scheme_end + 2;
+    let rest = &location[authority_start..];
+    let authority_len = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!(
+                "{}{user}:***@{host}{}",
+                &location[..authority_start],
+                &rest[authority_len..]
+            )
+        }
+        None => location.to_string(),
+    }
+}
+
 /// Opens the backend a location names. Nothing is read or written yet.
 pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>, LocationError> {
     match location {
@@ -166,6 +189,14 @@ pub fn open(location: &Location, options: &Options) -> Result<Arc<dyn Backend>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_show_a_password() {
+        let err = Location::parse("rest:htp://ana:s3cret@host:8000/")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret") && err.contains("ana:***@host"), "{err}");
+    }
 
     #[test]
     fn plain_paths_are_local() {
