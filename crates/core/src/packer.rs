@@ -150,6 +150,9 @@ impl Packer {
             writer.add(id, raw_length, encoding, &sealed);
             (writer.len() >= self.pack_size).then(|| std::mem::replace(writer, PackWriter::new(kind, 0)))
         };
+        if kind == BlobKind::Tree {
+            self.repo.cache_tree(&id, data);
+        }
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
         if let Some(writer) = full {

@@ -4,7 +4,7 @@
 //! blobs is the [`crate::packer::Packer`]'s job, and every operation
 //! (archiver, restorer, ...) lives in its own module.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -493,7 +493,7 @@ impl Repository {
             return self.read_blob_at(&location);
         };
         let hex = id.to_hex();
-        let path = dir.join(&hex[..2]).join(&hex);
+        let path = tree_cache_path(dir, &hex);
         if let Ok(sealed) = std::fs::read(&path) {
             match self.crypto.open(&sealed) {
                 Ok(plain) if self.crypto.blob_id(&plain) == *id => return Ok(plain),
@@ -508,6 +508,18 @@ impl Repository {
             tracing::debug!("cannot cache tree {hex}: {e}");
         }
         Ok(plain)
+    }
+
+    /// Keeps a tree this process just stored in the tree cache, so the next
+    /// backup, whose parent it is, reads it without a request. Harmless if
+    /// the upload then fails: [`Repository::read_tree_blob`] asks the index
+    /// first.
+    pub(crate) fn cache_tree(&self, id: &BlobId, plain: &[u8]) {
+        let Some(dir) = &self.tree_cache else { return };
+        let hex = id.to_hex();
+        if let Err(e) = store_private(&tree_cache_path(dir, &hex), &self.crypto.seal(plain)) {
+            tracing::debug!("cannot cache tree {hex}: {e}");
+        }
     }
 
     /// Reads one blob through the checks of [`Repository::read_pack_blobs`].
@@ -656,4 +668,9 @@ pub fn read_config(backend: &dyn Backend) -> Result<Config> {
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Where the tree cache keeps tree `hex`: fanned out by its first two digits.
+fn tree_cache_path(dir: &Path, hex: &str) -> PathBuf {
+    dir.join(&hex[..2]).join(hex)
 }
