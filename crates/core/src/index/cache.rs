@@ -36,6 +36,9 @@ const SCHEMA: &str = "1";
 const CACHE_BYTES: usize = 16 << 20;
 /// Index files decoded per write transaction while syncing.
 const SYNC_BATCH: usize = 64;
+/// How often one sync lists again for index files removed while it read
+/// them (each time, another process replaced files meanwhile).
+const SYNC_ROUNDS: usize = 4;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,41 +269,68 @@ impl IndexCache {
     }
 
     /// Brings the cache up to date with the repository's index files.
+    ///
+    /// Other processes share the cache and change the repository meanwhile:
+    /// a backup replaces its small index files by a merged one (stored
+    /// first, recorded here, then the small ones deleted), prune deletes
+    /// what it rewrote. A file listed but gone when read was superseded by
+    /// one a new listing shows, so the sync lists again until every listed
+    /// file was read.
     pub fn sync(&self, backend: &dyn Backend, crypto: &Crypto) -> Result<SyncStats> {
-        let listed: HashSet<IndexId> = super::list_ids(backend)?.into_iter().collect();
+        let mut stats = SyncStats::default();
+        for _ in 0..SYNC_ROUNDS {
+            if !self.sync_round(backend, crypto, &mut stats)? {
+                break;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// One listing and the loads it calls for. Returns whether a listed
+    /// file vanished before it was read.
+    fn sync_round(&self, backend: &dyn Backend, crypto: &Crypto, stats: &mut SyncStats) -> Result<bool> {
+        let mut listed: HashSet<IndexId> = super::list_ids(backend)?.into_iter().collect();
         let known = self.known_index_files()?;
-        let mut stats = SyncStats {
-            rebuilt: known.iter().any(|id| !listed.contains(id)),
-            ..SyncStats::default()
-        };
-        let known = if stats.rebuilt { HashSet::new() } else { known };
+        let rebuild = known.iter().any(|id| !listed.contains(id));
         // A rebuild clears and reloads in one transaction: other processes
         // sharing the cache see the old index or the new one, never an empty
-        // or partial one (which would make them report blobs as lost).
-        let rebuild = if stats.rebuilt {
+        // or partial one (which would make them report blobs as lost). It
+        // lists again inside the transaction: a listing from before it began
+        // may predate a merged file another process recorded meanwhile, and
+        // clearing would drop that record with nothing to replace it.
+        let (known, rebuild) = if rebuild {
             let txn = self.db.begin_write().map_err(|e| self.err(e))?;
             self.clear_in(&txn)?;
-            Some(txn)
+            listed = super::list_ids(backend)?.into_iter().collect();
+            stats.rebuilt = true;
+            (HashSet::new(), Some(txn))
         } else {
-            None
+            (known, None)
         };
         let mut missing: Vec<IndexId> = listed.into_iter().filter(|id| !known.contains(id)).collect();
         missing.sort();
+        let mut vanished = false;
         for batch in missing.chunks(SYNC_BATCH) {
-            let results: Vec<(IndexId, Result<IndexFile>)> = batch
+            // `None`: listed, but gone by the time it was read.
+            let results: Vec<(IndexId, Result<Option<IndexFile>>)> = batch
                 .par_iter()
                 .map(|id| {
-                    let loaded = backend
-                        .read(ObjectKind::Index, &id.to_hex())
-                        .map_err(Error::from)
-                        .and_then(|bytes| IndexFile::decode(crypto, id, &bytes));
+                    let loaded = match backend.read(ObjectKind::Index, &id.to_hex()) {
+                        Ok(bytes) => IndexFile::decode(crypto, id, &bytes).map(Some),
+                        Err(e) if e.is_not_found() => Ok(None),
+                        Err(e) => Err(e.into()),
+                    };
                     (*id, loaded)
                 })
                 .collect();
             let mut files = Vec::with_capacity(results.len());
             for (id, loaded) in results {
                 match loaded {
-                    Ok(file) => files.push((id, file)),
+                    Ok(Some(file)) => files.push((id, file)),
+                    Ok(None) => {
+                        tracing::debug!("index file {id} was removed while the index was read");
+                        vanished = true;
+                    }
                     // Left unrecorded, so the next sync tries it again; `verify`
                     // reports it and `repair index` replaces it.
                     Err(e) => {
@@ -318,7 +348,7 @@ impl IndexCache {
         if let Some(txn) = rebuild {
             txn.commit().map_err(|e| self.err(e))?;
         }
-        Ok(stats)
+        Ok(vanished)
     }
 
     fn known_index_files(&self) -> Result<HashSet<IndexId>> {
@@ -532,5 +562,109 @@ mod tests {
         // Another repository's cache is replaced too.
         let cache = IndexCache::open(&path, "other").unwrap();
         assert_eq!(cache.blob_count().unwrap(), 0);
+    }
+
+    /// Storage that, after its first listing of index files, lets another
+    /// process act (merge index files) before the listing reaches the caller.
+    struct MergeAfterList {
+        inner: LocalBackend,
+        after_first_list: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl std::fmt::Debug for MergeAfterList {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("MergeAfterList")
+        }
+    }
+
+    impl Backend for MergeAfterList {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn create(&self) -> crate::backend::BackendResult<()> {
+            self.inner.create()
+        }
+        fn read(&self, kind: ObjectKind, name: &str) -> crate::backend::BackendResult<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(
+            &self,
+            kind: ObjectKind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> crate::backend::BackendResult<Vec<u8>> {
+            self.inner.read_range(kind, name, offset, len)
+        }
+        fn write(&self, kind: ObjectKind, name: &str, data: &[u8]) -> crate::backend::BackendResult<()> {
+            self.inner.write(kind, name, data)
+        }
+        fn write_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> crate::backend::BackendResult<()> {
+            self.inner.write_new(kind, name, data)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> crate::backend::BackendResult<()> {
+            self.inner.delete(kind, name)
+        }
+        fn list(&self, kind: ObjectKind) -> crate::backend::BackendResult<Vec<crate::backend::ObjectInfo>> {
+            let listed = self.inner.list(kind)?;
+            if let Some(act) = self.after_first_list.lock().unwrap().take() {
+                act();
+            }
+            Ok(listed)
+        }
+        fn exists(&self, kind: ObjectKind, name: &str) -> crate::backend::BackendResult<bool> {
+            self.inner.exists(kind, name)
+        }
+    }
+
+    /// A sync that must rebuild, whose listing predates another process's
+    /// merge (merged file stored and recorded in the shared cache, small
+    /// files deleted), must not clear away the merged file's record: before
+    /// the fix every blob of the merged file was unknown until the next
+    /// sync, and a concurrent backup failed as if a prune had removed them.
+    #[test]
+    fn a_rebuild_from_a_stale_listing_keeps_a_merge_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let crypto = Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305);
+        let local = LocalBackend::new(dir.path().join("repo"));
+        local.create().unwrap();
+        let file = |n: u8| IndexFile {
+            packs: vec![IndexedPack {
+                id: PackId([n; 32]),
+                kind: BlobKind::Data,
+                size: 1000,
+                blobs: vec![entry([n; 32], 0)],
+            }],
+            supersedes: vec![],
+        };
+        let gone = store(&local, &crypto, &file(1));
+        let small = [store(&local, &crypto, &file(2)), store(&local, &crypto, &file(3))];
+        let cache = std::sync::Arc::new(IndexCache::open(&dir.path().join("cache/index.redb"), "repo").unwrap());
+        cache.sync(&local, &crypto).unwrap();
+        // A prune removed `gone`: the next sync rebuilds.
+        local.delete(ObjectKind::Index, &gone.to_hex()).unwrap();
+
+        let merged = IndexFile {
+            packs: [file(2), file(3)].into_iter().flat_map(|f| f.packs).collect(),
+            supersedes: small.to_vec(),
+        };
+        let backend = MergeAfterList {
+            inner: LocalBackend::new(dir.path().join("repo")),
+            after_first_list: std::sync::Mutex::new(None),
+        };
+        let (merger_cache, merger_crypto) = (cache.clone(), crypto.clone());
+        let merger_backend = LocalBackend::new(dir.path().join("repo"));
+        *backend.after_first_list.lock().unwrap() = Some(Box::new(move || {
+            let id = store(&merger_backend, &merger_crypto, &merged);
+            merger_cache.replace_index_files(&small, &[(id, merged)]).unwrap();
+            for s in &small {
+                merger_backend.delete(ObjectKind::Index, &s.to_hex()).unwrap();
+            }
+        }));
+        cache.sync(&backend, &crypto).unwrap();
+        for n in [2, 3] {
+            assert!(cache.lookup(&BlobId([n; 32])).unwrap().is_some(), "blob {n} lost");
+        }
+        assert!(cache.lookup(&BlobId([1; 32])).unwrap().is_none());
     }
 }
