@@ -115,17 +115,18 @@ fn a_killed_first_backup_is_resumed_from_its_packs() {
     for kill_at in [11, 19] {
         let (killed, reused) = killed_then_resumed(&src, kill_at);
         eprintln!("resume: killed after {killed} packs, {reused} reused");
-        // Only a pack stored in the instant before its index file may be lost.
+        // Only the packs stored in the instant before their index file may
+        // be lost: as many as uploads in flight (two on a local disk).
         assert!(
-            reused + 1 >= killed,
+            reused + 2 >= killed,
             "killed after {killed} packs, only {reused} reused"
         );
         total = (total.0 + killed, total.1 + reused);
     }
     // The 95% of the issue is measured on a larger backup (the ignored test
-    // below); on about 32 packs a single unlucky kill costs 3%.
+    // below); on about 32 packs two unlucky kills cost 12%.
     assert!(
-        total.1 * 100 >= total.0 * 90,
+        total.1 * 100 >= total.0 * 85,
         "{} of {} killed packs reused",
         total.1,
         total.0
