@@ -264,6 +264,53 @@ fn snapignore_files_apply_to_their_directory_with_negation() {
     assert_eq!(listed_below(&snap, id(&created), &src), rel_paths(&src));
 }
 
+/// Below the depth where the walk stops recursing (`archive_deep`), the
+/// `.snapignore` files, markers and the size limit apply just the same.
+#[test]
+fn selection_holds_below_the_recursive_depth() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    let mut deep = src.clone();
+    let mut rel = String::new();
+    for i in 0..40 {
+        deep.push(format!("d{i}"));
+        rel.push_str(&format!("{}d{i}", if i == 0 { "" } else { "/" }));
+        if i == 30 {
+            fs::create_dir_all(&deep).unwrap();
+            fs::write(deep.join(".snapignore"), "!special.log\n").unwrap();
+        }
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(src.join(".snapignore"), "*.log\n").unwrap();
+    for name in ["keep.txt", "drop.log", "special.log"] {
+        fs::write(deep.join(name), name).unwrap();
+    }
+    fs::write(deep.join("large.bin"), vec![0u8; 5000]).unwrap();
+    fs::create_dir_all(deep.join("marked")).unwrap();
+    fs::write(deep.join("marked/.nobackup"), "").unwrap();
+    fs::write(deep.join("marked/f"), "f").unwrap();
+    let created = snap.create(&[
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "4K",
+        s(&src),
+    ]);
+    assert_eq!(summary(&created, "files_too_large"), 1);
+    let listed = listed_below(&snap, id(&created), &src);
+    let under: BTreeSet<&str> = listed
+        .iter()
+        .filter_map(|p| p.strip_prefix(&format!("{rel}/")))
+        .collect();
+    assert_eq!(under, ["keep.txt", "special.log"].into_iter().collect());
+    let mut expected = rel_paths(&src);
+    for gone in ["drop.log", "large.bin", "marked", "marked/.nobackup", "marked/f"] {
+        assert!(expected.remove(&format!("{rel}/{gone}")), "{gone}");
+    }
+    assert_eq!(listed, expected);
+    assert_restores(&snap, id(&created), &src, &expected);
+}
+
 /// Every file in the repository directory, with its size and content hash.
 fn repository_files(repo: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
     walk(repo)
