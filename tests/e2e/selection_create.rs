@@ -498,3 +498,31 @@ fn description_is_stored_and_tag_rewrites_the_snapshot() {
     snap.run_code(&["tag", &newest], 2);
     assert!(snap.repo.join("snapshots").join(&newest).exists());
 }
+
+/// `snap tag` killed between writing the new snapshot and deleting the old
+/// one leaves both, never neither; the next `tag` still works.
+#[test]
+fn an_interrupted_tag_leaves_both_snapshots() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    write(&src, &[("a.txt", b"a")]);
+    let created = snap.create(&[s(&src)]);
+    let old = id(&created).to_string();
+    let out = snap
+        .command()
+        .args(["tag", &old, "--add", "x"])
+        .env("SNAP_FAILPOINT", "retag-written")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    let listed = snap.snapshots();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let new = listed.iter().find(|s| s["id"] != old.as_str()).unwrap();
+    assert_eq!(new["original"], old.as_str());
+    assert_eq!(new["tags"], serde_json::json!(["x"]));
+    assert_eq!(new["tree"], created["tree"]);
+    // The killed process's lock is stale (its process is gone): tagging goes on.
+    let result = parse_json(&snap.ok(&["tag", "--json", &old, "--add", "x"]));
+    assert_eq!(result[0]["tags"], serde_json::json!(["x"]));
+    assert!(!snap.repo.join("snapshots").join(&old).exists());
+}
