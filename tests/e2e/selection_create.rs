@@ -123,6 +123,25 @@ fn iexclude_markers_caches_and_sizes_leave_out_what_they_name() {
     assert_eq!(summary(&created, "files_too_large"), 1);
     assert_restores(&snap, id(&created), &src, &expected);
 
+    // A directory named as a source path is backed up even with a marker
+    // (as --exclude never removes a source path); the size limit holds for
+    // files named explicitly too.
+    let project = src.join("project");
+    let created = snap.create(&[
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-larger-than",
+        "2K",
+        s(&project),
+        s(&src.join("big.bin")),
+        s(&src.join("notes.txt")),
+    ]);
+    let listed = snap.ls_paths(id(&created));
+    assert!(listed.contains(s(&project.join("src.rs"))), "{listed:?}");
+    assert!(listed.contains(s(&src.join("notes.txt"))), "{listed:?}");
+    assert!(!listed.contains(s(&src.join("big.bin"))), "{listed:?}");
+    assert_eq!(summary(&created, "files_too_large"), 1);
+
     // The text summary says so.
     let out = snap.ok(&["create", "--force", "--exclude-larger-than", "2K", s(&src)]);
     assert!(

@@ -974,26 +974,22 @@ impl Archiver<'_> {
         }
     }
 
-    /// Whether the directory `name` (at `path`, in the open directory `dir`)
-    /// holds one of the `--exclude-if-present` markers.
-    fn has_marker(&self, dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> bool {
+    /// Whether the directory `name` in the open directory `dir` holds one of
+    /// the `--exclude-if-present` markers.
+    fn has_marker(&self, dir: &OwnedFd, name: &[u8]) -> bool {
         use rustix::fs::{Mode, OFlags};
         if self.selection.markers.is_empty() {
             return false;
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let opened = match dir {
-            Some(dir) => rustix::fs::openat(dir, std::ffi::OsStr::from_bytes(name), flags, Mode::empty()),
-            None => rustix::fs::openat(rustix::fs::CWD, path, flags, Mode::empty()),
-        };
         // Not listable: the walk reports it when it gets there.
-        let Ok(subdir) = opened else {
+        let Ok(subdir) = rustix::fs::openat(dir, std::ffi::OsStr::from_bytes(name), flags, Mode::empty()) else {
             return false;
         };
         self.selection.markers.iter().any(|marker| match &marker.header {
             None => rustix::fs::statat(&subdir, marker.name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok(),
             Some(header) => {
-                let Ok(file) = open_for_backup(Some(&subdir), marker.name.as_bytes(), path) else {
+                let Ok(file) = open_for_backup(Some(&subdir), marker.name.as_bytes(), Path::new(&marker.name)) else {
                     return false;
                 };
                 let mut start = Vec::with_capacity(header.len());
@@ -1206,8 +1202,12 @@ impl Archiver<'_> {
             self.counters.files_too_large.fetch_add(1, Ordering::Relaxed);
             return Ok(Entry::Skipped);
         }
-        if kind == NodeKind::Dir && self.has_marker(dir, &node.name, path) {
-            return Ok(Entry::Skipped);
+        // Only below the source paths, as `--exclude`: a directory given
+        // explicitly (`dir` is `None`) is backed up.
+        if let (NodeKind::Dir, Some(dir)) = (kind, dir) {
+            if self.has_marker(dir, &node.name) {
+                return Ok(Entry::Skipped);
+            }
         }
         if fsmeta::mtime_out_of_range(&st) {
             self.warn(
