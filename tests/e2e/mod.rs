@@ -29,6 +29,7 @@ mod roundtrip;
 mod s3;
 mod scale;
 mod selection;
+mod selection_create;
 mod serve;
 mod sftp;
 mod unreadable;

@@ -318,6 +318,8 @@ fn deep_restore(depth: usize, name: &[u8]) {
         parent: None,
         program_version: "test".into(),
         summary: Default::default(),
+        description: None,
+        original: None,
     }
     .save(&repo)
     .unwrap();

@@ -40,6 +40,8 @@ enum Command {
     Verify(cmd::verify::Args),
     /// Remove snapshots by id or by a retention policy.
     Forget(cmd::forget::Args),
+    /// Change the tags of snapshots (--add, --remove, --set).
+    Tag(cmd::tag::Args),
     /// Delete data that no snapshot uses.
     Prune(cmd::prune::Args),
     /// Rebuild the index, or rewrite snapshots that reference missing data.
@@ -102,6 +104,7 @@ fn main() {
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
         Command::Verify(args) => cmd::verify::run(&cli.global, args),
         Command::Forget(args) => cmd::forget::run(&cli.global, args),
+        Command::Tag(args) => cmd::tag::run(&cli.global, args),
         Command::Prune(args) => cmd::prune::run(&cli.global, args),
         Command::Repair(args) => cmd::repair::run(&cli.global, args),
         Command::Copy(args) => cmd::copy::run(&cli.global, args),

@@ -75,6 +75,107 @@ pub struct ArchiveOptions {
     pub threads: usize,
     /// Write a checkpoint snapshot this often (see [`Checkpoints`]); `None` never.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// What else to leave out, beside `excludes` (see [`Selection`]).
+    pub selection: Selection,
+    /// Free text stored in the snapshot.
+    pub description: Option<String>,
+    /// Walk, read and chunk as a backup does, asking the index which blobs
+    /// are new, but write nothing: no pack, index file, checkpoint or
+    /// snapshot (see [`ArchiveResult`] for what comes back).
+    pub dry_run: bool,
+    /// Return each new and changed file in [`ArchiveResult::changes`].
+    pub list_changes: bool,
+}
+
+/// The ways to leave things out of a backup beside the gitignore-style
+/// `excludes`. `Default` leaves out nothing but what `.snapignore` files say.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Like `excludes`, matched regardless of case (`--iexclude`).
+    pub iexcludes: Vec<String>,
+    /// Files of case-insensitive patterns (`--iexclude-file`).
+    pub iexclude_files: Vec<PathBuf>,
+    /// A directory holding one of these is left out, whole (`--exclude-if-present`, `--exclude-caches`).
+    pub markers: Vec<Marker>,
+    /// Files larger than this many bytes are left out and counted in
+    /// [`Summary::files_too_large`] (`--exclude-larger-than`).
+    pub max_file_size: Option<u64>,
+    /// Do not read `.snapignore` files (`--no-snapignore`).
+    pub skip_snapignore: bool,
+}
+
+/// The name of the per-directory ignore files, read with gitignore semantics.
+pub const SNAPIGNORE: &str = ".snapignore";
+
+/// A file whose presence leaves its directory out of a backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub name: String,
+    /// When set, the file only counts if it is a regular file whose content
+    /// starts with these bytes (a `CACHEDIR.TAG` signature).
+    pub header: Option<Vec<u8>>,
+}
+
+impl Marker {
+    /// `NAME` or `NAME:HEADER`, as restic's `--exclude-if-present`.
+    pub fn parse(spec: &str) -> Result<Marker> {
+        let (name, header) = match spec.split_once(':') {
+            Some((name, header)) => (name, Some(header.as_bytes().to_vec())),
+            None => (spec, None),
+        };
+        if !crate::tree::is_valid_name(name.as_bytes()) {
+            return Err(Error::InvalidArgument(format!(
+                "--exclude-if-present '{spec}': '{name}' is not a file name (a name without '/')"
+            )));
+        }
+        Ok(Marker {
+            name: name.to_string(),
+            header,
+        })
+    }
+
+    /// The cache directory tag (<https://bford.info/cachedir/>): `--exclude-caches`.
+    pub fn cachedir_tag() -> Marker {
+        Marker {
+            name: "CACHEDIR.TAG".into(),
+            header: Some(b"Signature: 8a477f597d28d172789f06886806bc55".to_vec()),
+        }
+    }
+}
+
+/// A file `-v` reports: new (no entry in the parent snapshot) or modified
+/// (an entry, but not the same file any more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    New,
+    Modified,
+}
+
+/// The `.snapignore` files that apply in a directory of the walk: its own
+/// and those of the directories above it (within the source paths),
+/// innermost first. The innermost file with a matching pattern decides, so
+/// a `!pattern` re-includes what an outer file left out, as in git.
+#[derive(Clone, Default)]
+struct IgnoreChain(Option<std::sync::Arc<IgnoreLink>>);
+
+struct IgnoreLink {
+    matcher: Gitignore,
+    outer: IgnoreChain,
+}
+
+impl IgnoreChain {
+    fn ignored(&self, path: &Path, is_dir: bool) -> bool {
+        let mut link = self.0.as_deref();
+        while let Some(l) = link {
+            match l.matcher.matched(path, is_dir) {
+                ignore::Match::Ignore(_) => return true,
+                ignore::Match::Whitelist(_) => return false,
+                ignore::Match::None => link = l.outer.0.as_deref(),
+            }
+        }
+        false
+    }
 }
 
 /// The longest file name Linux filesystems accept (`NAME_MAX`), in bytes.
@@ -179,6 +280,8 @@ struct Frame {
     parent_tree: Option<Tree>,
     /// Subdirectories still to walk, the next one last.
     pending: Vec<SubDir>,
+    /// The `.snapignore` files that apply to its entries.
+    ignores: IgnoreChain,
     /// Its finished entries.
     nodes: Vec<Node>,
 }
@@ -186,20 +289,40 @@ struct Frame {
 /// The written snapshot and every problem met on the way. Serialized as
 /// `snap create --json` documents it: the snapshot's JSON form
 /// ([`snapshot::SnapshotJson`]) and `warnings`.
+///
+/// On a dry run nothing is written: `id` is the id the snapshot object built
+/// would have had (never stored), and the summary's `blobs_added` and
+/// `bytes_added_raw` are what the backup would add; `bytes_added_stored`
+/// is their sealed size without pack headers.
 #[derive(Debug)]
 pub struct ArchiveResult {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<(PathBuf, String)>,
+    pub dry_run: bool,
+    /// New and modified files, sorted by path, when asked with
+    /// [`ArchiveOptions::list_changes`].
+    pub changes: Option<Vec<(PathBuf, Change)>>,
 }
 
 impl serde::Serialize for ArchiveResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         #[derive(serde::Serialize)]
+        struct ChangeJson {
+            path: String,
+            change: Change,
+        }
+        #[derive(serde::Serialize)]
         struct Json<'a> {
             #[serde(flatten)]
             snapshot: snapshot::SnapshotJson<'a>,
             warnings: Vec<crate::progress::PathMessage>,
+            // Present only on a dry run and only when asked: the default
+            // form stays what it was.
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            dry_run: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            changes: Option<Vec<ChangeJson>>,
         }
         Json {
             snapshot: snapshot::SnapshotJson::new(&self.id, &self.snapshot),
@@ -208,6 +331,16 @@ impl serde::Serialize for ArchiveResult {
                 .iter()
                 .map(|(p, m)| crate::progress::PathMessage::new(p, m))
                 .collect(),
+            dry_run: self.dry_run,
+            changes: self.changes.as_ref().map(|changes| {
+                changes
+                    .iter()
+                    .map(|(p, change)| ChangeJson {
+                        path: p.to_string_lossy().into_owned(),
+                        change: *change,
+                    })
+                    .collect()
+            }),
         }
         .serialize(serializer)
     }
@@ -222,6 +355,7 @@ struct Counters {
     errors: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
+    files_too_large: AtomicU64,
 }
 
 struct Archiver<'a> {
@@ -233,6 +367,11 @@ struct Archiver<'a> {
     progress: &'a dyn Progress,
     cancel: &'a AtomicBool,
     excludes: Gitignore,
+    /// `--iexclude` patterns (a matcher that ignores case).
+    iexcludes: Gitignore,
+    selection: Selection,
+    /// `Some` when the new and changed files are listed.
+    changes: Option<Mutex<Vec<(PathBuf, Change)>>>,
     one_file_system: bool,
     names: OwnerNames,
     counters: Counters,
@@ -268,17 +407,28 @@ pub fn archive(
             "the tag '{CHECKPOINT_TAG}' is reserved for the partial snapshots of interrupted backups"
         )));
     }
-    let (excludes, pattern_warnings) = build_excludes(&options.excludes, &options.exclude_files)?;
+    let (excludes, mut pattern_warnings) = build_excludes(&options.excludes, &options.exclude_files, false)?;
+    let (iexcludes, more_warnings) =
+        build_excludes(&options.selection.iexcludes, &options.selection.iexclude_files, true)?;
+    pattern_warnings.extend(more_warnings);
     let compression = options.compression.unwrap_or(repo.config().compression);
     let pool = crate::pool::workers(options.threads, "archiver")?;
+    let packer = if options.dry_run {
+        Packer::dry_run(repo, compression)?
+    } else {
+        Packer::new(repo, compression)?
+    };
 
     let archiver = Archiver {
         repo,
         index: repo.index()?.reader()?,
-        packer: Packer::new(repo, compression)?,
+        packer,
         progress,
         cancel,
         excludes,
+        iexcludes,
+        selection: options.selection.clone(),
+        changes: options.list_changes.then(|| Mutex::new(Vec::new())),
         one_file_system: options.one_file_system,
         names: OwnerNames::default(),
         counters: Counters::default(),
@@ -297,7 +447,9 @@ pub fn archive(
         Source::Paths(paths) => {
             let paths = absolute_paths(paths)?;
             let display: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            archiver.checkpoints = options.checkpoint_interval.map(|interval| Checkpoints {
+            // A dry run writes no checkpoint.
+            let interval = options.checkpoint_interval.filter(|_| !options.dry_run);
+            archiver.checkpoints = interval.map(|interval| Checkpoints {
                 interval,
                 completed: Mutex::new(Vec::new()),
                 last: Mutex::new(Instant::now()),
@@ -387,6 +539,7 @@ pub fn archive(
         counters,
         warnings,
         obsolete,
+        changes,
         ..
     } = archiver;
     let packed = packer.finish();
@@ -418,7 +571,13 @@ pub fn archive(
         bytes_added_raw: packed.bytes_added_raw,
         bytes_added_stored: packed.bytes_added_stored,
         duration_seconds: started.elapsed().as_secs_f64(),
+        files_too_large: c(&counters.files_too_large),
     };
+    let changes = changes.map(|changes| {
+        let mut changes = changes.into_inner().expect("changes lock");
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        changes
+    });
     let snapshot = Snapshot {
         time,
         host: options.host,
@@ -429,7 +588,18 @@ pub fn archive(
         parent,
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
+        description: options.description,
+        original: None,
     };
+    if options.dry_run {
+        return Ok(ArchiveResult {
+            id: snapshot.seal(repo).0,
+            snapshot,
+            warnings: warnings.into_inner().expect("warnings lock"),
+            dry_run: true,
+            changes,
+        });
+    }
     crate::snapshot::check_before_save(repo, lock, &snapshot.tree)?;
     crate::failpoint::hit("before-snapshot");
     let id = snapshot.save(repo)?;
@@ -442,6 +612,8 @@ pub fn archive(
         id,
         snapshot,
         warnings: warnings.into_inner().expect("warnings lock"),
+        dry_run: false,
+        changes,
     })
 }
 
@@ -470,18 +642,26 @@ fn remove_checkpoints(repo: &Repository, ids: &[SnapshotId]) {
     }
 }
 
-/// Builds the exclude matcher. Also returns a warning, with where the
-/// pattern came from (`--exclude` or the file), for each pattern that can
-/// never match.
-fn build_excludes(patterns: &[String], files: &[PathBuf]) -> Result<(Gitignore, Vec<(PathBuf, String)>)> {
+/// Builds the exclude matcher (one that ignores case for `--iexclude`).
+/// Also returns a warning, with where the pattern came from (`--exclude` or
+/// the file), for each pattern that can never match.
+fn build_excludes(
+    patterns: &[String],
+    files: &[PathBuf],
+    ignore_case: bool,
+) -> Result<(Gitignore, Vec<(PathBuf, String)>)> {
     let mut builder = GitignoreBuilder::new("/");
+    builder
+        .case_insensitive(ignore_case)
+        .map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")))?;
+    let flag = if ignore_case { "--iexclude" } else { "--exclude" };
     let mut warnings = Vec::new();
     for pattern in patterns {
         builder
             .add_line(None, pattern)
-            .map_err(|e| Error::InvalidArgument(format!("exclude pattern '{pattern}': {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("{flag} pattern '{pattern}': {e}")))?;
         if let Some(why) = never_matches(pattern) {
-            warnings.push((PathBuf::from("--exclude"), why));
+            warnings.push((PathBuf::from(flag), why));
         }
     }
     for file in files {
@@ -632,7 +812,7 @@ impl Archiver<'_> {
             SourceTree::Real(real) => {
                 let meta = std::fs::symlink_metadata(real).map_err(|e| Error::io(real, e))?;
                 let fd = open_dir(None, b"", real, (meta.dev(), meta.ino())).map_err(|e| Error::io(real, e))?;
-                return self.archive_dir(real, parent, None, &fd, 0);
+                return self.archive_dir(real, parent, None, &fd, 0, &IgnoreChain::default());
             }
             SourceTree::Virtual(children) => children,
         };
@@ -646,7 +826,7 @@ impl Archiver<'_> {
                     SourceTree::Real(real) => match self.archive_entry(real, name.clone(), parent_node, None, None)? {
                         Entry::Skipped => Ok(None),
                         Entry::Done(node) => Ok(Some(node)),
-                        Entry::Dir(dir) => self.descend(None, real, dir, parent_node, 0),
+                        Entry::Dir(dir) => self.descend(None, real, dir, parent_node, 0, &IgnoreChain::default()),
                     },
                     SourceTree::Virtual(_) => {
                         // A component that is a symlink to a directory (the
@@ -701,13 +881,14 @@ impl Archiver<'_> {
         root_dev: Option<u64>,
         dir: &OwnedFd,
         depth: usize,
+        ignores: &IgnoreChain,
     ) -> Result<BlobId> {
         if depth >= PARALLEL_DEPTH {
-            return self.archive_deep(path, parent, root_dev, dir);
+            return self.archive_deep(path, parent, root_dev, dir, ignores);
         }
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
-        let entries = self.list_entries(path, dir);
+        let (entries, ignores) = self.list_entries(path, dir, ignores);
         let nodes = entries
             .par_iter()
             .map(|name| {
@@ -716,7 +897,7 @@ impl Archiver<'_> {
                 match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))? {
                     Entry::Skipped => Ok(None),
                     Entry::Done(node) => Ok(Some(node)),
-                    Entry::Dir(sub) => self.descend(Some(dir), &child, sub, parent_node, depth + 1),
+                    Entry::Dir(sub) => self.descend(Some(dir), &child, sub, parent_node, depth + 1, &ignores),
                 }
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
@@ -725,8 +906,12 @@ impl Archiver<'_> {
         })
     }
 
-    /// The names to archive in an open directory, sorted, without excluded ones.
-    fn list_entries(&self, path: &Path, dir: &OwnedFd) -> Vec<Vec<u8>> {
+    /// The names to archive in an open directory, sorted, without excluded
+    /// ones, and the `.snapignore` files that apply in it (`inherited` and
+    /// its own, if it has one). `--exclude` and `--iexclude` always win: a
+    /// `!pattern` in a `.snapignore` only re-includes what an outer
+    /// `.snapignore` left out.
+    fn list_entries(&self, path: &Path, dir: &OwnedFd, inherited: &IgnoreChain) -> (Vec<Vec<u8>>, IgnoreChain) {
         let mut entries = match list_dir(dir) {
             Ok(entries) => entries,
             Err(e) => {
@@ -735,16 +920,82 @@ impl Archiver<'_> {
             }
         };
         entries.sort_unstable();
-        entries
+        let has_snapignore = !self.selection.skip_snapignore
+            && entries
+                .iter()
+                .any(|(name, is_dir)| !is_dir && name == SNAPIGNORE.as_bytes());
+        let ignores = match has_snapignore.then(|| self.read_snapignore(path, dir)).flatten() {
+            Some(matcher) => IgnoreChain(Some(std::sync::Arc::new(IgnoreLink {
+                matcher,
+                outer: inherited.clone(),
+            }))),
+            None => inherited.clone(),
+        };
+        let entries = entries
             .into_iter()
             .filter(|(name, is_dir)| {
-                !self
-                    .excludes
-                    .matched(path.join(std::ffi::OsStr::from_bytes(name)), *is_dir)
-                    .is_ignore()
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                !self.excludes.matched(&child, *is_dir).is_ignore()
+                    && !self.iexcludes.matched(&child, *is_dir).is_ignore()
+                    && !ignores.ignored(&child, *is_dir)
             })
             .map(|(name, _)| name)
-            .collect()
+            .collect();
+        (entries, ignores)
+    }
+
+    /// The patterns of the `.snapignore` in the open directory `dir` (at
+    /// `path`), anchored there. An unreadable file or a bad pattern is
+    /// reported and the rest is used.
+    fn read_snapignore(&self, path: &Path, dir: &OwnedFd) -> Option<Gitignore> {
+        let file_path = path.join(SNAPIGNORE);
+        let mut text = String::new();
+        // Opened as backups open files: through the directory, never
+        // through a symlink, only a regular file. Bounded: it is a list of
+        // patterns, not data.
+        let read = open_for_backup(Some(dir), SNAPIGNORE.as_bytes(), &file_path)
+            .and_then(|file| file.take(1 << 20).read_to_string(&mut text));
+        if let Err(e) = read {
+            self.warn(&file_path, format!("cannot read: {e}; its patterns are not applied"));
+            return None;
+        }
+        let mut builder = GitignoreBuilder::new(path);
+        for line in text.lines() {
+            if let Err(e) = builder.add_line(Some(file_path.clone()), line) {
+                self.warn(&file_path, format!("pattern '{line}' ignored: {e}"));
+            }
+        }
+        match builder.build() {
+            Ok(matcher) => Some(matcher),
+            Err(e) => {
+                self.warn(&file_path, format!("its patterns are not applied: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Whether the directory `name` in the open directory `dir` holds one of
+    /// the `--exclude-if-present` markers.
+    fn has_marker(&self, dir: &OwnedFd, name: &[u8]) -> bool {
+        use rustix::fs::{Mode, OFlags};
+        if self.selection.markers.is_empty() {
+            return false;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Not listable: the walk reports it when it gets there.
+        let Ok(subdir) = rustix::fs::openat(dir, std::ffi::OsStr::from_bytes(name), flags, Mode::empty()) else {
+            return false;
+        };
+        self.selection.markers.iter().any(|marker| match &marker.header {
+            None => rustix::fs::statat(&subdir, marker.name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok(),
+            Some(header) => {
+                let Ok(file) = open_for_backup(Some(&subdir), marker.name.as_bytes(), Path::new(&marker.name)) else {
+                    return false;
+                };
+                let mut start = Vec::with_capacity(header.len());
+                file.take(header.len() as u64).read_to_end(&mut start).is_ok() && start == *header
+            }
+        })
     }
 
     /// Archives the subdirectory `sub` (at `path`, in the open directory
@@ -756,11 +1007,13 @@ impl Archiver<'_> {
         mut sub: SubDir,
         parent: Option<&Node>,
         depth: usize,
+        ignores: &IgnoreChain,
     ) -> Result<Option<Node>> {
         match self.open_subdir(dir, path, &mut sub)? {
             Opened::Walk(fd) => {
                 let parent_subtree = parent.and_then(|p| p.subtree);
-                sub.node.subtree = Some(self.archive_dir(path, parent_subtree, Some(sub.root_dev), &fd, depth)?);
+                sub.node.subtree =
+                    Some(self.archive_dir(path, parent_subtree, Some(sub.root_dev), &fd, depth, ignores)?);
             }
             Opened::Finished => {}
             Opened::Skipped => return Ok(None),
@@ -814,10 +1067,11 @@ impl Archiver<'_> {
         parent: Option<BlobId>,
         root_dev: Option<u64>,
         dir: &OwnedFd,
+        ignores: &IgnoreChain,
     ) -> Result<BlobId> {
         let mut path = path.to_path_buf();
         let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0).map_err(|e| Error::io(&path, e.into()))?;
-        let mut stack = vec![self.open_frame(&path, None, fd, parent, root_dev)?];
+        let mut stack = vec![self.open_frame(&path, None, fd, parent, root_dev, ignores)?];
         loop {
             let top = stack.last_mut().expect("the stack is not empty in the loop");
             if let Some(mut sub) = top.pending.pop() {
@@ -831,10 +1085,12 @@ impl Archiver<'_> {
                     // No more subdirectories to open through it.
                     top.fd = None;
                 }
+                let ignores = top.ignores.clone();
                 match opened {
                     Opened::Walk(fd) => {
                         self.check_cancel()?;
-                        let frame = self.open_frame(&path, Some(sub.node), fd, parent_subtree, Some(sub.root_dev))?;
+                        let frame =
+                            self.open_frame(&path, Some(sub.node), fd, parent_subtree, Some(sub.root_dev), &ignores)?;
                         stack.push(frame);
                     }
                     Opened::Finished => {
@@ -875,10 +1131,11 @@ impl Archiver<'_> {
         fd: OwnedFd,
         parent: Option<BlobId>,
         root_dev: Option<u64>,
+        inherited: &IgnoreChain,
     ) -> Result<Frame> {
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
-        let entries = self.list_entries(path, &fd);
+        let (entries, ignores) = self.list_entries(path, &fd, inherited);
         let done = entries
             .par_iter()
             .map(|name| {
@@ -904,6 +1161,7 @@ impl Archiver<'_> {
             parent_tree,
             pending,
             nodes,
+            ignores,
         })
     }
 
@@ -940,6 +1198,17 @@ impl Archiver<'_> {
             return Ok(Entry::Skipped);
         };
         let mut node = fsmeta::node_from_stat(name, kind, &st, &self.names);
+        if kind == NodeKind::File && self.selection.max_file_size.is_some_and(|max| node.size > max) {
+            self.counters.files_too_large.fetch_add(1, Ordering::Relaxed);
+            return Ok(Entry::Skipped);
+        }
+        // Only below the source paths, as `--exclude`: a directory given
+        // explicitly (`dir` is `None`) is backed up.
+        if let (NodeKind::Dir, Some(dir)) = (kind, dir) {
+            if self.has_marker(dir, &node.name) {
+                return Ok(Entry::Skipped);
+            }
+        }
         if fsmeta::mtime_out_of_range(&st) {
             self.warn(
                 path,
@@ -1084,12 +1353,15 @@ impl Archiver<'_> {
         }
         node.size = read;
         node.content = content;
-        let counter = if parent.is_some() {
-            &self.counters.files_changed
+        let (counter, change) = if parent.is_some() {
+            (&self.counters.files_changed, Change::Modified)
         } else {
-            &self.counters.files_new
+            (&self.counters.files_new, Change::New)
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(changes) = &self.changes {
+            changes.lock().expect("changes lock").push((path.to_path_buf(), change));
+        }
         Ok(true)
     }
 
@@ -1221,6 +1493,8 @@ impl Archiver<'_> {
                 bytes_total: size,
                 ..Summary::default()
             },
+            description: None,
+            original: None,
         };
         // The new checkpoint first, then the older ones: an interruption in
         // between leaves two, never none.
@@ -1268,7 +1542,9 @@ impl Archiver<'_> {
                     for entry in entries.flatten() {
                         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
                         let child = entry.path();
-                        if !self.excludes.matched(&child, is_dir).is_ignore() {
+                        if !self.excludes.matched(&child, is_dir).is_ignore()
+                            && !self.iexcludes.matched(&child, is_dir).is_ignore()
+                        {
                             stack.push(child);
                         }
                     }

@@ -502,6 +502,8 @@ mod tests {
             parent: None,
             program_version: "snap test".into(),
             summary: Default::default(),
+            description: None,
+            original: None,
         }
     }
 

@@ -7,7 +7,8 @@
 //! `prune-repacked`, `prune-index-written`, `prune-index-deleting`,
 //! `prune-packs-deleting`, `key-added`, `checkpoint-saved` (a checkpoint
 //! written, the older ones not yet removed), `checkpoint-written`,
-//! `repair-packs-index-written`, `repair-packs-deleting`, `index-merged`.
+//! `repair-packs-index-written`, `repair-packs-deleting`, `index-merged`,
+//! `retag-written` (`snap tag` wrote the new snapshot, the old one is not deleted yet).
 
 #[cfg(debug_assertions)]
 static COUNTS: std::sync::Mutex<Vec<(&'static str, u32)>> = std::sync::Mutex::new(Vec::new());

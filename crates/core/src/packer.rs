@@ -79,6 +79,11 @@ pub struct Packer {
     uploader: Option<JoinHandle<Result<PackerStats>>>,
     blobs_added: AtomicU64,
     bytes_added_raw: AtomicU64,
+    /// A dry run's packer: blobs are looked up, compressed and sealed (to
+    /// count what they would cost) but never stored, indexed or cached.
+    dry_run: bool,
+    /// On a dry run, the sealed bytes of the blobs that would be stored.
+    bytes_sealed: AtomicU64,
 }
 
 impl Packer {
@@ -90,6 +95,16 @@ impl Packer {
     /// index already lists it.
     pub fn for_repack(repo: &Repository, compression: Compression) -> Self {
         Self::with_mode(repo, compression, None)
+    }
+
+    /// A packer that writes nothing (`create --dry-run`): it answers as
+    /// [`Packer::new`] would and counts what would be added; its
+    /// `bytes_added_stored` is the sealed size of the new blobs, without the
+    /// pack headers a real run adds.
+    pub fn dry_run(repo: &Repository, compression: Compression) -> Result<Self> {
+        let mut packer = Self::with_mode(repo, compression, Some(repo.index()?.reader()?));
+        packer.dry_run = true;
+        Ok(packer)
     }
 
     fn with_mode(repo: &Repository, compression: Compression, indexed: Option<IndexReader>) -> Self {
@@ -114,6 +129,8 @@ impl Packer {
             uploader: Some(uploader),
             blobs_added: AtomicU64::new(0),
             bytes_added_raw: AtomicU64::new(0),
+            dry_run: false,
+            bytes_sealed: AtomicU64::new(0),
         }
     }
 
@@ -141,6 +158,12 @@ impl Packer {
         let sealed = self.repo.crypto().seal(&payload);
         let raw_length =
             u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
+        if self.dry_run {
+            self.bytes_sealed.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            self.blobs_added.fetch_add(1, Ordering::Relaxed);
+            self.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+            return Ok(true);
+        }
         let full = {
             let mut open = self.open.lock().expect("packer lock");
             let writer = match kind {
@@ -217,6 +240,9 @@ impl Packer {
         send_result?;
         stats.blobs_added = self.blobs_added.load(Ordering::Relaxed);
         stats.bytes_added_raw = self.bytes_added_raw.load(Ordering::Relaxed);
+        if self.dry_run {
+            stats.bytes_added_stored = self.bytes_sealed.load(Ordering::Relaxed);
+        }
         Ok(stats)
     }
 }

@@ -673,6 +673,8 @@ mod tests {
             parent: None,
             program_version: "snap test".to_string(),
             summary: Summary::default(),
+            description: None,
+            original: None,
         }
     }
 

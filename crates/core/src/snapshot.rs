@@ -32,6 +32,9 @@ pub struct Summary {
     /// Bytes of pack files written to the repository.
     pub bytes_added_stored: u64,
     pub duration_seconds: f64,
+    /// Files left out by `--exclude-larger-than` (absent in older snapshots).
+    #[serde(default)]
+    pub files_too_large: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,15 +50,30 @@ pub struct Snapshot {
     pub parent: Option<SnapshotId>,
     pub program_version: String,
     pub summary: Summary,
+    /// Free text given with `create --description`. Absent from the stored
+    /// JSON when there is none, so a snapshot without one is stored exactly
+    /// as before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Set when `snap tag` rewrote the snapshot: the id it had when the
+    /// backup wrote it (kept through every later rewrite), as restic's
+    /// `original`. Absent when never rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {
     pub fn save(&self, repo: &Repository) -> Result<SnapshotId> {
-        let json = serde_json::to_vec(self).expect("snapshot encodes");
-        let bytes = repo.crypto().seal(&json);
-        let id = SnapshotId::hash_of(&bytes);
+        let (id, bytes) = self.seal(repo);
         repo.backend().write(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
+    }
+
+    /// The stored form and its id, without writing it (a dry run's id).
+    pub fn seal(&self, repo: &Repository) -> (SnapshotId, Vec<u8>) {
+        let json = serde_json::to_vec(self).expect("snapshot encodes");
+        let bytes = repo.crypto().seal(&json);
+        (SnapshotId::hash_of(&bytes), bytes)
     }
 
     pub fn load(repo: &Repository, id: &SnapshotId) -> Result<Self> {
@@ -98,6 +116,10 @@ pub struct SnapshotJson<'a> {
     /// A partial snapshot of an interrupted backup (tagged `checkpoint`).
     pub checkpoint: bool,
     pub summary: &'a Summary,
+    /// `null` when the snapshot has none.
+    pub description: Option<&'a str>,
+    /// The id the snapshot had before `snap tag` rewrote it; `null` when never rewritten.
+    pub original: Option<String>,
 }
 
 impl<'a> SnapshotJson<'a> {
@@ -115,6 +137,8 @@ impl<'a> SnapshotJson<'a> {
             program_version: &s.program_version,
             checkpoint: s.is_checkpoint(),
             summary: &s.summary,
+            description: s.description.as_deref(),
+            original: s.original.map(|o| o.to_hex()),
         }
     }
 }
@@ -224,6 +248,70 @@ pub fn delete(repo: &Repository, id: &SnapshotId, lock: &LockGuard) -> Result<()
         Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// How `snap tag` changes a snapshot's tags: `set` (when given) replaces
+/// them, then `add` and `remove` apply, in that order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagChange {
+    pub set: Option<Vec<String>>,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+impl TagChange {
+    /// The tags after the change, each once, in the order first met.
+    pub fn apply(&self, tags: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let start = self.set.as_deref().unwrap_or(tags);
+        for tag in start.iter().chain(&self.add) {
+            if !tag.is_empty() && !self.remove.contains(tag) && !out.contains(tag) {
+                out.push(tag.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Changes the tags of snapshot `id`, under `repo`'s exclusive lock. A
+/// snapshot is named by the hash of its bytes, so it is rewritten: the new
+/// object (with `original` naming the id the backup gave it) is written
+/// before the old one is deleted; an interruption in between leaves both,
+/// never neither. `Ok(None)` when the tags are already as asked (nothing is
+/// written). The `checkpoint` tag can be neither given nor taken away: it
+/// says whether a snapshot is partial.
+pub fn retag(
+    repo: &Repository,
+    id: &SnapshotId,
+    change: &TagChange,
+    lock: &LockGuard,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    lock.proves(repo, LockKind::Exclusive)?;
+    let old = Snapshot::load(repo, id)?;
+    let tags = change.apply(&old.tags);
+    let was_checkpoint = old.is_checkpoint();
+    if was_checkpoint != tags.iter().any(|t| t == CHECKPOINT_TAG) {
+        return Err(Error::InvalidArgument(format!(
+            "the tag '{CHECKPOINT_TAG}' marks the partial snapshots of interrupted backups; it cannot be {}",
+            if was_checkpoint { "removed" } else { "added" }
+        )));
+    }
+    if tags == old.tags {
+        return Ok(None);
+    }
+    let new = Snapshot {
+        tags,
+        original: old.original.or(Some(*id)),
+        ..old
+    };
+    lock.check()?;
+    let new_id = new.save(repo)?;
+    crate::failpoint::hit("retag-written");
+    match repo.backend().delete(ObjectKind::Snapshot, &id.to_hex()) {
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {}
+    }
+    Ok(Some((new_id, new)))
 }
 
 /// Deletes the damaged objects in `snapshots/` (see [`list_all`]), or only

@@ -112,6 +112,10 @@ fn backup(repo: &Repository, source: &Path, parent: ParentChoice) -> archiver::A
         compression: None,
         threads: 2,
         checkpoint_interval: None,
+        selection: Default::default(),
+        description: None,
+        dry_run: false,
+        list_changes: false,
     };
     archiver::archive(repo, options, &NoProgress, &AtomicBool::new(false), &lock).unwrap()
 }

@@ -111,6 +111,10 @@ fn backup(repo: &Repository, source: &Path) -> snap_core::Result<archiver::Archi
         compression: None,
         threads: 2,
         checkpoint_interval: None,
+        selection: Default::default(),
+        description: None,
+        dry_run: false,
+        list_changes: false,
     };
     let lock = repo.lock(LockKind::Shared, "create", Duration::ZERO, &NEVER_CANCELLED)?;
     archiver::archive(repo, options, &NoProgress, &AtomicBool::new(false), &lock)

@@ -98,6 +98,8 @@ fn hostile_index_entries_are_reported_not_fatal() {
         parent: None,
         program_version: "test".into(),
         summary: Summary::default(),
+        description: None,
+        original: None,
     };
     snapshot.save(&repo).unwrap();
 

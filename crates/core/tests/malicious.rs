@@ -54,6 +54,8 @@ impl Hostile {
             parent: None,
             program_version: "evil".into(),
             summary: Summary::default(),
+            description: None,
+            original: None,
         }
     }
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
 use snap_core::compress::Compression;
-use snap_core::id::SnapshotId;
 
 use crate::exit;
 use crate::global::{GlobalArgs, CANCEL};
@@ -55,6 +54,9 @@ pub struct Args {
     /// so an interrupted backup resumes without reading them again (`0s`: never).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     checkpoint_interval: humantime::Duration,
+    // Selection, description and dry run: see `SelectionArgs` below.
+    #[command(flatten)]
+    selection: SelectionArgs,
 }
 
 /// `snap create --json`: the engine's result (snap_core::archiver::ArchiveResult)
@@ -66,7 +68,8 @@ struct CreateJson<'a> {
     requests: snap_core::backend::counting::RequestStats,
 }
 
-pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
+    args.paths.extend(args.selection.listed_paths(args.stdin)?);
     if args.paths.is_empty() && !args.stdin {
         bail!(snap_core::Error::InvalidArgument(
             "nothing to back up: give paths, or --stdin".into()
@@ -87,7 +90,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             )));
         }
     }
-    let repo = global.open_or_init_default()?;
+    let selection = args.selection.resolve()?;
+    // A dry run never creates the repository it would have written to.
+    let repo = if args.selection.dry_run {
+        global.open()?
+    } else {
+        global.open_or_init_default()?
+    };
     let lock = global.lock(&repo, snap_core::lock::LockKind::Shared, "create")?;
     let parent = if args.force {
         ParentChoice::None
@@ -115,6 +124,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         compression: args.compression,
         threads: args.threads,
         checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
+        selection,
+        description: args.selection.description.clone(),
+        dry_run: args.selection.dry_run,
+        list_changes: global.verbose > 0,
     };
     let bar = Bar::new(global.quiet, global.json);
     let result = archiver::archive(&repo, options, &bar, &CANCEL, &lock);
@@ -128,7 +141,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {
-        print_summary(&result.id, s)?;
+        print_changes(&result)?;
+        print_summary(&result, s)?;
     }
     if s.summary.errors > 0 {
         errln!(
@@ -143,9 +157,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn print_summary(id: &SnapshotId, s: &snap_core::snapshot::Snapshot) -> Result<()> {
+fn print_summary(result: &archiver::ArchiveResult, s: &snap_core::snapshot::Snapshot) -> Result<()> {
     let m = &s.summary;
-    outln!("snapshot {} saved", id.short())?;
+    if result.dry_run {
+        outln!("dry run: nothing was written to the repository")?;
+    } else {
+        outln!("snapshot {} saved", result.id.short())?;
+    }
     outln!(
         "  files:  {} new, {} changed, {} unmodified; {}",
         m.files_new,
@@ -160,10 +178,221 @@ fn print_summary(id: &SnapshotId, s: &snap_core::snapshot::Snapshot) -> Result<(
         m.duration_seconds
     )?;
     outln!(
-        "  added:  {} stored ({} before compression) in {}",
+        "  {}  {} stored ({} before compression) in {}",
+        if result.dry_run { "would add:" } else { "added: " },
         super::human_bytes(m.bytes_added_stored),
         super::human_bytes(m.bytes_added_raw),
         super::count(m.blobs_added, "new blob", "new blobs")
     )?;
+    if m.files_too_large > 0 {
+        outln!(
+            "  left out: {} larger than --exclude-larger-than",
+            super::count(m.files_too_large, "file", "files")
+        )?;
+    }
     Ok(())
+}
+
+// ---- Selection (`--iexclude`, markers, sizes, `--files-from`), description, dry run.
+
+/// What to back up beside the positional paths and `--exclude`; kept apart
+/// from `Args` so each group reads on its own.
+#[derive(clap::Args)]
+struct SelectionArgs {
+    /// Like --exclude, ignoring case (repeatable).
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    iexcludes: Vec<String>,
+    /// Like --exclude-file, ignoring case (repeatable).
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    iexclude_files: Vec<PathBuf>,
+    /// Leave out every directory holding a file of this name; `NAME:HEADER`
+    /// only when the file starts with HEADER (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
+    exclude_if_present: Vec<String>,
+    /// Leave out directories holding a valid CACHEDIR.TAG (bford.info/cachedir).
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out files larger than SIZE (bytes, or with K, M, G, T: powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not read `.snapignore` files (gitignore syntax, applying to their directory and below).
+    #[arg(long)]
+    no_snapignore: bool,
+    /// Back up the paths listed in FILE, one per line (`-`: standard input);
+    /// blank lines and lines starting with `#` are skipped, spaces around a
+    /// path trimmed (repeatable; adds to the paths given).
+    #[arg(long = "files-from", value_name = "FILE", conflicts_with = "stdin")]
+    files_from: Vec<PathBuf>,
+    /// Like --files-from, but every line is a path exactly as written (only
+    /// empty lines are skipped).
+    #[arg(long = "files-from-verbatim", value_name = "FILE", conflicts_with = "stdin")]
+    files_from_verbatim: Vec<PathBuf>,
+    /// Like --files-from-verbatim, with paths separated by NUL bytes (`find -print0`).
+    #[arg(long = "files-from-raw", value_name = "FILE", conflicts_with = "stdin")]
+    files_from_raw: Vec<PathBuf>,
+    /// A description stored in the snapshot (shown by `snapshots`).
+    #[arg(long, value_name = "TEXT")]
+    description: Option<String>,
+    /// Read and chunk as a backup does, but write nothing to the repository;
+    /// report what would be stored (with -v: each new and changed file).
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+}
+
+/// How a `--files-from*` file separates and cleans its paths.
+#[derive(Clone, Copy)]
+enum ListForm {
+    Lines,
+    Verbatim,
+    Raw,
+}
+
+impl SelectionArgs {
+    /// The paths of the `--files-from*` files, in the order given.
+    fn listed_paths(&self, stdin: bool) -> Result<Vec<PathBuf>> {
+        let lists = self
+            .files_from
+            .iter()
+            .map(|f| (f, ListForm::Lines, "--files-from"))
+            .chain(
+                self.files_from_verbatim
+                    .iter()
+                    .map(|f| (f, ListForm::Verbatim, "--files-from-verbatim")),
+            )
+            .chain(
+                self.files_from_raw
+                    .iter()
+                    .map(|f| (f, ListForm::Raw, "--files-from-raw")),
+            );
+        let mut paths = Vec::new();
+        let mut stdin_used = stdin;
+        for (file, form, flag) in lists {
+            let bytes = if file.as_os_str() == "-" {
+                if stdin_used {
+                    bail!(snap_core::Error::InvalidArgument(format!(
+                        "{flag} -: standard input is read once; only one list can come from it"
+                    )));
+                }
+                stdin_used = true;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                    .context("reading the list of paths from standard input")?;
+                bytes
+            } else {
+                std::fs::read(file).map_err(|e| {
+                    snap_core::Error::InvalidArgument(format!("{flag} {}: cannot read: {e}", file.display()))
+                })?
+            };
+            paths.extend(parse_list(&bytes, form));
+        }
+        let listed =
+            !self.files_from.is_empty() || !self.files_from_verbatim.is_empty() || !self.files_from_raw.is_empty();
+        if listed && paths.is_empty() {
+            bail!(snap_core::Error::InvalidArgument(
+                "the --files-from lists name no path".into()
+            ));
+        }
+        Ok(paths)
+    }
+
+    fn resolve(&self) -> Result<archiver::Selection> {
+        let mut markers = self
+            .exclude_if_present
+            .iter()
+            .map(|spec| archiver::Marker::parse(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.exclude_caches {
+            markers.push(archiver::Marker::cachedir_tag());
+        }
+        Ok(archiver::Selection {
+            iexcludes: self.iexcludes.clone(),
+            iexclude_files: self.iexclude_files.clone(),
+            markers,
+            max_file_size: self.exclude_larger_than,
+            skip_snapignore: self.no_snapignore,
+        })
+    }
+}
+
+/// The paths in a `--files-from*` list's bytes.
+fn parse_list(bytes: &[u8], form: ListForm) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    match form {
+        ListForm::Raw => bytes.split(|&b| b == 0).filter(|p| !p.is_empty()).map(path).collect(),
+        ListForm::Verbatim => bytes
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(path)
+            .collect(),
+        ListForm::Lines => bytes
+            .split(|&b| b == b'\n')
+            .map(|line| line.trim_ascii())
+            .filter(|line| !line.is_empty() && !line.starts_with(b"#"))
+            .map(path)
+            .collect(),
+    }
+}
+
+/// `10M`, `1G`, `512K`, `100`: bytes, with binary multiples (as restic).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 500K, 10M, 1G)"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("'{text}': unknown unit '{unit}' (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// `-v`: each new (`+`) and modified (`M`) file, on stdout.
+fn print_changes(result: &archiver::ArchiveResult) -> Result<()> {
+    for (path, change) in result.changes.iter().flatten() {
+        let mark = match change {
+            archiver::Change::New => "+",
+            archiver::Change::Modified => "M",
+        };
+        outln!("{mark} {}", crate::term::printable(&path.to_string_lossy()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn lists_of_paths_are_cleaned_as_their_form_says() {
+        let text = b"# comment\n  /a b  \n\n/c\n#not\n";
+        let lines: Vec<_> = parse_list(text, ListForm::Lines);
+        assert_eq!(lines, vec![PathBuf::from("/a b"), PathBuf::from("/c")]);
+        let verbatim: Vec<_> = parse_list(text, ListForm::Verbatim);
+        assert_eq!(
+            verbatim,
+            ["# comment", "  /a b  ", "/c", "#not"].map(PathBuf::from).to_vec()
+        );
+        let raw = parse_list(b"/x\ny\0/z\0\0", ListForm::Raw);
+        assert_eq!(raw, vec![PathBuf::from("/x\ny"), PathBuf::from("/z")]);
+    }
 }

@@ -11,6 +11,7 @@ pub mod repair;
 pub mod restore;
 pub mod serve;
 pub mod snapshots;
+pub mod tag;
 pub mod unlock;
 pub mod verify;
 

@@ -92,8 +92,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         out.trim_end().to_string()
     };
     outln!("{}", line(&header))?;
-    for row in &rows {
+    for (row, (_, s)) in rows.iter().zip(&all) {
         outln!("{}", line(row))?;
+        // Free text of any length: on its own line, under its snapshot.
+        if let Some(description) = &s.description {
+            outln!("    {}", crate::term::printable(description))?;
+        }
     }
     let checkpoints = all.iter().filter(|(_, s)| s.is_checkpoint()).count();
     if checkpoints > 0 {
