@@ -178,8 +178,11 @@ impl Importer<'_> {
                 .find_file(target)
                 .ok_or_else(|| refuse(&entry, "a hard link must name an earlier regular file of the archive"))?;
             let inode = node.inode;
-            item.node.content = node.content.clone();
-            item.node.size = node.size;
+            // One inode: its metadata is the file's, whatever the link
+            // entry says (GNU tar gives link entries no xattrs).
+            let name = std::mem::take(&mut item.node.name);
+            item.node = node.clone();
+            item.node.name = name;
             item.node.inode = inode;
             *self.link_counts.entry(inode).or_insert(1) += 1;
         } else if item.node.kind == NodeKind::File {
@@ -418,6 +421,51 @@ fn pax_ns(value: &str) -> Option<i64> {
     Some(if negative { -ns } else { ns })
 }
 
+/// Parses pax records (`LEN KEY=VALUE\n`, LEN counting the whole record),
+/// by their lengths: values may hold newlines and any bytes (binary
+/// extended attributes, names with newlines).
+fn parse_pax(entry: &str, data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let bad = || refuse(entry, "malformed pax header");
+        let space = rest.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&rest[..space])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= space + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err(bad());
+        }
+        let record = &rest[space + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=').ok_or_else(bad)?;
+        let key = std::str::from_utf8(&record[..eq]).map_err(|_| bad())?;
+        out.push((key.to_string(), record[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+/// Reads all of an extension entry's data (pax records, a GNU long name).
+fn read_extension(entry: &mut dyn Read, size: u64, what: &str) -> Result<Vec<u8>> {
+    if size > 16 << 20 {
+        return Err(refuse(what, "an extension header larger than 16 MiB"));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    entry
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| refuse(what, format!("cannot read it: {e} (truncated archive?)")))?;
+    if data.len() as u64 != size {
+        return Err(refuse(what, "the archive ends inside it: truncated archive"));
+    }
+    Ok(data)
+}
+
+/// Reads a tar archive. The tar crate reads the headers (in raw mode), and
+/// pax and GNU long-name extensions are applied here: its own pax parser
+/// splits records at newlines, which cut binary xattr values and names
+/// with newlines.
 fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let mut archive = tar::Archive::new(Counting {
@@ -427,9 +475,13 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
     // Where the last entry's data ends (padded): the end-of-archive blocks
     // must follow it.
     let mut end = 0u64;
+    let mut pax: Option<Vec<(String, Vec<u8>)>> = None;
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
     let entries = archive
         .entries()
-        .map_err(|e| refuse("(archive start)", format!("not a tar archive: {e}")))?;
+        .map_err(|e| refuse("(archive start)", format!("not a tar archive: {e}")))?
+        .raw(true);
     for (index, entry) in entries.enumerate() {
         let index = index + 1;
         let mut entry = entry.map_err(|e| {
@@ -438,37 +490,89 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
                 format!("unreadable header: {e} (truncated or not a tar archive?)"),
             )
         })?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let header = entry.header().clone();
         let kind = header.entry_type();
         let size = entry.size();
         end = entry.raw_file_position() + size.div_ceil(512) * 512;
-        let mut mtime_ns = header.mtime().map(|s| s as i64 * 1_000_000_000).unwrap_or(0);
-        let mut xattrs = Vec::new();
-        let mut user = header.username().ok().flatten().unwrap_or("").to_string();
-        let mut group = header.groupname().ok().flatten().unwrap_or("").to_string();
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax {
-                let ext = ext.map_err(|e| refuse(&name, format!("bad pax header: {e}")))?;
-                let Ok(key) = ext.key() else { continue };
-                if key == "mtime" {
-                    let value = ext.value().ok().and_then(pax_ns);
-                    mtime_ns = value.ok_or_else(|| refuse(&name, "bad pax mtime"))?;
-                } else if let Some(xname) = key.strip_prefix("SCHILY.xattr.") {
-                    xattrs.push(crate::tree::Xattr {
-                        name: xname.as_bytes().to_vec(),
-                        value: ext.value_bytes().to_vec(),
-                    });
-                } else if key == "uname" {
-                    user = String::from_utf8_lossy(ext.value_bytes()).into_owned();
-                } else if key == "gname" {
-                    group = String::from_utf8_lossy(ext.value_bytes()).into_owned();
+        let what = format!("(extension header of entry {index})");
+        match kind {
+            tar::EntryType::XHeader => {
+                let data = read_extension(&mut entry, size, &what)?;
+                pax = Some(parse_pax(&what, &data)?);
+                continue;
+            }
+            tar::EntryType::XGlobalHeader => {
+                // Global defaults (comments, charset): nothing snap keeps.
+                read_extension(&mut entry, size, &what)?;
+                continue;
+            }
+            tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {
+                let mut data = read_extension(&mut entry, size, &what)?;
+                if let Some(nul) = data.iter().position(|&b| b == 0) {
+                    data.truncate(nul);
                 }
+                if kind == tar::EntryType::GNULongName {
+                    long_name = Some(data);
+                } else {
+                    long_link = Some(data);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let records = pax.take().unwrap_or_default();
+        let record = |key: &str| records.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice());
+        let raw_name = record("path")
+            .map(<[u8]>::to_vec)
+            .or_else(|| long_name.take())
+            .unwrap_or_else(|| header.path_bytes().into_owned());
+        long_name = None;
+        let raw_link = record("linkpath")
+            .map(<[u8]>::to_vec)
+            .or_else(|| long_link.take())
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+        long_link = None;
+        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        if kind == tar::EntryType::GNUSparse || records.iter().any(|(k, _)| k.starts_with("GNU.sparse.")) {
+            return Err(refuse(
+                &name,
+                "GNU sparse entries are not supported: extract the archive and back it up with `snap create`",
+            ));
+        }
+        if let Some(pax_size) = record("size") {
+            if std::str::from_utf8(pax_size).ok().and_then(|v| v.parse::<u64>().ok()) != Some(size) {
+                return Err(refuse(
+                    &name,
+                    "a pax size that differs from the header's is not supported",
+                ));
             }
         }
+        let text = |key: &str| record(key).map(|v| String::from_utf8_lossy(v).into_owned());
+        let number = |key: &str| -> Result<Option<u32>> {
+            match record(key) {
+                None => Ok(None),
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .map(Some)
+                    .ok_or_else(|| refuse(&name, format!("bad pax {key}"))),
+            }
+        };
+        let mtime_ns = match text("mtime") {
+            Some(v) => pax_ns(&v).ok_or_else(|| refuse(&name, "bad pax mtime"))?,
+            None => header.mtime().map(|s| s as i64 * 1_000_000_000).unwrap_or(0),
+        };
+        let xattrs = records
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("SCHILY.xattr.").map(|x| crate::tree::Xattr {
+                    name: x.as_bytes().to_vec(),
+                    value: v.clone(),
+                })
+            })
+            .collect();
         let node_kind = match kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => NodeKind::File,
-            tar::EntryType::Link => NodeKind::File,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Link => NodeKind::File,
             tar::EntryType::Directory => NodeKind::Dir,
             tar::EntryType::Symlink => NodeKind::Symlink,
             tar::EntryType::Fifo => NodeKind::Fifo,
@@ -481,13 +585,19 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
                 ))
             }
         };
-        let components = split_name(&name, &entry.path_bytes())?;
+        let components = split_name(&name, &raw_name)?;
         let mut node = Node::new(Vec::new(), node_kind);
         node.mode = header.mode().map_err(|e| refuse(&name, e))? & 0o7777;
-        node.uid = header.uid().ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-        node.gid = header.gid().ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-        node.user = user;
-        node.group = group;
+        node.uid = match number("uid")? {
+            Some(v) => v,
+            None => header.uid().ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        };
+        node.gid = match number("gid")? {
+            Some(v) => v,
+            None => header.gid().ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        };
+        node.user = text("uname").unwrap_or_else(|| header.username().ok().flatten().unwrap_or("").to_string());
+        node.group = text("gname").unwrap_or_else(|| header.groupname().ok().flatten().unwrap_or("").to_string());
         node.mtime_ns = mtime_ns;
         node.ctime_ns = mtime_ns;
         node.links = 1;
@@ -495,9 +605,7 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
         let mut hardlink = None;
         match kind {
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse(&name, "a hard link without a target"))?;
+                let target = raw_link.ok_or_else(|| refuse(&name, "a hard link without a target"))?;
                 let target_name = String::from_utf8_lossy(&target).into_owned();
                 let target = split_name(&name, &target).map_err(|_| {
                     refuse(
@@ -508,10 +616,7 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
                 hardlink = Some(target);
             }
             tar::EntryType::Symlink => {
-                node.link_target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse(&name, "a symlink without a target"))?
-                    .into_owned();
+                node.link_target = raw_link.ok_or_else(|| refuse(&name, "a symlink without a target"))?;
                 if node.link_target.contains(&0) || node.link_target.is_empty() {
                     return Err(refuse(&name, "the symlink target is empty or holds a NUL byte"));
                 }
@@ -534,6 +639,12 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
             node,
             hardlink,
         })?;
+    }
+    if pax.is_some() || long_name.is_some() || long_link.is_some() {
+        return Err(refuse(
+            "(end of archive)",
+            "an extension header describes an entry that is missing: truncated archive",
+        ));
     }
     // A tar ends with two zero blocks; at least one must be there after the
     // last entry, else the archive was cut at an entry boundary.
