@@ -362,7 +362,7 @@ fn unwrap_io(e: io::Error, what: &str) -> Error {
 }
 
 /// PAX `mtime`: seconds with nine decimals, negative before 1970.
-fn pax_time(ns: i64) -> String {
+pub(crate) fn pax_time(ns: i64) -> String {
     let sign = if ns < 0 { "-" } else { "" };
     let abs = ns.unsigned_abs();
     format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)

@@ -789,3 +789,60 @@ fn read_zip(importer: &mut Importer<'_>, path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_are_split_by_length_not_by_newline() {
+        let value = b"two\nlines\0and a NUL";
+        let mut data = Vec::new();
+        for (k, v) in [("path", &b"a\nb"[..]), ("SCHILY.xattr.user.x", &value[..])] {
+            // LEN counts the whole record, its own digits included.
+            let rest = 3 + k.len() + v.len();
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {k}=").as_bytes());
+            data.extend_from_slice(v);
+            data.push(b'\n');
+        }
+        let records = parse_pax("e", &data).unwrap();
+        assert_eq!(records[0], ("path".to_string(), b"a\nb".to_vec()));
+        assert_eq!(records[1], ("SCHILY.xattr.user.x".to_string(), value.to_vec()));
+        for bad in [&b"5 a=b"[..], b"99 a=b\n", b"x a=b\n", b"6 ab\n\n"] {
+            assert!(parse_pax("e", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked_and_normalized() {
+        assert_eq!(
+            split_name("e", b"./a//b/./c/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert!(split_name("e", b".").unwrap().is_empty());
+        for bad in [&b"/etc/x"[..], b"a/../b", b"..", b"a\0b"] {
+            assert!(
+                matches!(split_name("e", bad), Err(Error::InvalidArchive { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(split_name("e", &[b'x'; 256]).is_err());
+    }
+
+    #[test]
+    fn pax_times_keep_nanoseconds_and_sign() {
+        assert_eq!(pax_ns("1.5"), Some(1_500_000_000));
+        assert_eq!(pax_ns("-999205078.75"), Some(-999_205_078_750_000_000));
+        assert_eq!(pax_ns("12"), Some(12_000_000_000));
+        assert_eq!(pax_ns("1.1234567891"), Some(1_123_456_789));
+        assert_eq!(pax_ns("x"), None);
+        assert_eq!(
+            crate::export::pax_time(-999_205_078_750_000_000),
+            "-999205078.750000000"
+        );
+    }
+}
