@@ -12,6 +12,7 @@ mod create_args;
 mod deep;
 mod encryption;
 mod environment;
+mod export;
 mod filters;
 mod heal;
 mod incremental;

@@ -48,6 +48,14 @@ enum Command {
     Repair(cmd::repair::Args),
     /// Copy snapshots from another repository into this one.
     Copy(cmd::copy::Args),
+    /// Write one file of a snapshot to stdout, or a directory as an archive.
+    Dump(cmd::dump::Args),
+    /// Write a snapshot, or a path of it, as a tar, tar.zst or zip archive.
+    Export(cmd::export::Args),
+    /// Export the files of snapshots as an SQLite catalog.
+    Catalog(cmd::catalog::Args),
+    /// Create a snapshot from a tar, tar.zst or zip archive.
+    Import(cmd::import::Args),
     /// Manage the passwords (key files) of the repository.
     Key(cmd::key::Args),
     /// Remove stale locks.
@@ -108,6 +116,10 @@ fn main() {
         Command::Prune(args) => cmd::prune::run(&cli.global, args),
         Command::Repair(args) => cmd::repair::run(&cli.global, args),
         Command::Copy(args) => cmd::copy::run(&cli.global, args),
+        Command::Dump(args) => cmd::dump::run(&cli.global, args),
+        Command::Export(args) => cmd::export::run(&cli.global, args),
+        Command::Catalog(args) => cmd::catalog::run(&cli.global, args),
+        Command::Import(args) => cmd::import::run(&cli.global, args),
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
         Command::Serve(args) => cmd::serve::run(&cli.global, args),

@@ -64,6 +64,11 @@ pub enum Error {
     #[error("snapshot not written: {missing} blob(s) it refers to were removed from the repository while the backup ran (by a prune that did not respect its lock); run the backup again")]
     BlobsRemoved { missing: u64 },
 
+    /// An archive given to `import` that cannot be imported safely or
+    /// whole: `entry` is its name in the archive.
+    #[error("archive entry '{entry}': {reason}; no snapshot was written")]
+    InvalidArchive { entry: String, reason: String },
+
     #[error("interrupted")]
     Interrupted,
 }

@@ -11,12 +11,13 @@
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`export`], [`import`], [`catalog`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
 pub mod archiver;
 pub mod backend;
+pub mod catalog;
 pub mod chunker;
 pub mod codec;
 pub mod compress;
@@ -25,10 +26,12 @@ pub mod copy;
 pub mod crypto;
 pub mod damaged;
 pub mod error;
+pub mod export;
 pub mod failpoint;
 pub mod forget;
 pub mod fsmeta;
 pub mod id;
+pub mod import;
 pub mod index;
 pub mod keyring;
 pub mod keys;

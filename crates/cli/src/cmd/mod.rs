@@ -1,8 +1,12 @@
 //! One module per subcommand.
 
+pub mod catalog;
 pub mod copy;
 pub mod create;
+pub mod dump;
+pub mod export;
 pub mod forget;
+pub mod import;
 pub mod init;
 pub mod key;
 pub mod ls;
