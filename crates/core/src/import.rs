@@ -377,6 +377,8 @@ pub fn import(
         parent: None,
         program_version: format!("snap {}", env!("CARGO_PKG_VERSION")),
         summary,
+        description: None,
+        original: None,
     };
     crate::snapshot::check_before_save(repo, lock, &snapshot.tree)?;
     let id = snapshot.save(repo)?;
@@ -384,6 +386,8 @@ pub fn import(
         id,
         snapshot,
         warnings: Vec::new(),
+        dry_run: false,
+        changes: None,
     })
 }
 
