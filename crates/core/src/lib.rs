@@ -10,7 +10,7 @@
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`], [`pool`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
-//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
+//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`], [`diff`], [`find`], [`stats`] |
 //! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
@@ -24,8 +24,10 @@ pub mod config;
 pub mod copy;
 pub mod crypto;
 pub mod damaged;
+pub mod diff;
 pub mod error;
 pub mod failpoint;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod id;
@@ -45,6 +47,7 @@ pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;
+pub mod stats;
 #[cfg(test)]
 mod test_vectors;
 pub mod tree;

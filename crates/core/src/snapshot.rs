@@ -12,8 +12,11 @@ use crate::id::{BlobId, SnapshotId};
 use crate::lock::{LockGuard, LockKind};
 use crate::repo::Repository;
 
-/// What a backup did, stored with its snapshot.
+/// What a backup did, stored with its snapshot. Every field may be absent
+/// on read (0): a snapshot written without one (by another writer, or a
+/// future one that drops a counter) still opens.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub files_new: u64,
     pub files_changed: u64,
@@ -46,7 +49,22 @@ pub struct Snapshot {
     pub tree: BlobId,
     pub parent: Option<SnapshotId>,
     pub program_version: String,
+    /// Absent on read: all zeros, shown as `-` (see [`Summary::is_known`]).
+    #[serde(default)]
     pub summary: Summary,
+}
+
+impl Summary {
+    /// False for a snapshot stored without a summary (it reads as all
+    /// zeros). A backup always counts at least its root directory.
+    pub fn is_known(&self) -> bool {
+        *self != Summary::default()
+    }
+
+    /// Files in the snapshot: new, changed and unmodified ones.
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unmodified
+    }
 }
 
 impl Snapshot {

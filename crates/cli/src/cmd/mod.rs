@@ -2,6 +2,8 @@
 
 pub mod copy;
 pub mod create;
+pub mod diff;
+pub mod find;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -11,6 +13,7 @@ pub mod repair;
 pub mod restore;
 pub mod serve;
 pub mod snapshots;
+pub mod stats;
 pub mod unlock;
 pub mod verify;
 
