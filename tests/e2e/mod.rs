@@ -14,6 +14,7 @@ mod encryption;
 mod environment;
 mod filters;
 mod heal;
+mod history;
 mod incremental;
 mod interrupt;
 mod json;

@@ -414,3 +414,31 @@ pub(crate) fn check_before_save(repo: &Repository, lock: &LockGuard, root: &Blob
     }
     lock.check()
 }
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    const WITHOUT_SUMMARY: &str = r#"{"time":"2026-01-02T03:04:05Z","host":"h","username":"u",
+        "paths":["/data"],"tree":"0000000000000000000000000000000000000000000000000000000000000000",
+        "parent":null,"program_version":"other 1.0"}"#;
+
+    #[test]
+    fn a_snapshot_without_summary_opens_with_an_unknown_one() {
+        let s = Snapshot::from_json(WITHOUT_SUMMARY.as_bytes()).expect("opens");
+        assert!(!s.summary.is_known());
+        assert_eq!(s.summary.files(), 0);
+    }
+
+    #[test]
+    fn a_partial_summary_keeps_its_fields() {
+        let json = WITHOUT_SUMMARY.replace(
+            r#""parent":null"#,
+            r#""parent":null,"summary":{"files_new":2,"files_unmodified":3,"bytes_total":9}"#,
+        );
+        let s = Snapshot::from_json(json.as_bytes()).expect("opens");
+        assert!(s.summary.is_known());
+        assert_eq!(s.summary.files(), 5);
+        assert_eq!(s.summary.bytes_total, 9);
+    }
+}
