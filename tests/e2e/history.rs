@@ -295,7 +295,7 @@ fn find_groups_versions_across_snapshots() {
     assert_eq!(versions.len(), 2, "{json}");
     assert_eq!(ids(&versions[0]), [s1.clone(), s2.clone()]);
     assert_eq!(versions[0]["entry"]["size"], 11);
-    assert_eq!(ids(&versions[1]), [s3.clone()]);
+    assert_eq!(ids(&versions[1]), [s3.as_str()]);
     assert_eq!(versions[1]["entry"]["size"], 12);
     assert_ne!(versions[0]["content"], versions[1]["content"]);
     // Every distinct tree once: all of s1's (`/`, src's ancestors, src,
@@ -337,7 +337,7 @@ fn find_groups_versions_across_snapshots() {
     let one = parse_json(&snap.ok(&["find", "--json", "--snapshot", &s3, "notes.txt"]));
     let v = one["matches"][0]["versions"].as_array().unwrap();
     assert_eq!(v.len(), 1);
-    assert_eq!(ids(&v[0]), [s3.clone()]);
+    assert_eq!(ids(&v[0]), [s3.as_str()]);
 
     // --newest/--oldest filter by the entry's modification time.
     let only = |args: &[&str]| -> Vec<u64> {
