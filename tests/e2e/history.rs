@@ -494,11 +494,11 @@ fn snapshots_csv_groups_and_latest() {
     let json = parse_json(&snap.ok(&["snapshots", "--json", "--group-by", "host", "--latest", "1"]));
     let groups = json.as_array().unwrap();
     assert_eq!(groups.len(), 2, "{json}");
-    assert_eq!(groups[0]["group_key"]["host"], "alpha");
-    assert!(groups[0]["group_key"].get("paths").is_none());
+    assert_eq!(groups[0]["group"]["host"], "alpha");
+    assert!(groups[0]["group"]["paths"].is_null());
     assert_eq!(groups[0]["snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(groups[0]["snapshots"][0]["id"], listed[1]["id"]);
-    assert_eq!(groups[1]["group_key"]["host"], "beta");
+    assert_eq!(groups[1]["group"]["host"], "beta");
     assert_eq!(groups[1]["snapshots"][0]["id"], listed[2]["id"]);
     // Without --latest, every member; by tags, tag sets sorted.
     let json = parse_json(&snap.ok(&["snapshots", "--json", "--group-by", "tags"]));
@@ -506,7 +506,7 @@ fn snapshots_csv_groups_and_latest() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| g["group_key"]["tags"].clone())
+        .map(|g| g["group"]["tags"].clone())
         .collect();
     assert_eq!(
         keys,

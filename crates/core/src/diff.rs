@@ -193,7 +193,7 @@ pub fn diff_local(
         stats: DiffStats::default(),
     };
     let new = match std::fs::symlink_metadata(path) {
-        Ok(_) => Some(walker.local_entry(path, path.file_name().map_or(b"/".to_vec(), |n| n.as_bytes().to_vec()))?),
+        Ok(_) => walker.local_entry(path, path.file_name().map_or(b"/".to_vec(), |n| n.as_bytes().to_vec()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(path, e)),
     };
@@ -346,20 +346,24 @@ impl Walker<'_> {
                 }
                 // Tree order: by name bytes.
                 names.sort();
-                names
-                    .into_iter()
-                    .map(|name| self.local_entry(&dir.join(std::ffi::OsStr::from_bytes(&name)), name))
-                    .collect()
+                let mut entries = Vec::with_capacity(names.len());
+                for name in names {
+                    entries.extend(self.local_entry(&dir.join(std::ffi::OsStr::from_bytes(&name)), name)?);
+                }
+                Ok(entries)
             }
         }
     }
 
-    /// The node a backup would record for the live entry at `path` (content not read).
-    fn local_entry(&self, path: &Path, name: Vec<u8>) -> Result<Entry> {
+    /// The node a backup would record for the live entry at `path` (content
+    /// not read); `None` for a file type snap does not store (a backup
+    /// skips it too).
+    fn local_entry(&self, path: &Path, name: Vec<u8>) -> Result<Option<Entry>> {
         let st = rustix::fs::lstat(path).map_err(|e| Error::io(path, e.into()))?;
-        let kind = fsmeta::node_kind(&st).ok_or_else(|| {
-            Error::InvalidArgument(format!("{} is of a file type snap does not know", path.display()))
-        })?;
+        let Some(kind) = fsmeta::node_kind(&st) else {
+            tracing::warn!("{}: unknown file type, left out as a backup would", path.display());
+            return Ok(None);
+        };
         let mut node = fsmeta::node_from_stat(name, kind, &st, &self.names);
         node.xattrs = fsmeta::read_xattrs(path);
         if kind == NodeKind::Symlink {
@@ -368,11 +372,11 @@ impl Walker<'_> {
                 .into_os_string()
                 .into_encoded_bytes();
         }
-        Ok(Entry {
+        Ok(Some(Entry {
             node,
             children: (kind == NodeKind::Dir).then(|| Dir::Local(path.to_path_buf())),
             local: (kind == NodeKind::File).then(|| path.to_path_buf()),
-        })
+        }))
     }
 }
 

@@ -10,8 +10,8 @@
 //! | 0 | [`id`], [`error`], [`progress`], [`codec`], [`failpoint`], [`pool`] |
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
-//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`], [`diff`], [`find`], [`stats`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`] |
+//! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`diff`], [`find`], [`stats`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 

@@ -55,15 +55,12 @@ fn parse_group_by(text: &str) -> std::result::Result<GroupBy, String> {
     Ok(g)
 }
 
-/// The values a snapshot is grouped by (unused fields are empty), in the
-/// order of `--json`'s `group_key`.
+/// The values a snapshot is grouped by (null: not grouped by it), as
+/// `forget --json`'s `group`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 struct GroupKey {
-    #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     paths: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<Vec<String>>,
 }
 
@@ -96,7 +93,7 @@ impl GroupBy {
 /// A snapshot row of `--format json` with `--group-by`.
 #[derive(serde::Serialize)]
 struct GroupJson<'a> {
-    group_key: &'a GroupKey,
+    group: &'a GroupKey,
     snapshots: Vec<super::SnapshotJson<'a>>,
 }
 
@@ -161,7 +158,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                 let items: Vec<_> = groups
                     .iter()
                     .map(|(key, members)| GroupJson {
-                        group_key: key,
+                        group: key,
                         snapshots: members.iter().map(|(id, s)| super::SnapshotJson::new(id, s)).collect(),
                     })
                     .collect();
