@@ -500,7 +500,7 @@ fn snapshots_csv_groups_and_latest() {
     assert_eq!(groups[0]["snapshots"][0]["id"], listed[1]["id"]);
     assert_eq!(groups[1]["group"]["host"], "beta");
     assert_eq!(groups[1]["snapshots"][0]["id"], listed[2]["id"]);
-    // Without --latest, every member; by tags, tag sets sorted.
+    // Without --latest, every member; groups sorted by key, tags sorted.
     let json = parse_json(&snap.ok(&["snapshots", "--json", "--group-by", "tags"]));
     let keys: Vec<Value> = json
         .as_array()
@@ -511,8 +511,8 @@ fn snapshots_csv_groups_and_latest() {
     assert_eq!(
         keys,
         [
-            serde_json::json!(["daily"]),
             serde_json::json!([]),
+            serde_json::json!(["daily"]),
             serde_json::json!(["daily", "x"])
         ]
     );

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use snap_core::id::SnapshotId;
+use snap_core::policy::{self, GroupBy, GroupKey};
 use snap_core::snapshot::Snapshot;
 
 use crate::global::GlobalArgs;
@@ -17,7 +18,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     latest: Option<usize>,
     /// Group by any of `host`, `paths`, `tags`, comma-separated.
-    #[arg(long, value_name = "KEYS", value_parser = parse_group_by)]
+    #[arg(long, value_name = "KEYS", value_parser = policy::parse_group_by)]
     group_by: Option<GroupBy>,
     /// Output format; `--json` is `--format json`.
     #[arg(long, value_enum)]
@@ -31,66 +32,7 @@ enum Format {
     Csv,
 }
 
-/// Which snapshot fields make a group.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct GroupBy {
-    host: bool,
-    paths: bool,
-    tags: bool,
-}
-
-fn parse_group_by(text: &str) -> std::result::Result<GroupBy, String> {
-    let mut g = GroupBy::default();
-    for key in text.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        match key {
-            "host" => g.host = true,
-            "paths" | "path" => g.paths = true,
-            "tags" | "tag" => g.tags = true,
-            other => return Err(format!("unknown group key {other:?} (expected host, paths, tags)")),
-        }
-    }
-    if g == GroupBy::default() {
-        return Err("no group key given (expected host, paths, tags)".into());
-    }
-    Ok(g)
-}
-
-/// The values a snapshot is grouped by (null: not grouped by it), as
-/// `forget --json`'s `group`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-struct GroupKey {
-    host: Option<String>,
-    paths: Option<Vec<String>>,
-    tags: Option<Vec<String>>,
-}
-
-impl GroupBy {
-    fn key(&self, s: &Snapshot) -> GroupKey {
-        let mut tags = s.tags.clone();
-        tags.sort();
-        GroupKey {
-            host: self.host.then(|| s.host.clone()),
-            paths: self.paths.then(|| s.sorted_paths()),
-            tags: self.tags.then_some(tags),
-        }
-    }
-
-    fn describe(key: &GroupKey) -> String {
-        let mut parts = Vec::new();
-        if let Some(h) = &key.host {
-            parts.push(format!("host {h}"));
-        }
-        if let Some(p) = &key.paths {
-            parts.push(format!("paths [{}]", p.join(", ")));
-        }
-        if let Some(t) = &key.tags {
-            parts.push(format!("tags [{}]", t.join(", ")));
-        }
-        parts.join(", ")
-    }
-}
-
-/// A snapshot row of `--format json` with `--group-by`.
+/// A group of `--format json` with `--group-by` (the key as `forget --json`'s).
 #[derive(serde::Serialize)]
 struct GroupJson<'a> {
     group: &'a GroupKey,
@@ -116,22 +58,14 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         chosen
     };
-    // Without --group-by, --latest counts per host and path set, as restic.
-    let latest_groups = args.group_by.unwrap_or(GroupBy {
-        host: true,
-        paths: true,
-        tags: false,
-    });
+    // Without --group-by, --latest counts per host and path set (as
+    // restic), and a checkpoint belongs with what it will complete: the
+    // groups of `forget`.
     if let Some(n) = args.latest {
-        let mut seen: std::collections::HashMap<GroupKey, usize> = Default::default();
         let mut keep = vec![false; all.len()];
-        for (i, (_, s)) in all.iter().enumerate().rev() {
-            if s.is_checkpoint() {
-                continue;
-            }
-            let count = seen.entry(latest_groups.key(s)).or_default();
-            if *count < n {
-                *count += 1;
+        for (_, members) in policy::group(&all, args.group_by.unwrap_or_default()) {
+            let complete = members.into_iter().rev().filter(|&i| !all[i].1.is_checkpoint());
+            for i in complete.take(n) {
                 keep[i] = true;
             }
         }
@@ -143,15 +77,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         (None, true) => Format::Json,
         (None, false) => Format::Table,
     };
-    // Groups in order of their oldest snapshot; one unnamed group without --group-by.
-    let mut groups: Vec<(GroupKey, Vec<&(SnapshotId, Snapshot)>)> = Vec::new();
-    for item in &all {
-        let key = args.group_by.unwrap_or_default().key(&item.1);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(item),
-            None => groups.push((key, vec![item])),
-        }
-    }
+    // One unnamed group of everything without --group-by.
+    let by = args.group_by.unwrap_or(GroupBy {
+        host: false,
+        paths: false,
+        tags: false,
+    });
+    let groups: Vec<(GroupKey, Vec<&(SnapshotId, Snapshot)>)> = policy::group(&all, by)
+        .into_iter()
+        .map(|(key, members)| (key, members.into_iter().map(|i| &all[i]).collect()))
+        .collect();
     match format {
         Format::Json => {
             if args.group_by.is_some() {
@@ -175,7 +110,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
                     if i > 0 {
                         outln!()?;
                     }
-                    outln!("{}", crate::term::printable(&GroupBy::describe(key)))?;
+                    outln!("{}", crate::term::printable(&key.to_string()))?;
                 }
                 print_table(members)?;
             }
