@@ -8,6 +8,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -144,21 +145,25 @@ enum Work {
 
 struct Walker<'a> {
     repo: &'a Repository,
+    cancel: &'a AtomicBool,
     names: OwnerNames,
     local: LocalOptions,
     stats: DiffStats,
 }
 
 /// Every change between the trees `old` and `new` (root trees of two
-/// snapshots), depth-first in name order, passed to `visit`.
+/// snapshots), depth-first in name order, passed to `visit`. Stops with
+/// [`Error::Interrupted`] once `cancel` is set.
 pub fn diff_trees(
     repo: &Repository,
     old: &BlobId,
     new: &BlobId,
+    cancel: &AtomicBool,
     visit: &mut dyn FnMut(&Change) -> Result<()>,
 ) -> Result<DiffStats> {
     let mut walker = Walker {
         repo,
+        cancel,
         names: OwnerNames::default(),
         local: LocalOptions::default(),
         stats: DiffStats::default(),
@@ -184,10 +189,12 @@ pub fn diff_local(
     node: Option<Node>,
     path: &Path,
     options: &LocalOptions,
+    cancel: &AtomicBool,
     visit: &mut dyn FnMut(&Change) -> Result<()>,
 ) -> Result<DiffStats> {
     let mut walker = Walker {
         repo,
+        cancel,
         names: OwnerNames::default(),
         local: options.clone(),
         stats: DiffStats::default(),
@@ -225,6 +232,9 @@ impl Walker<'_> {
         while let Some(work) = stack.pop() {
             match work {
                 Work::Dirs { path, old, new } => {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Err(Error::Interrupted);
+                    }
                     if let (Some(Dir::Tree(a)), Some(Dir::Tree(b))) = (&old, &new) {
                         if a == b {
                             self.stats.trees_skipped += 1;

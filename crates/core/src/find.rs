@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -133,10 +134,12 @@ struct Frame {
 
 /// Searches `snapshots` (oldest first) for entries matching `options`.
 /// Results are sorted by path; versions by the first snapshot holding them.
+/// Stops with [`Error::Interrupted`] once `cancel` is set.
 pub fn find(
     repo: &Repository,
     snapshots: &[(SnapshotId, Snapshot)],
     options: &FindOptions,
+    cancel: &AtomicBool,
 ) -> Result<(Vec<Found>, FindStats)> {
     let matcher = Matcher::new(options)?;
     let mut stats = FindStats::default();
@@ -188,6 +191,9 @@ pub fn find(
                     if let Some(found) = memo.get(&key) {
                         top.found.extend(found.iter().copied());
                     } else {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(Error::Interrupted);
+                        }
                         let tree = Tree::load(repo, &sub)?;
                         stats.trees_read += 1;
                         stack.push(Frame {

@@ -6,10 +6,11 @@
 //! counting; it does not print.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::BlobKind;
 use crate::repo::Repository;
@@ -95,8 +96,14 @@ pub fn compression_ratio(raw: &RawData) -> Option<f64> {
     (raw.stored_bytes > 0).then(|| raw.raw_bytes() as f64 / raw.stored_bytes as f64)
 }
 
-/// Works out `mode`'s numbers for each of `snapshots`.
-pub fn stats(repo: &Repository, snapshots: &[(SnapshotId, Snapshot)], mode: StatsMode) -> Result<Stats> {
+/// Works out `mode`'s numbers for each of `snapshots`. Stops with
+/// [`Error::Interrupted`] once `cancel` is set.
+pub fn stats(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    mode: StatsMode,
+    cancel: &AtomicBool,
+) -> Result<Stats> {
     let mut sizes: HashMap<BlobId, RestoreSize> = HashMap::new();
     let index = if mode.raw_data {
         Some(repo.index()?.reader()?)
@@ -109,7 +116,7 @@ pub fn stats(repo: &Repository, snapshots: &[(SnapshotId, Snapshot)], mode: Stat
     let mut out = Vec::new();
     for (id, snapshot) in snapshots {
         let restore = if mode.restore_size {
-            let size = restore_size(repo, &snapshot.tree, &mut sizes)?;
+            let size = restore_size(repo, &snapshot.tree, &mut sizes, cancel)?;
             total_restore += size;
             Some(size)
         } else {
@@ -118,7 +125,7 @@ pub fn stats(repo: &Repository, snapshots: &[(SnapshotId, Snapshot)], mode: Stat
         let raw = match &index {
             None => None,
             Some(index) => {
-                let blobs = blobs_of(repo, &snapshot.tree)?;
+                let blobs = blobs_of(repo, &snapshot.tree, cancel)?;
                 let mut raw = RawData::default();
                 for blob in &blobs {
                     let fresh = all_blobs.insert(*blob);
@@ -162,12 +169,15 @@ pub fn stats(repo: &Repository, snapshots: &[(SnapshotId, Snapshot)], mode: Stat
 }
 
 /// Every blob (trees and file content) reachable from `root`, once.
-fn blobs_of(repo: &Repository, root: &BlobId) -> Result<HashSet<BlobId>> {
+fn blobs_of(repo: &Repository, root: &BlobId, cancel: &AtomicBool) -> Result<HashSet<BlobId>> {
     let mut blobs = HashSet::new();
     crate::tree::walk_trees(
         repo,
         &[*root],
         &mut |id, tree, _| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
             blobs.insert(*id);
             for node in &tree.nodes {
                 blobs.extend(node.content.iter().copied());
@@ -188,7 +198,12 @@ struct Frame {
 
 /// The restore size of the tree `root` (the root directory itself not
 /// counted), memoised per tree id in `sizes`.
-fn restore_size(repo: &Repository, root: &BlobId, sizes: &mut HashMap<BlobId, RestoreSize>) -> Result<RestoreSize> {
+fn restore_size(
+    repo: &Repository,
+    root: &BlobId,
+    sizes: &mut HashMap<BlobId, RestoreSize>,
+    cancel: &AtomicBool,
+) -> Result<RestoreSize> {
     if let Some(size) = sizes.get(root) {
         return Ok(*size);
     }
@@ -218,6 +233,7 @@ fn restore_size(repo: &Repository, root: &BlobId, sizes: &mut HashMap<BlobId, Re
         if let Some(sub) = node.subtree {
             match sizes.get(&sub) {
                 Some(size) => top.size += *size,
+                None if cancel.load(Ordering::Relaxed) => return Err(Error::Interrupted),
                 None => stack.push(Frame {
                     id: sub,
                     nodes: Tree::load(repo, &sub)?.nodes.into_iter(),

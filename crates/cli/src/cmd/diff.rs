@@ -115,7 +115,7 @@ fn walk(
     Ok(match (&args.to, &args.local) {
         (Some(spec), None) => {
             let (to_id, to) = snap_core::snapshot::find(repo, spec)?;
-            let stats = diff::diff_trees(repo, &from.tree, &to.tree, printer)?;
+            let stats = diff::diff_trees(repo, &from.tree, &to.tree, &crate::global::CANCEL, printer)?;
             (
                 stats,
                 SideJson {
@@ -135,7 +135,7 @@ fn walk(
                 snap_core::tree::lookup_path(repo, &from.tree, &components)?
             };
             let options = LocalOptions { content: args.content };
-            let stats = diff::diff_local(repo, node, &path, &options, printer)?;
+            let stats = diff::diff_local(repo, node, &path, &options, &crate::global::CANCEL, printer)?;
             (
                 stats,
                 SideJson {

@@ -117,7 +117,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         oldest_ns: args.oldest.as_ref().map(ns),
         newest_ns: args.newest.as_ref().map(ns),
     };
-    let (found, stats) = find::find(&repo, &snapshots, &options).context("searching the snapshots")?;
+    let (found, stats) =
+        find::find(&repo, &snapshots, &options, &crate::global::CANCEL).context("searching the snapshots")?;
     let times: std::collections::HashMap<SnapshotId, jiff::Timestamp> =
         snapshots.iter().map(|(id, s)| (*id, s.time)).collect();
     if global.json {

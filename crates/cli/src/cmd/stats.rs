@@ -105,7 +105,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         restore_size: args.mode != Some(Mode::RawData),
         raw_data: args.mode != Some(Mode::RestoreSize),
     };
-    let result = stats::stats(&repo, &chosen, mode)?;
+    let result = stats::stats(&repo, &chosen, mode, &crate::global::CANCEL)?;
     let repository = if mode.raw_data {
         Some(stats::repository_size(&repo)?)
     } else {
