@@ -15,6 +15,7 @@ mod environment;
 mod export;
 mod filters;
 mod heal;
+mod history;
 mod incremental;
 mod interrupt;
 mod json;

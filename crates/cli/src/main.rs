@@ -36,6 +36,12 @@ enum Command {
     Snapshots(cmd::snapshots::Args),
     /// List the files in a snapshot.
     Ls(cmd::ls::Args),
+    /// Show what changed between two snapshots, or a snapshot and the live files.
+    Diff(cmd::diff::Args),
+    /// Find files by name or path across snapshots, grouped by version.
+    Find(cmd::find::Args),
+    /// Restore size, deduplicated stored size and ratios of snapshots.
+    Stats(cmd::stats::Args),
     /// Check that the repository is whole (--read-data: every byte).
     Verify(cmd::verify::Args),
     /// Remove snapshots by id or by a retention policy.
@@ -110,6 +116,9 @@ fn main() {
         Command::Restore(args) => cmd::restore::run(&cli.global, args),
         Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
+        Command::Diff(args) => cmd::diff::run(&cli.global, args),
+        Command::Find(args) => cmd::find::run(&cli.global, args),
+        Command::Stats(args) => cmd::stats::run(&cli.global, args),
         Command::Verify(args) => cmd::verify::run(&cli.global, args),
         Command::Forget(args) => cmd::forget::run(&cli.global, args),
         Command::Tag(args) => cmd::tag::run(&cli.global, args),

@@ -11,7 +11,7 @@
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`export`], [`import`], [`catalog`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`export`], [`import`], [`catalog`], [`diff`], [`find`], [`stats`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -25,9 +25,11 @@ pub mod config;
 pub mod copy;
 pub mod crypto;
 pub mod damaged;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod failpoint;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod id;
@@ -48,6 +50,7 @@ pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;
+pub mod stats;
 #[cfg(test)]
 mod test_vectors;
 pub mod tree;

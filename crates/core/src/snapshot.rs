@@ -12,8 +12,11 @@ use crate::id::{BlobId, SnapshotId};
 use crate::lock::{LockGuard, LockKind};
 use crate::repo::Repository;
 
-/// What a backup did, stored with its snapshot.
+/// What a backup did, stored with its snapshot. Every field may be absent
+/// on read (0): a snapshot written without one (by another writer, or a
+/// future one that drops a counter) still opens.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     pub files_new: u64,
     pub files_changed: u64,
@@ -49,6 +52,8 @@ pub struct Snapshot {
     pub tree: BlobId,
     pub parent: Option<SnapshotId>,
     pub program_version: String,
+    /// Absent on read: all zeros, shown as `-` (see [`Summary::is_known`]).
+    #[serde(default)]
     pub summary: Summary,
     /// Free text given with `create --description`. Absent from the stored
     /// JSON when there is none, so a snapshot without one is stored exactly
@@ -60,6 +65,19 @@ pub struct Snapshot {
     /// `original`. Absent when never rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<SnapshotId>,
+}
+
+impl Summary {
+    /// False for a snapshot stored without a summary (it reads as all
+    /// zeros). A backup always counts at least its root directory.
+    pub fn is_known(&self) -> bool {
+        *self != Summary::default()
+    }
+
+    /// Files in the snapshot: new, changed and unmodified ones.
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unmodified
+    }
 }
 
 impl Snapshot {
@@ -483,4 +501,32 @@ pub(crate) fn check_before_save(repo: &Repository, lock: &LockGuard, root: &Blob
         return Err(Error::BlobsRemoved { missing });
     }
     lock.check()
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    const WITHOUT_SUMMARY: &str = r#"{"time":"2026-01-02T03:04:05Z","host":"h","username":"u",
+        "paths":["/data"],"tree":"0000000000000000000000000000000000000000000000000000000000000000",
+        "parent":null,"program_version":"other 1.0"}"#;
+
+    #[test]
+    fn a_snapshot_without_summary_opens_with_an_unknown_one() {
+        let s = Snapshot::from_json(WITHOUT_SUMMARY.as_bytes()).expect("opens");
+        assert!(!s.summary.is_known());
+        assert_eq!(s.summary.files(), 0);
+    }
+
+    #[test]
+    fn a_partial_summary_keeps_its_fields() {
+        let json = WITHOUT_SUMMARY.replace(
+            r#""parent":null"#,
+            r#""parent":null,"summary":{"files_new":2,"files_unmodified":3,"bytes_total":9}"#,
+        );
+        let s = Snapshot::from_json(json.as_bytes()).expect("opens");
+        assert!(s.summary.is_known());
+        assert_eq!(s.summary.files(), 5);
+        assert_eq!(s.summary.bytes_total, 9);
+    }
 }

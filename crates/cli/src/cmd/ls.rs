@@ -123,7 +123,7 @@ impl Lister<'_> {
 }
 
 /// `rwxr-x---` with setuid, setgid and sticky shown as s/S and t/T.
-fn mode_string(mode: u32) -> String {
+pub(crate) fn mode_string(mode: u32) -> String {
     let mut out = String::with_capacity(9);
     for (i, shift) in [6u32, 3, 0].into_iter().enumerate() {
         let bits = (mode >> shift) & 7;

@@ -3,8 +3,10 @@
 pub mod catalog;
 pub mod copy;
 pub mod create;
+pub mod diff;
 pub mod dump;
 pub mod export;
+pub mod find;
 pub mod forget;
 pub mod import;
 pub mod init;
@@ -15,6 +17,7 @@ pub mod repair;
 pub mod restore;
 pub mod serve;
 pub mod snapshots;
+pub mod stats;
 pub mod tag;
 pub mod unlock;
 pub mod verify;
