@@ -12,6 +12,7 @@ mod exit;
 mod global;
 mod password;
 mod progress;
+mod stdin_command;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,8 @@ enum Command {
     Create(cmd::create::Args),
     /// Restore a snapshot, or parts of it, into a directory.
     Restore(cmd::restore::Args),
+    /// Write one file of a snapshot to standard output.
+    Dump(cmd::dump::Args),
     /// List snapshots.
     Snapshots(cmd::snapshots::Args),
     /// List the files in a snapshot.
@@ -98,6 +101,7 @@ fn main() {
         Command::Init(args) => cmd::init::run(&cli.global, args),
         Command::Create(args) => cmd::create::run(&cli.global, args),
         Command::Restore(args) => cmd::restore::run(&cli.global, args),
+        Command::Dump(args) => cmd::dump::run(&cli.global, args),
         Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
         Command::Ls(args) => cmd::ls::run(&cli.global, args),
         Command::Verify(args) => cmd::verify::run(&cli.global, args),

@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod create;
+pub mod dump;
 pub mod forget;
 pub mod init;
 pub mod key;
