@@ -437,30 +437,10 @@ fn command_output_is_stored_stderr_passes_through_and_args_are_not_recorded() {
 #[test]
 fn an_interrupt_stops_the_command_and_writes_no_snapshot() {
     let snap = Snap::init(&[]);
-    let pidfile = snap.scratch().join("command.pid");
-    // The command prints a little, then stays silent: only snap's handler
-    // can end it (the signal goes to snap alone, as `kill -INT` would).
-    let script = format!("echo started; echo $$ > '{}'; exec sleep 120", s(&pidfile));
-    let log = fs::File::create(snap.scratch().join("stderr")).unwrap();
-    let mut child = snap
-        .command()
-        .args(["create", "--stdin-from-command", "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn snap");
+    // The command stays silent: only snap's handler can end it (the signal
+    // goes to snap alone, as `kill -INT` would).
+    let (mut child, pid) = spawn_silent_command(&snap);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let pid: i32 = loop {
-        if let Some(pid) = fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "snap ended before the command started"
-        );
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
     rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::INT)
         .expect("send SIGINT");
     let status = loop {
@@ -476,11 +456,68 @@ fn an_interrupt_stops_the_command_and_writes_no_snapshot() {
     let err = fs::read_to_string(snap.scratch().join("stderr")).unwrap();
     assert_eq!(status.code(), Some(130), "{status}; stderr:\n{err}");
     assert!(err.contains("interrupted"), "{err}");
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "the command (pid {pid}) outlived snap"
-    );
+    assert!(process_ended(pid), "the command (pid {pid}) outlived snap");
     assert!(snap.snapshots().is_empty(), "an interrupted dump left a snapshot");
+}
+
+/// Whether process `pid` is gone (or a zombie: it ended, and whoever
+/// inherited it has not reaped it yet).
+fn process_ended(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `pid (comm) S ...`: the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// Starts `create --stdin-from-command -- sh -c SCRIPT` where the script
+/// writes its pid to a file and then stays silent; returns snap and the
+/// command's pid once it runs.
+fn spawn_silent_command(snap: &Snap) -> (std::process::Child, i32) {
+    let pidfile = snap.scratch().join("command.pid");
+    let script = format!("echo started; echo $$ > '{}'; exec sleep 120", s(&pidfile));
+    let log = fs::File::create(snap.scratch().join("stderr")).unwrap();
+    let mut child = snap
+        .command()
+        .args(["create", "--stdin-from-command", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn snap");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok()) {
+            return (child, pid);
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "snap ended before the command started"
+        );
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_snap_takes_its_command_with_it() {
+    let snap = Snap::init(&[]);
+    let (mut child, pid) = spawn_silent_command(&snap);
+    child.kill().expect("SIGKILL snap");
+    child.wait().expect("wait for snap");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !process_ended(pid) {
+        if Instant::now() > deadline {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid).expect("pid"),
+                rustix::process::Signal::KILL,
+            );
+            panic!("the command (pid {pid}) outlived a killed snap");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(snap.snapshots().is_empty());
 }
 
 #[test]

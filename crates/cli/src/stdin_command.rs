@@ -15,7 +15,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
@@ -65,13 +65,32 @@ impl CommandStream {
             .split_first()
             .context("--stdin-from-command needs a command after `--`")?;
         let label = label(program);
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {label}"))?;
+            .stderr(Stdio::inherit());
+        // snap killed outright (SIGKILL, an uncaught SIGTERM) runs no
+        // handler: the kernel then sends the command SIGTERM, or it would
+        // go on dumping into a pipe nobody reads. The spawning thread is
+        // the main thread, which lives as long as the process.
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (prctl, getppid) are made.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // snap died before the prctl: nobody will read the output.
+                if libc::getppid() != parent {
+                    return Err(io::Error::other("snap ended before the command started"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().with_context(|| format!("cannot start {label}"))?;
         // For the interrupt handler, which ends the command with snap.
         STDIN_COMMAND_PID.store(child.id() as i32, Ordering::SeqCst);
         let stdout = child.stdout.take();
