@@ -57,8 +57,8 @@ pub static REQUESTS: std::sync::LazyLock<Arc<RequestCounts>> = std::sync::LazyLo
 pub static PROMPTING: AtomicBool = AtomicBool::new(false);
 
 /// The running command of `create --stdin-from-command` (0: none). An
-/// interrupt terminates it: snap alone may get the SIGTERM, and the backup
-/// cannot stop while it waits on the command's silent output.
+/// interrupt terminates it: the signal may reach snap alone (`kill -INT`),
+/// and the backup cannot stop while it waits on the command's silent output.
 pub static STDIN_COMMAND_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 pub fn install_interrupt_handler() {
