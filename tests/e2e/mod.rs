@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod create_args;
 mod deep;
+mod dumps;
 mod encryption;
 mod environment;
 mod export;

@@ -56,12 +56,25 @@ pub static REQUESTS: std::sync::LazyLock<Arc<RequestCounts>> = std::sync::LazyLo
 /// Set while a password is being read from the terminal.
 pub static PROMPTING: AtomicBool = AtomicBool::new(false);
 
+/// The running command of `create --stdin-from-command` (0: none). An
+/// interrupt terminates it: the signal may reach snap alone (`kill -INT`),
+/// and the backup cannot stop while it waits on the command's silent output.
+pub static STDIN_COMMAND_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if CANCEL.swap(true, Ordering::SeqCst) {
             // A second interrupt: the user wants out now. Everything written
             // so far is whole (atomic writes), so leaving is safe.
             std::process::exit(crate::exit::INTERRUPTED);
+        }
+        let pid = STDIN_COMMAND_PID.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill only sends a signal; the pid is cleared before
+            // the child is reaped, so it is still that command's.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
         }
         // At a password prompt nothing is being written: the prompt returns
         // and the command ends as interrupted (password.rs).

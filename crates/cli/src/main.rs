@@ -12,6 +12,7 @@ mod exit;
 mod global;
 mod password;
 mod progress;
+mod stdin_command;
 
 use clap::{Parser, Subcommand};
 

@@ -57,6 +57,25 @@ pub enum Source {
     Stdin {
         filename: String,
     },
+    /// Any other stream stored as a file of this name, read to its end
+    /// exactly as standard input is (`snap create --stdin-from-command`).
+    /// The reader decides whether the stream ended well: an error from its
+    /// last `read` (a dump command that failed) fails the backup, and no
+    /// snapshot is written. `label` names the stream in errors.
+    Reader {
+        filename: String,
+        label: String,
+        reader: StreamReader,
+    },
+}
+
+/// The reader of [`Source::Reader`].
+pub struct StreamReader(pub Box<dyn Read + Send>);
+
+impl std::fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamReader")
+    }
 }
 
 #[derive(Debug)]
@@ -393,7 +412,7 @@ struct Archiver<'a> {
 /// stopped by a lost lock fails with [`Error::LockLost`].
 pub fn archive(
     repo: &Repository,
-    options: ArchiveOptions,
+    mut options: ArchiveOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
     lock: &LockGuard,
@@ -443,7 +462,7 @@ pub fn archive(
     // Checkpoints exist only for backups of paths.
     let resumable = matches!(options.source, Source::Paths(_));
 
-    let (paths, parent, walked) = match &options.source {
+    let (paths, parent, walked) = match &mut options.source {
         Source::Paths(paths) => {
             let paths = absolute_paths(paths)?;
             let display: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
@@ -516,18 +535,17 @@ pub fn archive(
             (display, parent.map(|(id, _)| id), walked)
         }
         Source::Stdin { filename } => {
-            if !crate::tree::is_valid_name(filename.as_bytes()) {
-                return Err(Error::InvalidArgument(format!("'{filename}' is not a valid file name")));
-            }
-            // Longer names are valid in a tree but no Linux filesystem can
-            // create them, so the file could never be restored.
-            if filename.len() > MAX_NAME_LEN {
-                return Err(Error::InvalidArgument(format!(
-                    "--stdin-filename is {} bytes long; a file name may have at most {MAX_NAME_LEN}",
-                    filename.len()
-                )));
-            }
-            let walked = archiver.archive_stdin(filename, time);
+            check_stream_name(filename)?;
+            let walked = archiver.archive_stream(filename, std::io::stdin().lock(), "standard input", time);
+            (vec![format!("/{filename}")], None, walked)
+        }
+        Source::Reader {
+            filename,
+            label,
+            reader,
+        } => {
+            check_stream_name(filename)?;
+            let walked = archiver.archive_stream(filename, &mut reader.0, label, time);
             (vec![format!("/{filename}")], None, walked)
         }
     };
@@ -615,6 +633,22 @@ pub fn archive(
         dry_run: false,
         changes,
     })
+}
+
+/// The name a stream is stored under must be one a restore can create.
+fn check_stream_name(filename: &str) -> Result<()> {
+    if !crate::tree::is_valid_name(filename.as_bytes()) {
+        return Err(Error::InvalidArgument(format!("'{filename}' is not a valid file name")));
+    }
+    // Longer names are valid in a tree but no Linux filesystem can
+    // create them, so the file could never be restored.
+    if filename.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "--stdin-filename is {} bytes long; a file name may have at most {MAX_NAME_LEN}",
+            filename.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Deletes obsolete checkpoints of this backup's host and paths: a completed
@@ -1388,7 +1422,9 @@ impl Archiver<'_> {
         Ok(())
     }
 
-    fn archive_stdin(&self, filename: &str, time: jiff::Timestamp) -> Result<BlobId> {
+    /// Stores one stream as the only file of the snapshot; `label` names
+    /// the stream in errors ("standard input", "command 'pg_dump'").
+    fn archive_stream(&self, filename: &str, reader: impl Read, label: &str, time: jiff::Timestamp) -> Result<BlobId> {
         let mut node = Node::new(filename.as_bytes().to_vec(), NodeKind::File);
         node.mode = 0o600;
         node.uid = rustix::process::getuid().as_raw();
@@ -1400,9 +1436,9 @@ impl Archiver<'_> {
         node.links = 1;
         let mut content = Vec::new();
         let mut read = 0;
-        self.chunk_into(std::io::stdin().lock(), None, &mut content, &mut read)
+        self.chunk_into(reader, None, &mut content, &mut read)
             .map_err(|e| match e {
-                Error::Io { error, .. } => Error::io("standard input", error),
+                Error::Io { error, .. } => Error::io(label, error),
                 other => other,
             })?;
         node.size = read;

@@ -22,6 +22,12 @@ pub struct Args {
     // (false) as present, so the name was ignored silently without it.
     #[arg(long, value_name = "NAME")]
     stdin_filename: Option<String>,
+    /// Back up the standard output of the command given after `--` (run
+    /// without a shell), e.g. `-- pg_dump mydb`, stored as NAME.dump after
+    /// the program (or --stdin-filename); if the command fails, no snapshot
+    /// is written.
+    #[arg(long, conflicts_with = "stdin")]
+    stdin_from_command: bool,
     /// Leave out paths matching this gitignore-style pattern (repeatable).
     #[arg(short, long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
@@ -69,15 +75,28 @@ struct CreateJson<'a> {
 }
 
 pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
+    // With --stdin-from-command the positional arguments are the command.
+    if args.stdin_from_command && args.paths.is_empty() {
+        bail!(snap_core::Error::InvalidArgument(
+            "--stdin-from-command needs the command after `--`, e.g. snap create --stdin-from-command -- pg_dump mydb"
+                .into()
+        ));
+    }
+    if args.stdin_from_command && args.selection.has_lists() {
+        bail!(snap_core::Error::InvalidArgument(
+            "--files-from and its kin name paths to back up; --stdin-from-command backs up a command's output instead"
+                .into()
+        ));
+    }
     args.paths.extend(args.selection.listed_paths(args.stdin)?);
     if args.paths.is_empty() && !args.stdin {
         bail!(snap_core::Error::InvalidArgument(
             "nothing to back up: give paths, or --stdin".into()
         ));
     }
-    if args.stdin_filename.is_some() && !args.stdin {
+    if args.stdin_filename.is_some() && !args.stdin && !args.stdin_from_command {
         bail!(snap_core::Error::InvalidArgument(
-            "--stdin-filename names the file read with --stdin; it needs --stdin".into()
+            "--stdin-filename names the file read with --stdin or --stdin-from-command; it needs one of them".into()
         ));
     }
     if let Some(name) = &args.stdin_filename {
@@ -106,9 +125,22 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
     } else {
         ParentChoice::Latest
     };
+    let from_command = args.stdin_from_command;
     let source = if args.stdin {
         Source::Stdin {
             filename: args.stdin_filename.unwrap_or_else(|| "stdin".into()),
+        }
+    } else if from_command {
+        // Started only now that the repository is open and locked: a dump
+        // is not taken for a backup that cannot be written.
+        let argv: Vec<std::ffi::OsString> = args.paths.into_iter().map(PathBuf::into_os_string).collect();
+        let stream = crate::stdin_command::CommandStream::spawn(&argv)?;
+        Source::Reader {
+            filename: args
+                .stdin_filename
+                .unwrap_or_else(|| crate::stdin_command::default_filename(&argv[0])),
+            label: stream.label().into(),
+            reader: archiver::StreamReader(Box::new(stream)),
         }
     } else {
         Source::Paths(args.paths)
@@ -132,6 +164,14 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
     let bar = Bar::new(global.quiet, global.json);
     let result = archiver::archive(&repo, options, &bar, &CANCEL, &lock);
     bar.finish();
+    // The interrupt terminated the command, so its failure is the interrupt's.
+    let result = match result {
+        Err(e) if from_command && CANCEL.load(std::sync::atomic::Ordering::SeqCst) => {
+            tracing::info!("{e}");
+            return Err(anyhow::Error::new(snap_core::Error::Interrupted).context("backup failed"));
+        }
+        result => result,
+    };
     let result = result.context("backup failed")?;
     let s = &result.snapshot;
     if global.json {
@@ -249,6 +289,11 @@ enum ListForm {
 
 impl SelectionArgs {
     /// The paths of the `--files-from*` files, in the order given.
+    /// Whether any `--files-from*` list was given.
+    fn has_lists(&self) -> bool {
+        !(self.files_from.is_empty() && self.files_from_verbatim.is_empty() && self.files_from_raw.is_empty())
+    }
+
     fn listed_paths(&self, stdin: bool) -> Result<Vec<PathBuf>> {
         let lists = self
             .files_from
