@@ -1286,7 +1286,9 @@ impl Restorer<'_> {
                     remove_non_dir(dir.as_fd(), &temp)?;
                     fsmeta::make_special(dir.as_fd(), &temp, &entry.node)?;
                     let st = rustix::fs::statat(dir.as_fd(), OsStr::from_bytes(&temp), AtFlags::SYMLINK_NOFOLLOW)?;
-                    rename_into_place(dir.as_fd(), &temp, &entry.name)?;
+                    rename_into_place(dir.as_fd(), &temp, &entry.name).inspect_err(|_| {
+                        let _ = unlink_if(dir.as_fd(), &temp, file_id(&st));
+                    })?;
                     Ok(file_id(&st))
                 });
                 match made {
