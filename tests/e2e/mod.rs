@@ -26,6 +26,7 @@ mod locks;
 mod opendal;
 mod output;
 mod requests;
+mod restore_modes;
 mod restore_safety;
 mod resume;
 mod roundtrip;

@@ -71,6 +71,11 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// The snapshot restore takes of what it is about to replace could not
+    /// be taken: nothing in the target was changed.
+    #[error("safety snapshot failed, nothing was restored: {reason}")]
+    SafetySnapshot { reason: String },
 }
 
 impl Error {

@@ -89,7 +89,101 @@ pub struct RestoreOptions {
     pub ownership: Option<bool>,
     /// Worker threads; 0 means cores + 2.
     pub threads: usize,
+    /// What to do with an entry that exists in the target already.
+    pub overwrite: Overwrite,
+    /// Remove what the target holds below the restored directories that the
+    /// snapshot does not (never following symlinks).
+    pub delete: bool,
+    /// Only plan: report what a restore would do, change nothing.
+    pub dry_run: bool,
+    /// Read every written file back and check it against its blob ids
+    /// before it is renamed into place.
+    pub verify: bool,
 }
+
+/// `--overwrite`: what restore does with an entry that already exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it.
+    Always,
+    /// Replace it unless its content already matches (files: chunked with the
+    /// repository's chunker and compared blob id by blob id; symlinks: the
+    /// same target; special files: the same kind and device). A match only
+    /// gets its metadata fixed.
+    #[default]
+    IfChanged,
+    /// Replace it only if the snapshot's mtime is newer.
+    IfNewer,
+    /// Never replace it.
+    Never,
+}
+
+/// What restore does (or, on a dry run, would do) with one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing was there: created.
+    New,
+    /// Something was there: replaced (and in the safety snapshot).
+    Overwritten,
+    /// Already what the snapshot holds: only its metadata is set.
+    Unchanged,
+    /// Left as it is (`--overwrite never`, or `if-newer` and not newer).
+    Skipped,
+    /// Not in the snapshot: removed (`--delete`; in the safety snapshot).
+    Deleted,
+    /// Something of another kind is in the way (a directory where a file
+    /// goes, a file or symlink where a directory goes): left alone, and an
+    /// error of the restore.
+    Conflict,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::New,
+        Action::Overwritten,
+        Action::Unchanged,
+        Action::Skipped,
+        Action::Deleted,
+        Action::Conflict,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::New => "new",
+            Action::Overwritten => "overwritten",
+            Action::Unchanged => "unchanged",
+            Action::Skipped => "skipped",
+            Action::Deleted => "deleted",
+            Action::Conflict => "conflict",
+        }
+    }
+}
+
+/// One entry of the plan: where in the target, what it is, what happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanEntry {
+    pub path: PathBuf,
+    /// `file`, `dir`, `symlink`, `fifo`, `chardev`, `blockdev`, `socket`.
+    pub kind: &'static str,
+    pub action: Action,
+    /// Files: the snapshot's size (for `deleted`, the size in the target).
+    pub size: u64,
+}
+
+/// Tag of the snapshots restore takes of what it is about to replace.
+pub use crate::snapshot::SAFETY_TAG;
+
+/// Prefix of the temporary names restore writes under before renaming into
+/// place; leftovers of a killed restore are removed by the next one.
+pub const TEMP_PREFIX: &[u8] = b".snap-restore-";
+
+/// Takes the safety snapshot: a backup of these target paths (what the
+/// restore is about to replace or delete, and the unchanged entries whose
+/// mode or mtime it resets) tagged [`SAFETY_TAG`]. Given by the caller (the
+/// restorer does not call the archiver); an error stops the restore before
+/// anything in the target is touched.
+pub type Safety<'a> = dyn Fn(&[PathBuf]) -> Result<crate::id::SnapshotId> + 'a;
 
 /// What a restore did. Serialized as the part of `snap restore --json`
 /// after `snapshot` and `target`: counts, `errors` as `{path, message}`,
@@ -106,6 +200,32 @@ pub struct RestoreResult {
     /// they were given (`NAME.damaged`, never `NAME`); each is in `errors`
     /// too, under its snapshot name.
     pub damaged: Vec<PathBuf>,
+    /// The plan, entry by entry, in walk order (deletions after the rest).
+    pub entries: Vec<PlanEntry>,
+    /// The snapshot of what this restore replaced or deleted.
+    pub safety_snapshot: Option<crate::id::SnapshotId>,
+    pub dry_run: bool,
+    /// Files read back and checked (`verify`).
+    pub verified: u64,
+}
+
+/// Per action: how many entries, and the size of their files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Total {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl RestoreResult {
+    pub fn total(&self, action: Action) -> Total {
+        self.entries
+            .iter()
+            .filter(|e| e.action == action)
+            .fold(Total::default(), |t, e| Total {
+                count: t.count + 1,
+                bytes: t.bytes + e.size,
+            })
+    }
 }
 
 impl serde::Serialize for RestoreResult {
@@ -118,8 +238,34 @@ impl serde::Serialize for RestoreResult {
             bytes: u64,
             errors: Vec<crate::progress::PathMessage>,
             damaged: Vec<String>,
+            dry_run: bool,
+            safety_snapshot: Option<String>,
+            verified: u64,
+            totals: std::collections::BTreeMap<&'static str, Total>,
+            entries: Vec<EntryJson>,
+        }
+        #[derive(serde::Serialize)]
+        struct EntryJson {
+            path: String,
+            kind: &'static str,
+            action: Action,
+            size: u64,
         }
         Json {
+            dry_run: self.dry_run,
+            safety_snapshot: self.safety_snapshot.map(|id| id.to_hex()),
+            verified: self.verified,
+            totals: Action::ALL.iter().map(|a| (a.name(), self.total(*a))).collect(),
+            entries: self
+                .entries
+                .iter()
+                .map(|e| EntryJson {
+                    path: e.path.to_string_lossy().into_owned(),
+                    kind: e.kind,
+                    action: e.action,
+                    size: e.size,
+                })
+                .collect(),
             files: self.files,
             dirs: self.dirs,
             other: self.other,
@@ -158,6 +304,10 @@ struct PlannedDir {
     id: Option<FileId>,
     /// Could not be created (reported once): nothing is restored below it.
     failed: bool,
+    /// To be created (or kept): something below it is restored.
+    needed: bool,
+    /// It existed in the target when the plan was made.
+    existed: bool,
 }
 
 struct PlannedFile {
@@ -168,6 +318,12 @@ struct PlannedFile {
     writes: u32,
     /// Known at plan time to miss content.
     incomplete: bool,
+    /// The name the content is written under before it is renamed into place.
+    temp: Vec<u8>,
+    /// An existing file that stays (unchanged or skipped): nothing is written.
+    keep: Option<FileId>,
+    /// Its metadata is applied (not for a skipped file).
+    meta: bool,
 }
 
 /// A symlink or special file.
@@ -175,6 +331,10 @@ struct PlannedEntry {
     dir: usize,
     name: Vec<u8>,
     node: Node,
+    /// An existing entry that stays (unchanged or skipped).
+    keep: Option<FileId>,
+    /// Its metadata is applied (not for a skipped entry).
+    meta: bool,
 }
 
 /// A second (third, ...) name of a multiply-linked file.
@@ -183,6 +343,19 @@ struct PlannedLink {
     name: Vec<u8>,
     /// The planned file restored under the first name.
     first: usize,
+    /// The existing entry stays (unchanged or skipped).
+    keep: bool,
+}
+
+/// An entry of the target that `delete` removes: `rel` are the names from
+/// directory `dir` down to it. Listed parents first, removed children first,
+/// each checked to be the entry the plan saw (and a directory only once it
+/// is empty: nothing that appeared later is removed unseen).
+struct Deletion {
+    dir: usize,
+    rel: Vec<Vec<u8>>,
+    id: FileId,
+    is_dir: bool,
 }
 
 /// A blob to restore: where it is stored, and where it goes.
@@ -204,9 +377,19 @@ struct Plan {
     /// Directories, in creation order (parents first); index 0 is the target.
     dirs: Vec<PlannedDir>,
     symlinks: Vec<PlannedEntry>,
-    /// Created during the plan, with what was created.
-    specials: Vec<(PlannedEntry, FileId)>,
+    specials: Vec<PlannedEntry>,
     links: Vec<PlannedLink>,
+    /// Entries in the way of another kind, with the error reported when the
+    /// restore runs.
+    conflicts: Vec<(PathBuf, String)>,
+    deletions: Vec<Deletion>,
+    /// Temporary files of an earlier, killed restore: (directory, name).
+    leftovers: Vec<(usize, Vec<u8>)>,
+    entries: Vec<PlanEntry>,
+    /// Target paths of what is replaced or deleted: the safety snapshot's.
+    safety_paths: Vec<PathBuf>,
+    /// Numbers the temporary names.
+    temps: u64,
     /// (device, inode) of multiply-linked files -> the planned file of the
     /// first name.
     first_links: HashMap<(u64, u64), usize>,
@@ -327,6 +510,25 @@ impl DirFds {
         Ok(fd)
     }
 
+    /// Closes every descriptor but the target's.
+    fn reset(&self) {
+        self.cache
+            .lock()
+            .expect("directory cache lock")
+            .fds
+            .retain(|i, _| *i == 0);
+    }
+
+    /// Forgets directories `from` and later (their plan entries are gone,
+    /// and the indexes will be given to others).
+    fn forget_from(&self, from: usize) {
+        self.cache
+            .lock()
+            .expect("directory cache lock")
+            .fds
+            .retain(|i, _| *i == 0 || *i < from);
+    }
+
     fn insert(&self, index: usize, fd: OwnedFd) {
         let mut cache = self.cache.lock().expect("directory cache lock");
         cache.tick += 1;
@@ -374,6 +576,8 @@ struct Restorer<'a> {
     /// The target as given, for messages.
     target: PathBuf,
     dir_fds: DirFds,
+    overwrite: Overwrite,
+    delete: bool,
 }
 
 fn matcher(patterns: &[String]) -> Result<Gitignore> {
@@ -388,8 +592,8 @@ fn matcher(patterns: &[String]) -> Result<Gitignore> {
         .map_err(|e| Error::InvalidArgument(format!("patterns: {e}")))
 }
 
-/// Restores `snapshot` as `options` say. Damaged or missing data is reported
-/// per file in [`RestoreResult::errors`]; everything else is restored.
+/// Restores `snapshot` as `options` say, with no safety snapshot (see
+/// [`restore_with`]).
 pub fn restore(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -397,16 +601,53 @@ pub fn restore(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<RestoreResult> {
+    restore_with(repo, snapshot, options, None, progress, cancel)
+}
+
+/// Restores `snapshot` as `options` say. Damaged or missing data is reported
+/// per file in [`RestoreResult::errors`]; everything else is restored.
+///
+/// The plan is made first, changing nothing: the snapshot's trees are walked
+/// against the target (read through directory descriptors, never following
+/// a symlink), deciding per entry what happens ([`Action`]). A dry run
+/// returns it. Otherwise, with `safety`, what the plan replaces or deletes
+/// is backed up as a snapshot tagged [`SAFETY_TAG`] first (a failure stops
+/// the restore before anything is touched), and the plan is carried out.
+pub fn restore_with(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    options: &RestoreOptions,
+    safety: Option<&Safety<'_>>,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<RestoreResult> {
     // The target itself is the user's choice, and may be reached through
-    // symlinks; everything below it is not.
-    std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
-    let target_fd = rustix::fs::open(
+    // symlinks; everything below it is not. A dry run creates nothing.
+    if !options.dry_run {
+        std::fs::create_dir_all(&options.target).map_err(|e| Error::io(&options.target, e))?;
+    }
+    let target_fd = match rustix::fs::open(
         &options.target,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .map_err(|e| Error::io(&options.target, e.into()))?;
-    let target_id = file_id(&rustix::fs::fstat(&target_fd).map_err(|e| Error::io(&options.target, e.into()))?);
+    ) {
+        Ok(fd) => Some(fd),
+        Err(Errno::NOENT) if options.dry_run => None,
+        Err(e) => return Err(Error::io(&options.target, e.into())),
+    };
+    let target_id = match &target_fd {
+        Some(fd) => Some(file_id(
+            &rustix::fs::fstat(fd).map_err(|e| Error::io(&options.target, e.into()))?,
+        )),
+        None => None,
+    };
+    let placeholder = || {
+        // A dry run into a target that does not exist: nothing is read
+        // through the descriptor (the target has no entries), it only fills
+        // the slot.
+        rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io(Path::new("/"), e.into()))
+    };
     let restorer = Restorer {
         repo,
         index: repo.index()?.reader()?,
@@ -422,7 +663,12 @@ pub fn restore(
         errors: Mutex::new(Vec::new()),
         bytes: AtomicU64::new(0),
         target: options.target.clone(),
-        dir_fds: DirFds::new(target_fd),
+        dir_fds: DirFds::new(match target_fd {
+            Some(fd) => fd,
+            None => placeholder()?,
+        }),
+        overwrite: options.overwrite,
+        delete: options.delete,
     };
     let pool = crate::pool::workers(options.threads, "restorer")?;
     let chown = options
@@ -434,8 +680,10 @@ pub fn restore(
         parent: 0,
         name: Vec::new(),
         node: None,
-        id: Some(target_id),
+        id: target_id,
         failed: false,
+        needed: true,
+        existed: target_id.is_some(),
     });
     // `--path /` is the whole snapshot.
     let whole = options.paths.is_empty()
@@ -446,6 +694,8 @@ pub fn restore(
     if whole {
         pool.install(|| restorer.prefetch_trees(vec![snapshot.tree]))?;
         let root = restorer.load_tree(&snapshot.tree)?;
+        // The whole snapshot is the target's whole content.
+        restorer.scan(&mut plan, 0, &root, Path::new("/"), restorer.includes.is_none());
         let frame = Frame {
             dir: 0,
             nodes: root.nodes.into_iter(),
@@ -477,10 +727,65 @@ pub fn restore(
     }
     // What the walk did not take (excluded directories) is not needed.
     restorer.trees.lock().expect("trees lock").clear();
-    let total: u64 = plan.files.iter().map(|f| f.node.size).sum();
+    for index in 1..plan.dirs.len() {
+        let dir = &plan.dirs[index];
+        let action = if dir.existed { Action::Unchanged } else { Action::New };
+        plan.entries.push(PlanEntry {
+            path: restorer.dir_path(&plan.dirs, index),
+            kind: "dir",
+            action,
+            size: 0,
+        });
+    }
+    let mut entries = std::mem::take(&mut plan.entries);
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let counted = |kinds: &dyn Fn(&str) -> bool| {
+        entries
+            .iter()
+            .filter(|e| kinds(e.kind) && matches!(e.action, Action::New | Action::Overwritten | Action::Unchanged))
+            .count() as u64
+    };
+    let (n_files, n_other) = (counted(&|k| k == "file"), counted(&|k| k != "file" && k != "dir"));
+    if options.dry_run {
+        let mut errors = restorer.errors.into_inner().expect("errors lock");
+        errors.sort_by(|a, b| a.0.cmp(&b.0));
+        return Ok(RestoreResult {
+            files: n_files,
+            dirs: plan.dirs.len() as u64 - 1,
+            other: n_other,
+            bytes: 0,
+            errors,
+            damaged: Vec::new(),
+            entries,
+            safety_snapshot: None,
+            dry_run: true,
+            verified: 0,
+        });
+    }
+
+    let safety_snapshot = match safety {
+        Some(take) if !plan.safety_paths.is_empty() => Some(take(&plan.safety_paths)?),
+        _ => None,
+    };
+
+    // Carry the plan out. Directory descriptors opened while planning are
+    // dropped: every directory is opened again as it is created.
+    restorer.dir_fds.reset();
+    restorer.make_dirs(&mut plan);
+    for (path, message) in std::mem::take(&mut plan.conflicts) {
+        restorer.error(&path, message);
+    }
+    restorer.remove_leftovers(&plan);
+    let specials = restorer.make_specials(&plan);
+    let total: u64 = plan
+        .files
+        .iter()
+        .filter(|f| f.keep.is_none())
+        .map(|f| f.node.size)
+        .sum();
     progress.event(Event::Total {
         bytes: total,
-        items: plan.files.len() as u64,
+        items: plan.files.iter().filter(|f| f.keep.is_none()).count() as u64,
     });
 
     let files = FileSlots {
@@ -488,10 +793,15 @@ pub fn restore(
             .files
             .iter()
             .map(|f| {
+                let failed = plan.dirs[f.dir].failed;
                 Mutex::new(FileSlot {
-                    handle: Handle::New,
-                    remaining: f.writes,
-                    id: None,
+                    handle: match (failed, f.keep) {
+                        (true, _) => Handle::Failed,
+                        (false, Some(_)) => Handle::Closed,
+                        (false, None) => Handle::New,
+                    },
+                    remaining: if f.keep.is_some() || failed { 0 } else { f.writes },
+                    id: f.keep,
                     damaged: f.incomplete,
                 })
             })
@@ -499,19 +809,32 @@ pub fn restore(
         open: AtomicUsize::new(0),
         budget: open_file_budget(),
     };
-    pool.install(|| restorer.write_content(&plan, &files))?;
-    let damaged = pool.install(|| restorer.finish(&plan, &files, chown));
+    if let Err(e) = pool.install(|| restorer.write_content(&plan, &files)) {
+        restorer.discard_temps(&plan, &files);
+        return Err(e);
+    }
+    restorer.delete(&plan);
+    let verified = if options.verify {
+        pool.install(|| restorer.verify(&plan, &files))
+    } else {
+        0
+    };
+    let damaged = pool.install(|| restorer.finish(&plan, &files, &specials, chown));
 
     let mut errors = restorer.errors.into_inner().expect("errors lock");
     errors.sort_by(|a, b| a.0.cmp(&b.0));
     errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     Ok(RestoreResult {
-        files: (plan.files.len() + plan.links.len()) as u64,
+        files: n_files,
         dirs: plan.dirs.len() as u64 - 1,
-        other: (plan.symlinks.len() + plan.specials.len()) as u64,
+        other: n_other,
         bytes: restorer.bytes.load(Ordering::Relaxed),
         errors,
         damaged,
+        entries,
+        safety_snapshot,
+        dry_run: false,
+        verified,
     })
 }
 
@@ -567,9 +890,10 @@ impl Restorer<'_> {
                     source.pop();
                 }
                 // A directory that only mattered if something below it was
-                // selected, and nothing was: it was never created.
-                if done.dir != 0 && plan.dirs[done.dir].id.is_none() {
+                // selected, and nothing was: it is not created.
+                if done.dir != 0 && !plan.dirs[done.dir].needed {
                     plan.dirs.truncate(done.dir);
+                    self.dir_fds.forget_from(done.dir);
                 }
                 continue;
             };
@@ -628,27 +952,14 @@ impl Restorer<'_> {
         }
     }
 
-    /// Creates directory `index` and those above it that the plan left for
-    /// later (not selected by an include pattern themselves). False if one
-    /// cannot be created (reported once).
-    fn ensure_dir(&self, plan: &mut Plan, index: usize) -> bool {
-        let mut chain = Vec::new();
+    /// Marks directory `index` and those above it that the plan left for
+    /// later (not selected by an include pattern themselves) as needed.
+    fn ensure_dir(&self, plan: &mut Plan, index: usize) {
         let mut at = index;
-        while plan.dirs[at].id.is_none() {
-            if plan.dirs[at].failed {
-                return false;
-            }
-            chain.push(at);
+        while !plan.dirs[at].needed {
+            plan.dirs[at].needed = true;
             at = plan.dirs[at].parent;
         }
-        for &i in chain.iter().rev() {
-            if let Err(e) = self.make_dir(plan, i) {
-                self.error(&self.dir_path(&plan.dirs, i), format!("cannot create directory: {e}"));
-                plan.dirs[i].failed = true;
-                return false;
-            }
-        }
-        true
     }
 
     fn make_dir(&self, plan: &mut Plan, index: usize) -> std::io::Result<()> {
@@ -657,6 +968,408 @@ impl Restorer<'_> {
         plan.dirs[index].id = Some(file_id(&rustix::fs::fstat(&fd)?));
         self.dir_fds.insert(index, fd);
         Ok(())
+    }
+
+    /// Creates (or opens) the planned directories, parents first. Below one
+    /// that cannot be created (reported once) nothing is restored.
+    fn make_dirs(&self, plan: &mut Plan) {
+        for index in 1..plan.dirs.len() {
+            if plan.dirs[plan.dirs[index].parent].failed {
+                plan.dirs[index].failed = true;
+                continue;
+            }
+            if let Err(e) = self.make_dir(plan, index) {
+                self.error(
+                    &self.dir_path(&plan.dirs, index),
+                    format!("cannot create directory: {e}"),
+                );
+                plan.dirs[index].failed = true;
+            }
+        }
+    }
+
+    /// What is at `name` in planned directory `dir` now: `Ok(None)` when
+    /// nothing is (or the directory does not exist yet). An error is
+    /// reported, and the entry is left out of the plan.
+    fn existing(&self, plan: &Plan, dir: usize, name: &[u8]) -> std::result::Result<Option<rustix::fs::Stat>, ()> {
+        if plan.dirs[dir].id.is_none() {
+            return Ok(None);
+        }
+        let found = self.dir_fds.get(&plan.dirs, dir).and_then(|fd| {
+            match rustix::fs::statat(fd.as_fd(), OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(Some(st)),
+                Err(Errno::NOENT) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        });
+        found.map_err(|e| {
+            self.error(
+                &self.entry_path(&plan.dirs, dir, name),
+                format!("cannot look at what the target holds there: {e}"),
+            )
+        })
+    }
+
+    /// What happens to `node` given what the target holds at its name;
+    /// `same` says whether that already is what the snapshot holds.
+    fn decide(&self, node: &Node, existing: Option<&rustix::fs::Stat>, same: impl FnOnce() -> bool) -> Action {
+        let Some(st) = existing else {
+            return Action::New;
+        };
+        if is_dir(st) {
+            return Action::Conflict;
+        }
+        match self.overwrite {
+            Overwrite::Always => Action::Overwritten,
+            Overwrite::Never => Action::Skipped,
+            Overwrite::IfNewer if node.mtime_ns > mtime_ns(st) => Action::Overwritten,
+            Overwrite::IfNewer => Action::Skipped,
+            Overwrite::IfChanged if same() => Action::Unchanged,
+            Overwrite::IfChanged => Action::Overwritten,
+        }
+    }
+
+    /// Records `action` for entry `name` of `dir` (`existing` there) and,
+    /// for what it replaces, its path for the safety snapshot: what is
+    /// overwritten, and what is unchanged but gets another mode or mtime
+    /// (so that restoring the safety snapshot sets those back too).
+    fn note(
+        &self,
+        plan: &mut Plan,
+        dir: usize,
+        name: &[u8],
+        node: &Node,
+        existing: Option<&rustix::fs::Stat>,
+        action: Action,
+    ) {
+        let path = self.entry_path(&plan.dirs, dir, name);
+        let retimed = existing.is_some_and(|st| mtime_ns(st) != node.mtime_ns || mode_bits(st) != node.mode);
+        if action == Action::Overwritten || (action == Action::Unchanged && retimed) {
+            plan.safety_paths.push(path.clone());
+        }
+        if action == Action::Conflict {
+            let message = if node.kind == NodeKind::Dir {
+                "cannot create directory: exists and is not a directory"
+            } else {
+                "not restored: a directory is in the way"
+            };
+            plan.conflicts.push((path.clone(), message.into()));
+        }
+        plan.entries.push(PlanEntry {
+            path,
+            kind: kind_name(node.kind),
+            action,
+            size: if node.kind == NodeKind::File { node.size } else { 0 },
+        });
+    }
+
+    /// A fresh temporary name for an entry written and renamed into place.
+    fn temp_name(&self, plan: &mut Plan) -> Vec<u8> {
+        plan.temps += 1;
+        let mut name = TEMP_PREFIX.to_vec();
+        name.extend_from_slice(format!("{}-{}", std::process::id(), plan.temps).as_bytes());
+        name
+    }
+
+    /// True if the existing regular file `name` of `dir` (`st`) holds
+    /// exactly `node`'s content: cut with the repository's chunker, as a
+    /// backup would, every piece has the blob id the snapshot lists.
+    fn content_matches(&self, plan: &Plan, dir: usize, name: &[u8], st: &rustix::fs::Stat, node: &Node) -> bool {
+        if !is_file(st) || st.st_size as u64 != node.size {
+            return false;
+        }
+        let matches = || -> std::io::Result<bool> {
+            let fd = self.dir_fds.get(&plan.dirs, dir)?;
+            let file = reopen_at(fd.as_fd(), name, file_id(st), OFlags::RDONLY)?;
+            let mut chunks = self.repo.chunker().chunks(file, Some(node.size));
+            let mut expected = node.content.iter();
+            while let Some(chunk) = chunks.next_chunk()? {
+                if expected.next() != Some(&self.repo.crypto().blob_id(chunk)) {
+                    return Ok(false);
+                }
+            }
+            Ok(expected.next().is_none())
+        };
+        // Unreadable: not known to match, so it is replaced (and the safety
+        // snapshot, which cannot read it either, fails first).
+        matches().unwrap_or(false)
+    }
+
+    /// Goes through the existing directory `dir` (holding `tree`'s entries,
+    /// at snapshot path `source`): notes leftovers of a killed restore, and
+    /// with `delete` (and `delete_here`: the directory is restored as a
+    /// whole) every entry the tree does not have.
+    fn scan(&self, plan: &mut Plan, dir: usize, tree: &Tree, source: &Path, delete_here: bool) {
+        if plan.dirs[dir].id.is_none() {
+            return;
+        }
+        let listed = self.dir_fds.get(&plan.dirs, dir).and_then(|fd| {
+            let mut names = Vec::new();
+            for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+                let name = entry?.file_name().to_bytes().to_vec();
+                if name != b"." && name != b".." {
+                    names.push(name);
+                }
+            }
+            Ok(names)
+        });
+        let names = match listed {
+            Ok(names) => names,
+            Err(e) => {
+                self.error(&self.dir_path(&plan.dirs, dir), format!("cannot list directory: {e}"));
+                return;
+            }
+        };
+        let mut names: Vec<Vec<u8>> = names.into_iter().filter(|n| tree.find(n).is_none()).collect();
+        names.sort();
+        for name in names {
+            if name.starts_with(TEMP_PREFIX) {
+                plan.leftovers.push((dir, name));
+                continue;
+            }
+            if !(self.delete && delete_here) {
+                continue;
+            }
+            let Ok(Some(st)) = self.existing(plan, dir, &name) else {
+                continue;
+            };
+            let path = source.join(OsStr::from_bytes(&name));
+            if self.excludes.matched(&path, is_dir(&st)).is_ignore() {
+                continue;
+            }
+            self.plan_deletion(plan, dir, name, st);
+        }
+    }
+
+    /// Plans removing entry `name` of `dir` (`st`) and everything below it.
+    fn plan_deletion(&self, plan: &mut Plan, dir: usize, name: Vec<u8>, st: rustix::fs::Stat) {
+        plan.safety_paths.push(self.entry_path(&plan.dirs, dir, &name));
+        let mut stack = vec![(vec![name], st)];
+        while let Some((rel, st)) = stack.pop() {
+            let path = self.entry_path(&plan.dirs, dir, &rel.join(&b'/'));
+            let is_dir = is_dir(&st);
+            plan.deletions.push(Deletion {
+                dir,
+                rel: rel.clone(),
+                id: file_id(&st),
+                is_dir,
+            });
+            plan.entries.push(PlanEntry {
+                path: path.clone(),
+                kind: stat_kind(&st),
+                action: Action::Deleted,
+                size: if is_file(&st) { st.st_size as u64 } else { 0 },
+            });
+            if !is_dir {
+                continue;
+            }
+            let children = self.open_rel(plan, dir, &rel, file_id(&st)).and_then(|fd| {
+                let mut out = Vec::new();
+                for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+                    let name = entry?.file_name().to_bytes().to_vec();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    let st = rustix::fs::statat(fd.as_fd(), OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)?;
+                    out.push((name, st));
+                }
+                Ok(out)
+            });
+            match children {
+                Ok(mut children) => {
+                    children.sort_by(|a, b| b.0.cmp(&a.0));
+                    for (name, st) in children {
+                        let mut rel = rel.clone();
+                        rel.push(name);
+                        stack.push((rel, st));
+                    }
+                }
+                // Left in place: removing the directory fails as it is not
+                // empty, and says so.
+                Err(e) => self.error(&path, format!("cannot list directory: {e}")),
+            }
+        }
+    }
+
+    /// Opens directory `rel` below planned directory `dir`, one name at a
+    /// time, never through a symlink, checking it is `id`.
+    fn open_rel(&self, plan: &Plan, dir: usize, rel: &[Vec<u8>], id: FileId) -> std::io::Result<OwnedFd> {
+        let base = self.dir_fds.get(&plan.dirs, dir)?;
+        let mut fd = open_dir_at(base.as_fd(), &rel[0])?;
+        for name in &rel[1..] {
+            fd = open_dir_at(fd.as_fd(), name)?;
+        }
+        if file_id(&rustix::fs::fstat(&fd)?) != id {
+            return Err(replaced());
+        }
+        Ok(fd)
+    }
+
+    /// Removes what `delete` planned, children first, each only if it is
+    /// still what the plan saw.
+    fn delete(&self, plan: &Plan) {
+        for d in plan.deletions.iter().rev() {
+            if plan.dirs[d.dir].failed {
+                continue;
+            }
+            let (last, parents) = d.rel.split_last().expect("a deletion has a name");
+            let removed = (|| -> std::io::Result<()> {
+                let parent = match parents {
+                    [] => (*self.dir_fds.get(&plan.dirs, d.dir)?).try_clone()?,
+                    _ => {
+                        let base = self.dir_fds.get(&plan.dirs, d.dir)?;
+                        let mut fd = open_dir_at(base.as_fd(), &parents[0])?;
+                        for name in &parents[1..] {
+                            fd = open_dir_at(fd.as_fd(), name)?;
+                        }
+                        fd
+                    }
+                };
+                let st = rustix::fs::statat(&parent, OsStr::from_bytes(last), AtFlags::SYMLINK_NOFOLLOW)?;
+                if file_id(&st) != d.id {
+                    return Err(replaced());
+                }
+                let flags = if d.is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+                rustix::fs::unlinkat(&parent, OsStr::from_bytes(last), flags)?;
+                Ok(())
+            })();
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {}
+                Err(e) => self.error(
+                    &self.entry_path(&plan.dirs, d.dir, &d.rel.join(&b'/')),
+                    format!("cannot delete: {e}"),
+                ),
+            }
+        }
+    }
+
+    /// Removes the temporary files a killed restore left (regular files
+    /// only: that is all restore leaves).
+    fn remove_leftovers(&self, plan: &Plan) {
+        for (dir, name) in &plan.leftovers {
+            if plan.dirs[*dir].failed {
+                continue;
+            }
+            let removed = self.dir_fds.get(&plan.dirs, *dir).and_then(|fd| {
+                let st = rustix::fs::statat(fd.as_fd(), OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+                if is_file(&st) {
+                    rustix::fs::unlinkat(fd.as_fd(), OsStr::from_bytes(name), AtFlags::empty())?;
+                }
+                Ok(())
+            });
+            if let Err(e) = removed {
+                self.error(
+                    &self.entry_path(&plan.dirs, *dir, name),
+                    format!("cannot remove what an interrupted restore left: {e}"),
+                );
+            }
+        }
+    }
+
+    /// Creates the planned fifos, devices and sockets, each under a
+    /// temporary name renamed into place. What was created, per entry.
+    fn make_specials(&self, plan: &Plan) -> Vec<Option<FileId>> {
+        let mut temps = 0u64;
+        plan.specials
+            .iter()
+            .map(|entry| {
+                if plan.dirs[entry.dir].failed {
+                    return None;
+                }
+                if entry.keep.is_some() {
+                    return entry.keep;
+                }
+                temps += 1;
+                let temp = [TEMP_PREFIX, format!("{}-s{temps}", std::process::id()).as_bytes()].concat();
+                let made = self.dir_fds.get(&plan.dirs, entry.dir).and_then(|dir| {
+                    remove_non_dir(dir.as_fd(), &temp)?;
+                    fsmeta::make_special(dir.as_fd(), &temp, &entry.node)?;
+                    let st = rustix::fs::statat(dir.as_fd(), OsStr::from_bytes(&temp), AtFlags::SYMLINK_NOFOLLOW)?;
+                    rename_into_place(dir.as_fd(), &temp, &entry.name).inspect_err(|_| {
+                        let _ = unlink_if(dir.as_fd(), &temp, file_id(&st));
+                    })?;
+                    Ok(file_id(&st))
+                });
+                match made {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        let path = self.entry_path(&plan.dirs, entry.dir, &entry.name);
+                        self.error(&path, format!("cannot create {:?}: {e}", entry.node.kind));
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// After an interruption: the temporary files written so far go.
+    fn discard_temps(&self, plan: &Plan, files: &FileSlots) {
+        for (index, file) in plan.files.iter().enumerate() {
+            let id = {
+                let mut slot = files.slots[index].lock().expect("file slot lock");
+                slot.handle = Handle::Closed;
+                slot.id
+            };
+            if let (None, Some(id)) = (file.keep, id) {
+                if let Ok(dir) = self.dir_fds.get(&plan.dirs, file.dir) {
+                    let _ = unlink_if(dir.as_fd(), &file.temp, id);
+                }
+            }
+        }
+    }
+
+    /// `verify`: reads every written file back, blob by blob, and checks
+    /// each piece against its id; a file that fails is damaged (renamed
+    /// `NAME.damaged`, never into place). The number of files checked.
+    fn verify(&self, plan: &Plan, files: &FileSlots) -> u64 {
+        let checked = AtomicU64::new(0);
+        plan.files.par_iter().enumerate().for_each(|(index, file)| {
+            let (id, damaged, failed) = {
+                let slot = files.slots[index].lock().expect("file slot lock");
+                (slot.id, slot.damaged, matches!(slot.handle, Handle::Failed))
+            };
+            let Some(id) = id else { return };
+            if file.keep.is_some() || damaged || failed {
+                return;
+            }
+            let result = (|| -> std::io::Result<Option<u64>> {
+                let dir = self.dir_fds.get(&plan.dirs, file.dir)?;
+                let handle = reopen_at(dir.as_fd(), &file.temp, id, OFlags::RDONLY)?;
+                let mut offset = 0u64;
+                let mut buf = Vec::new();
+                for blob in &file.node.content {
+                    let Some(planned) = plan.blobs.get(blob) else {
+                        return Ok(Some(offset));
+                    };
+                    buf.resize(planned.location.entry.raw_length as usize, 0);
+                    handle.read_exact_at(&mut buf, offset)?;
+                    if self.repo.crypto().blob_id(&buf) != *blob {
+                        return Ok(Some(offset));
+                    }
+                    offset += buf.len() as u64;
+                }
+                Ok(None)
+            })();
+            let path = self.file_path(plan, index);
+            match result {
+                Ok(None) => {
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(offset)) => {
+                    self.error(
+                        &path,
+                        format!("verification failed: what was written at offset {offset} does not match the snapshot"),
+                    );
+                    files.damaged(index);
+                }
+                Err(e) => {
+                    self.error(&path, format!("verification failed: cannot read it back: {e}"));
+                    files.damaged(index);
+                }
+            }
+        });
+        checked.into_inner()
     }
 
     /// Plans `node`, found at snapshot path `source`, as entry of directory
@@ -673,14 +1386,14 @@ impl Restorer<'_> {
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let is_dir = node.kind == NodeKind::Dir;
-        if self.excludes.matched(source, is_dir).is_ignore() {
+        let is_dir_node = node.kind == NodeKind::Dir;
+        if self.excludes.matched(source, is_dir_node).is_ignore() {
             return Ok(None);
         }
         let selected = selected
             || match &self.includes {
                 None => true,
-                Some(includes) => includes.matched(source, is_dir).is_ignore(),
+                Some(includes) => includes.matched(source, is_dir_node).is_ignore(),
             };
         if node.kind == NodeKind::Dir {
             let subtree = node.subtree.expect("decode checked: directories have subtrees");
@@ -694,27 +1407,32 @@ impl Restorer<'_> {
             };
             // Not selected itself: created only once something below is.
             let now = selected || self.includes.is_none();
-            if now && !self.ensure_dir(plan, parent) {
+            let Ok(existing) = self.existing(plan, parent, &node.name) else {
                 return Ok(None);
+            };
+            if let Some(st) = &existing {
+                if !is_dir(st) {
+                    if now {
+                        self.ensure_dir(plan, parent);
+                        self.note(plan, parent, &node.name.clone(), &node, None, Action::Conflict);
+                    }
+                    return Ok(None);
+                }
+            }
+            if now {
+                self.ensure_dir(plan, parent);
             }
             let index = plan.dirs.len();
             plan.dirs.push(PlannedDir {
                 parent,
                 name: node.name.clone(),
                 node: Some(node),
-                id: None,
+                id: existing.as_ref().map(file_id),
                 failed: false,
+                needed: now,
+                existed: existing.is_some(),
             });
-            if now {
-                if let Err(e) = self.make_dir(plan, index) {
-                    self.error(
-                        &self.dir_path(&plan.dirs, index),
-                        format!("cannot create directory: {e}"),
-                    );
-                    plan.dirs.truncate(index);
-                    return Ok(None);
-                }
-            }
+            self.scan(plan, index, &tree, source, now);
             return Ok(Some(Frame {
                 dir: index,
                 nodes: tree.nodes.into_iter(),
@@ -722,53 +1440,107 @@ impl Restorer<'_> {
                 pushed: false,
             }));
         }
-        if !selected || !self.ensure_dir(plan, parent) {
+        if !selected {
             return Ok(None);
         }
+        self.ensure_dir(plan, parent);
+        let Ok(existing) = self.existing(plan, parent, &node.name) else {
+            return Ok(None);
+        };
+        let name = node.name.clone();
         match node.kind {
             NodeKind::Dir => unreachable!("handled above"),
-            NodeKind::File => self.plan_file(plan, parent, node),
-            NodeKind::Symlink => plan.symlinks.push(PlannedEntry {
-                dir: parent,
-                name: node.name.clone(),
-                node,
-            }),
+            NodeKind::File => self.plan_file(plan, parent, node, existing),
             _ => {
-                let path = || self.entry_path(&plan.dirs, parent, &node.name);
-                let made = self.dir_fds.get(&plan.dirs, parent).and_then(|dir| {
-                    remove_non_dir(dir.as_fd(), &node.name)?;
-                    fsmeta::make_special(dir.as_fd(), &node.name, &node)?;
-                    let st = rustix::fs::statat(dir.as_fd(), OsStr::from_bytes(&node.name), AtFlags::SYMLINK_NOFOLLOW)?;
-                    Ok(file_id(&st))
+                let action = self.decide(&node, existing.as_ref(), || {
+                    let st = existing.as_ref().expect("decide asks only about an existing entry");
+                    self.same_entry(plan, parent, &name, st, &node)
                 });
-                match made {
-                    Ok(id) => plan.specials.push((
-                        PlannedEntry {
-                            dir: parent,
-                            name: node.name.clone(),
-                            node,
-                        },
-                        id,
-                    )),
-                    Err(e) => self.error(&path(), format!("cannot create {:?}: {e}", node.kind)),
+                self.note(plan, parent, &name, &node, existing.as_ref(), action);
+                let keep = match action {
+                    Action::Unchanged | Action::Skipped => existing.as_ref().map(file_id),
+                    Action::Conflict => return Ok(None),
+                    _ => None,
+                };
+                let entry = PlannedEntry {
+                    dir: parent,
+                    name,
+                    node,
+                    keep,
+                    meta: action != Action::Skipped,
+                };
+                if entry.node.kind == NodeKind::Symlink {
+                    plan.symlinks.push(entry);
+                } else {
+                    plan.specials.push(entry);
                 }
             }
         }
         Ok(None)
     }
 
-    fn plan_file(&self, plan: &mut Plan, dir: usize, node: Node) {
+    /// True if the existing `st` at `name` is the symlink or special file
+    /// `node` describes (its metadata aside).
+    fn same_entry(&self, plan: &Plan, dir: usize, name: &[u8], st: &rustix::fs::Stat, node: &Node) -> bool {
+        if stat_kind(st) != kind_name(node.kind) {
+            return false;
+        }
+        match node.kind {
+            NodeKind::Symlink => self
+                .dir_fds
+                .get(&plan.dirs, dir)
+                .ok()
+                .and_then(|fd| rustix::fs::readlinkat(fd.as_fd(), OsStr::from_bytes(name), Vec::new()).ok())
+                .is_some_and(|target| target.as_bytes() == node.link_target.as_slice()),
+            NodeKind::CharDevice | NodeKind::BlockDevice => rdev(st) == node.rdev,
+            _ => true,
+        }
+    }
+
+    fn plan_file(&self, plan: &mut Plan, dir: usize, node: Node, existing: Option<rustix::fs::Stat>) {
         if node.links > 1 {
             let key = (node.device, node.inode);
             if let Some(&first) = plan.first_links.get(&key) {
-                plan.links.push(PlannedLink {
-                    dir,
-                    name: node.name,
-                    first,
+                let first_keep = plan.files[first].keep;
+                // The name already is a link of the file kept under the first.
+                let action = self.decide(&node, existing.as_ref(), || {
+                    existing.as_ref().map(file_id).is_some() && existing.as_ref().map(file_id) == first_keep
                 });
+                self.note(plan, dir, &node.name, &node, existing.as_ref(), action);
+                if action != Action::Conflict {
+                    plan.links.push(PlannedLink {
+                        dir,
+                        name: node.name,
+                        first,
+                        keep: matches!(action, Action::Unchanged | Action::Skipped),
+                    });
+                }
                 return;
             }
-            plan.first_links.insert(key, plan.files.len());
+        }
+        let action = self.decide(&node, existing.as_ref(), || {
+            let st = existing.as_ref().expect("decide asks only about an existing entry");
+            self.content_matches(plan, dir, &node.name, st, &node)
+        });
+        self.note(plan, dir, &node.name, &node, existing.as_ref(), action);
+        if action == Action::Conflict {
+            return;
+        }
+        if node.links > 1 {
+            plan.first_links.insert((node.device, node.inode), plan.files.len());
+        }
+        if matches!(action, Action::Unchanged | Action::Skipped) {
+            plan.files.push(PlannedFile {
+                dir,
+                name: node.name.clone(),
+                node,
+                writes: 0,
+                incomplete: false,
+                temp: Vec::new(),
+                keep: existing.as_ref().map(file_id),
+                meta: action == Action::Unchanged,
+            });
+            return;
         }
         let file = plan.files.len();
         let mut offset = 0u64;
@@ -806,12 +1578,16 @@ impl Restorer<'_> {
             );
             incomplete = true;
         }
+        let temp = self.temp_name(plan);
         plan.files.push(PlannedFile {
             dir,
             name: node.name.clone(),
             node,
             writes,
             incomplete,
+            temp,
+            keep: None,
+            meta: true,
         });
     }
 
@@ -855,7 +1631,7 @@ impl Restorer<'_> {
     fn create_file(&self, plan: &Plan, index: usize) -> std::io::Result<(File, FileId)> {
         let file = &plan.files[index];
         let dir = self.dir_fds.get(&plan.dirs, file.dir)?;
-        create_file_at(dir.as_fd(), &file.name, file.node.size)
+        create_file_at(dir.as_fd(), &file.temp, file.node.size)
     }
 
     fn restore_range(&self, plan: &Plan, files: &FileSlots, pack: &PackId, blobs: &[&BlobLocation]) {
@@ -924,7 +1700,7 @@ impl Restorer<'_> {
                 let id = slot.id.expect("a created file has its id");
                 self.dir_fds
                     .get(&plan.dirs, file.dir)
-                    .and_then(|dir| reopen_at(dir.as_fd(), &file.name, id, OFlags::WRONLY))
+                    .and_then(|dir| reopen_at(dir.as_fd(), &file.temp, id, OFlags::WRONLY))
                     .map(|file| (file, id))
             }
             Handle::New => self.create_file(plan, index),
@@ -963,7 +1739,7 @@ impl Restorer<'_> {
 
     /// Phase 3: damaged files out of the way, links, symlinks and metadata.
     /// Returns where the damaged files are.
-    fn finish(&self, plan: &Plan, files: &FileSlots, chown: bool) -> Vec<PathBuf> {
+    fn finish(&self, plan: &Plan, files: &FileSlots, specials: &[Option<FileId>], chown: bool) -> Vec<PathBuf> {
         // The name each file has now: `None` if it was not restored.
         let mut damaged_paths = Vec::new();
         let mut names: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.files.len());
@@ -976,27 +1752,45 @@ impl Restorer<'_> {
                 names.push(None);
                 continue;
             }
-            if !slot.damaged {
+            if file.keep.is_some() {
                 names.push(Some(file.name.clone()));
                 continue;
             }
-            // Never left under its own name, where it would pass for the
-            // original: zero-filled where content is lost.
+            let id = slot.id.expect("a created file has its id");
             let path = self.file_path(plan, index);
+            if !slot.damaged {
+                // Written in full under its temporary name: into place in one
+                // step, so the name holds the old file or the new, never part.
+                let moved = self.dir_fds.get(&plan.dirs, file.dir).and_then(|dir| {
+                    let moved = check_id(dir.as_fd(), &file.temp, id)
+                        .and_then(|()| rename_into_place(dir.as_fd(), &file.temp, &file.name));
+                    if moved.is_err() {
+                        let _ = unlink_if(dir.as_fd(), &file.temp, id);
+                    }
+                    moved
+                });
+                match moved {
+                    Ok(()) => names.push(Some(file.name.clone())),
+                    Err(e) => {
+                        self.error(&path, format!("cannot put the restored file in place: {e}"));
+                        names.push(None);
+                    }
+                }
+                continue;
+            }
+            // Never left under its own name, where it would pass for the
+            // original: zero-filled where content is lost. What was there
+            // stays.
             let damaged = damaged_name(&file.name);
             let moved = self.dir_fds.get(&plan.dirs, file.dir).and_then(|dir| {
-                let renamed = rustix::fs::renameat(
-                    dir.as_fd(),
-                    OsStr::from_bytes(&file.name),
-                    dir.as_fd(),
-                    OsStr::from_bytes(&damaged),
-                );
+                let renamed = check_id(dir.as_fd(), &file.temp, id)
+                    .and_then(|()| rename_into_place(dir.as_fd(), &file.temp, &damaged));
                 if renamed.is_err() {
                     // Not even a damaged copy, then (a name too long for the
                     // suffix, a directory in the way).
-                    let _ = rustix::fs::unlinkat(dir.as_fd(), OsStr::from_bytes(&file.name), AtFlags::empty());
+                    let _ = unlink_if(dir.as_fd(), &file.temp, id);
                 }
-                Ok(renamed?)
+                renamed
             });
             match moved {
                 Ok(()) => {
@@ -1022,7 +1816,11 @@ impl Restorer<'_> {
         let damaged_of = |index: usize| files.slots[index].lock().expect("file slot lock").damaged;
 
         let mut linked = 0;
+        let mut link_temps = 0u64;
         for link in &plan.links {
+            if plan.dirs[link.dir].failed || link.keep {
+                continue;
+            }
             let path = self.entry_path(&plan.dirs, link.dir, &link.name);
             let first_path = self.file_path(plan, link.first);
             let Some(first_name) = &names[link.first] else {
@@ -1043,23 +1841,27 @@ impl Restorer<'_> {
             };
             let first = &plan.files[link.first];
             let id = files.slots[link.first].lock().expect("file slot lock").id;
+            link_temps += 1;
+            let temp = [TEMP_PREFIX, format!("{}-l{link_temps}", std::process::id()).as_bytes()].concat();
             let made = self.dir_fds.get(&plan.dirs, first.dir).and_then(|from| {
                 let to = self.dir_fds.get(&plan.dirs, link.dir)?;
-                remove_non_dir(to.as_fd(), &name)?;
+                remove_non_dir(to.as_fd(), &temp)?;
                 rustix::fs::linkat(
                     from.as_fd(),
                     OsStr::from_bytes(first_name),
                     to.as_fd(),
-                    OsStr::from_bytes(&name),
+                    OsStr::from_bytes(&temp),
                     AtFlags::empty(),
                 )?;
                 // The first name could have been swapped for another file.
-                let st = rustix::fs::statat(to.as_fd(), OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)?;
+                let st = rustix::fs::statat(to.as_fd(), OsStr::from_bytes(&temp), AtFlags::SYMLINK_NOFOLLOW)?;
                 if Some(file_id(&st)) != id {
-                    let _ = rustix::fs::unlinkat(to.as_fd(), OsStr::from_bytes(&name), AtFlags::empty());
+                    let _ = rustix::fs::unlinkat(to.as_fd(), OsStr::from_bytes(&temp), AtFlags::empty());
                     return Err(replaced());
                 }
-                Ok(())
+                rename_into_place(to.as_fd(), &temp, &name).inspect_err(|_| {
+                    let _ = rustix::fs::unlinkat(to.as_fd(), OsStr::from_bytes(&temp), AtFlags::empty());
+                })
             });
             match made {
                 Err(e) => self.error(&path, format!("cannot link to {}: {e}", first_path.display())),
@@ -1083,15 +1885,25 @@ impl Restorer<'_> {
         let symlinks_made: Vec<bool> = plan
             .symlinks
             .iter()
-            .map(|entry| {
+            .enumerate()
+            .map(|(i, entry)| {
+                if plan.dirs[entry.dir].failed {
+                    return false;
+                }
+                if entry.keep.is_some() {
+                    return entry.meta;
+                }
+                let temp = [TEMP_PREFIX, format!("{}-y{i}", std::process::id()).as_bytes()].concat();
                 let made = self.dir_fds.get(&plan.dirs, entry.dir).and_then(|dir| {
-                    remove_non_dir(dir.as_fd(), &entry.name)?;
+                    remove_non_dir(dir.as_fd(), &temp)?;
                     rustix::fs::symlinkat(
                         OsStr::from_bytes(&entry.node.link_target),
                         dir.as_fd(),
-                        OsStr::from_bytes(&entry.name),
+                        OsStr::from_bytes(&temp),
                     )?;
-                    Ok(())
+                    rename_into_place(dir.as_fd(), &temp, &entry.name).inspect_err(|_| {
+                        let _ = rustix::fs::unlinkat(dir.as_fd(), OsStr::from_bytes(&temp), AtFlags::empty());
+                    })
                 });
                 if let Err(e) = &made {
                     let path = self.entry_path(&plan.dirs, entry.dir, &entry.name);
@@ -1116,6 +1928,9 @@ impl Restorer<'_> {
             let Some(name) = &names[index] else {
                 return;
             };
+            if !file.meta {
+                return;
+            }
             let (id, damaged) = {
                 let slot = files.slots[index].lock().expect("file slot lock");
                 (slot.id.expect("a restored file has its id"), slot.damaged)
@@ -1149,12 +1964,15 @@ impl Restorer<'_> {
                 Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
             }
         }
-        for (entry, id) in &plan.specials {
+        for (entry, id) in plan.specials.iter().zip(specials) {
+            let Some(id) = id.filter(|_| entry.meta) else {
+                continue;
+            };
             let path = || self.entry_path(&plan.dirs, entry.dir, &entry.name);
             let opened = self
                 .dir_fds
                 .get(&plan.dirs, entry.dir)
-                .and_then(|dir| reopen_at(dir.as_fd(), &entry.name, *id, OFlags::PATH));
+                .and_then(|dir| reopen_at(dir.as_fd(), &entry.name, id, OFlags::PATH));
             match opened {
                 Ok(fd) => report(
                     &path,
@@ -1168,6 +1986,9 @@ impl Restorer<'_> {
             let Some(node) = &dir.node else {
                 continue;
             };
+            if dir.failed {
+                continue;
+            }
             let path = || self.dir_path(&plan.dirs, index);
             match self.dir_fds.get(&plan.dirs, index) {
                 Ok(fd) => report(&path, node, fsmeta::apply_metadata_fd(fd.as_fd(), node, apply)),
@@ -1339,6 +2160,92 @@ fn reopen_at(dir: BorrowedFd<'_>, name: &[u8], id: FileId, flags: OFlags) -> std
         return Err(replaced());
     }
     Ok(File::from(fd))
+}
+
+/// Renames `from` to `to` in `dir`, replacing a file or symlink at `to` (the
+/// symlink itself, never what it points to) in one step; a directory there
+/// stays, and is an error.
+fn rename_into_place(dir: BorrowedFd<'_>, from: &[u8], to: &[u8]) -> std::io::Result<()> {
+    match rustix::fs::renameat(dir, OsStr::from_bytes(from), dir, OsStr::from_bytes(to)) {
+        Ok(()) => Ok(()),
+        Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "a directory is in the way",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fails unless entry `name` of `dir` is still `id` (not followed).
+fn check_id(dir: BorrowedFd<'_>, name: &[u8], id: FileId) -> std::io::Result<()> {
+    let st = rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)?;
+    if file_id(&st) != id {
+        return Err(replaced());
+    }
+    Ok(())
+}
+
+/// Removes entry `name` of `dir` if it still is `id`.
+fn unlink_if(dir: BorrowedFd<'_>, name: &[u8], id: FileId) -> std::io::Result<()> {
+    check_id(dir, name, id)?;
+    Ok(rustix::fs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty())?)
+}
+
+fn file_type(st: &rustix::fs::Stat) -> rustix::fs::FileType {
+    rustix::fs::FileType::from_raw_mode(st.st_mode as _)
+}
+
+fn is_dir(st: &rustix::fs::Stat) -> bool {
+    file_type(st) == rustix::fs::FileType::Directory
+}
+
+fn is_file(st: &rustix::fs::Stat) -> bool {
+    file_type(st) == rustix::fs::FileType::RegularFile
+}
+
+// `stat` field types differ between targets: the casts are not all no-ops.
+#[allow(clippy::unnecessary_cast)]
+fn mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    (st.st_mtime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn mode_bits(st: &rustix::fs::Stat) -> u32 {
+    st.st_mode as u32 & 0o7777
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn rdev(st: &rustix::fs::Stat) -> u64 {
+    st.st_rdev as u64
+}
+
+/// The kind of an entry, as the plan names it.
+fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::CharDevice => "chardev",
+        NodeKind::BlockDevice => "blockdev",
+        NodeKind::Socket => "socket",
+    }
+}
+
+fn stat_kind(st: &rustix::fs::Stat) -> &'static str {
+    use rustix::fs::FileType;
+    match file_type(st) {
+        FileType::RegularFile => "file",
+        FileType::Directory => "dir",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "fifo",
+        FileType::CharacterDevice => "chardev",
+        FileType::BlockDevice => "blockdev",
+        FileType::Socket => "socket",
+        FileType::Unknown => "unknown",
+    }
 }
 
 /// Removes a file or symlink `name` of `dir` in the way of an entry to

@@ -361,6 +361,9 @@ pub struct Filter {
     pub paths: Vec<PathBuf>,
     /// Tags the snapshot must have (all of them).
     pub tags: Vec<String>,
+    /// `latest` (and `latest~N`) count only snapshots not after this time.
+    /// Not part of [`Filter::matches`]: it chooses among matches.
+    pub as_of: Option<jiff::Timestamp>,
 }
 
 impl Filter {
@@ -377,14 +380,31 @@ pub fn find(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
 }
 
 /// Finds a snapshot by `latest` (the newest complete snapshot that `filter`
-/// matches; never a checkpoint), a full id, or a unique id prefix (an id
-/// names its snapshot whatever the filter).
+/// matches and not after its `as_of`; never a checkpoint, and never a
+/// restore's safety snapshot unless the filter asks for its tag),
+/// `latest~N` (the N-th before that one), a full id, or a unique id prefix
+/// (an id names its snapshot whatever the filter).
 pub fn find_in(repo: &Repository, spec: &str, filter: &Filter) -> Result<(SnapshotId, Snapshot)> {
-    if spec == "latest" {
-        return list(repo)?
+    if let Some(back) = latest_offset(spec)? {
+        let mut candidates: Vec<(SnapshotId, Snapshot)> = list(repo)?
             .into_iter()
-            .rfind(|(_, s)| !s.is_checkpoint() && filter.matches(s))
-            .ok_or_else(|| Error::SnapshotNotFound(describe_latest(filter)));
+            .filter(|(_, s)| {
+                !s.is_checkpoint()
+                    && filter.matches(s)
+                    && filter.as_of.is_none_or(|t| s.time <= t)
+                    && (!s.tags.iter().any(|t| t == SAFETY_TAG) || filter.tags.iter().any(|t| t == SAFETY_TAG))
+            })
+            .collect();
+        let wanted = candidates.len().checked_sub(back + 1);
+        return match wanted {
+            Some(i) => Ok(candidates.swap_remove(i)),
+            None => Err(Error::SnapshotNotFound(describe_latest(spec, filter))),
+        };
+    }
+    if filter.as_of.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "--as-of chooses among `latest` snapshots; '{spec}' names one already"
+        )));
     }
     let spec_lower = spec.to_ascii_lowercase();
     if spec_lower.is_empty() || !spec_lower.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -407,9 +427,37 @@ pub fn find_in(repo: &Repository, spec: &str, filter: &Filter) -> Result<(Snapsh
     }
 }
 
+/// Tag of the snapshots a restore takes of what it replaces (see
+/// `restorer`): not `latest`, unless asked for by tag.
+pub const SAFETY_TAG: &str = "pre-restore";
+
+/// `latest` is 0, `latest~N` is N; `None` for anything else.
+fn latest_offset(spec: &str) -> Result<Option<usize>> {
+    if spec == "latest" {
+        return Ok(Some(0));
+    }
+    match spec.strip_prefix("latest~") {
+        None => Ok(None),
+        Some(n) => n.parse().map(Some).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "'{spec}': after `latest~` comes a number of snapshots to go back"
+            ))
+        }),
+    }
+}
+
+/// Splits `SNAPSHOT:PATH` (a subtree of a snapshot) into its parts. A
+/// snapshot spec (`latest`, `latest~N`, a hex id) has no colon.
+pub fn split_subtree(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(':') {
+        Some((snapshot, path)) => (snapshot, Some(path)),
+        None => (spec, None),
+    }
+}
+
 /// `latest` with the filter spelled out, for "no snapshot matches ...".
-fn describe_latest(filter: &Filter) -> String {
-    let mut out = "latest".to_string();
+fn describe_latest(spec: &str, filter: &Filter) -> String {
+    let mut out = spec.to_string();
     if let Some(host) = &filter.host {
         out.push_str(&format!(" --host {host}"));
     }
@@ -418,6 +466,9 @@ fn describe_latest(filter: &Filter) -> String {
     }
     for tag in &filter.tags {
         out.push_str(&format!(" --tag {tag}"));
+    }
+    if let Some(t) = &filter.as_of {
+        out.push_str(&format!(" --as-of {t}"));
     }
     out
 }

@@ -14,7 +14,8 @@ use crate::global::GlobalArgs;
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: `latest` (the newest that holds PATH and matches the
-    /// filters), an id or a unique id prefix.
+    /// filters), `latest~N` (the N-th before it), an id or a unique id
+    /// prefix; `SNAPSHOT:PATH` is the same as giving PATH.
     snapshot: String,
     /// List only this path (and what is below it), as it was on the source
     /// machine; a relative path is taken from the working directory, as `create` does.
@@ -41,10 +42,18 @@ struct Lister<'a> {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let path = args.path.as_deref().map(snap_core::snapshot::source_path).transpose()?;
+    let (spec, subtree) = snap_core::snapshot::split_subtree(&args.snapshot);
+    let path = match (subtree, &args.path) {
+        (Some(_), Some(_)) => anyhow::bail!(snap_core::Error::InvalidArgument(
+            "give the path to list as SNAPSHOT:PATH or as PATH, not both".into()
+        )),
+        (Some(subtree), None) => Some(std::path::Path::new(subtree)),
+        (None, path) => path.as_deref(),
+    };
+    let path = path.map(snap_core::snapshot::source_path).transpose()?;
     let mut filter = args.select.filter()?;
     filter.paths.extend(path.clone());
-    let (id, snapshot) = snap_core::snapshot::find_in(&repo, &args.snapshot, &filter)?;
+    let (id, snapshot) = snap_core::snapshot::find_in(&repo, spec, &filter)?;
     let options = LsOptions {
         path,
         recursive: !args.no_recursive,

@@ -40,12 +40,35 @@ pub struct SelectArgs {
     /// Only snapshots with this tag (repeatable: all must match).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// `latest` (and `latest~N`) is the newest snapshot not after TIME:
+    /// RFC 3339 (`2026-05-01T12:00:00Z`) or an age (`2 days ago`, `3h ago`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub as_of: Option<jiff::Timestamp>,
 }
 
 impl SelectArgs {
     pub fn filter(&self) -> anyhow::Result<Filter> {
-        filter(self.host.clone(), &self.paths, self.tags.clone())
+        let mut filter = filter(self.host.clone(), &self.paths, self.tags.clone())?;
+        filter.as_of = self.as_of;
+        Ok(filter)
     }
+}
+
+/// `--as-of TIME`: an RFC 3339 time, or an age before now (`2 days ago`,
+/// `3h ago`, `90min`; humantime's units).
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let age = text.strip_suffix("ago").unwrap_or(text).trim();
+    let age = humantime::parse_duration(age).map_err(|e| {
+        format!("'{text}' is neither an RFC 3339 time (2026-05-01T12:00:00Z) nor an age (2 days ago): {e}")
+    })?;
+    let age = jiff::SignedDuration::try_from(age).map_err(|e| format!("'{text}': {e}"))?;
+    jiff::Timestamp::now()
+        .checked_sub(age)
+        .map_err(|e| format!("'{text}' is too long ago: {e}"))
 }
 
 /// A snapshot filter with `paths` resolved as `create` resolves its sources.
@@ -54,7 +77,12 @@ pub fn filter(host: Option<String>, paths: &[PathBuf], tags: Vec<String>) -> any
         .iter()
         .map(|p| snap_core::snapshot::source_path(p))
         .collect::<Result<_, _>>()?;
-    Ok(Filter { host, paths, tags })
+    Ok(Filter {
+        host,
+        paths,
+        tags,
+        as_of: None,
+    })
 }
 
 /// Prints one JSON document on stdout.

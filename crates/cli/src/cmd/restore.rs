@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use snap_core::restorer::{self, RestoreOptions};
+use snap_core::restorer::{self, Action, Overwrite, RestoreOptions, Safety};
 
 use crate::exit;
 use crate::global::{GlobalArgs, CANCEL};
@@ -13,7 +13,8 @@ use crate::progress::Bar;
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: `latest` (the newest that holds every --path and matches
-    /// --host and --tag), an id or a unique id prefix.
+    /// --host, --tag and --as-of), `latest~N` (the N-th before it), an id or
+    /// a unique id prefix; `SNAPSHOT:PATH` restores only PATH, as --path.
     snapshot: String,
     /// Directory to restore into (created if missing).
     #[arg(short, long)]
@@ -29,20 +30,52 @@ pub struct Args {
     /// With `latest`: the newest snapshot with this tag (repeatable: all must match).
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// With `latest`: the newest snapshot not after TIME (RFC 3339, or an
+    /// age: `2 days ago`, `3h ago`).
+    #[arg(long, value_name = "TIME", value_parser = super::parse_time)]
+    as_of: Option<jiff::Timestamp>,
     /// Restore only entries matching this gitignore-style pattern (repeatable).
     #[arg(long = "include", value_name = "PATTERN")]
     includes: Vec<String>,
     /// Do not restore entries matching this gitignore-style pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     excludes: Vec<String>,
+    /// Show what the restore would do, entry by entry, and change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// What to do with an entry the target already has: `if-changed`
+    /// replaces it unless its content already matches (then only its
+    /// metadata is set), `if-newer` only if the snapshot's is newer.
+    #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
+    overwrite: OverwriteArg,
+    /// Remove what the target holds below the restored directories that the
+    /// snapshot does not (symlinks are removed, never followed).
+    #[arg(long)]
+    delete: bool,
+    /// Do not back up what is about to be replaced or deleted first.
+    #[arg(long)]
+    no_safety_snapshot: bool,
+    /// Read every written file back and check it against the snapshot
+    /// before it is put in place.
+    #[arg(long)]
+    verify: bool,
     /// Worker threads (default: cores + 2).
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    IfNewer,
+    Never,
+}
+
 /// `snap restore --json`: which snapshot went where, then the engine's
-/// result (counts, errors, and files restored with content missing as
-/// `NAME.damaged`, never under their own names; each is in `errors` too).
+/// result (counts, errors, files restored with content missing as
+/// `NAME.damaged`, the plan entry by entry with its totals per action, and
+/// the safety snapshot).
 #[derive(Serialize)]
 struct RestoreJson<'a> {
     snapshot: String,
@@ -54,9 +87,20 @@ struct RestoreJson<'a> {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
-    let _lock = global.read_lock(&repo, "restore")?;
-    let filter = super::filter(args.host.clone(), &args.paths, args.tags.clone())?;
-    let (id, snapshot) = snap_core::snapshot::find_in(&repo, &args.snapshot, &filter)?;
+    let lock = global.read_lock(&repo, "restore")?;
+    let (spec, subtree) = snap_core::snapshot::split_subtree(&args.snapshot);
+    let mut paths = args.paths.clone();
+    if let Some(subtree) = subtree {
+        if !paths.is_empty() {
+            anyhow::bail!(snap_core::Error::InvalidArgument(
+                "give the path to restore as SNAPSHOT:PATH or with --path, not both".into()
+            ));
+        }
+        paths.push(PathBuf::from(subtree));
+    }
+    let mut filter = super::filter(args.host.clone(), &paths, args.tags.clone())?;
+    filter.as_of = args.as_of;
+    let (id, snapshot) = snap_core::snapshot::find_in(&repo, spec, &filter)?;
     let options = RestoreOptions {
         target: args.target.clone(),
         paths: filter.paths,
@@ -64,9 +108,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         excludes: args.excludes,
         ownership: None,
         threads: args.threads,
+        overwrite: match args.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: args.delete,
+        dry_run: args.dry_run,
+        verify: args.verify,
     };
-    let bar = Bar::new(global.quiet, global.json);
-    let result = restorer::restore(&repo, &snapshot, &options, &bar, &CANCEL);
+    let threads = args.threads;
+    let take = |paths: &[PathBuf]| safety_snapshot(&repo, lock.as_ref(), paths, threads);
+    let safety: Option<&Safety> = (!args.no_safety_snapshot).then_some(&take);
+    let bar = Bar::new(global.quiet || args.dry_run, global.json);
+    let result = restorer::restore_with(&repo, &snapshot, &options, safety, &bar, &CANCEL);
     bar.finish();
     let result = result.with_context(|| format!("cannot restore snapshot {}", id.short()))?;
     if global.json {
@@ -77,15 +133,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {
-        outln!(
-            "restored snapshot {} to {}: {}, {}, {} other, {}",
-            id.short(),
-            args.target.display(),
-            super::count(result.files, "file", "files"),
-            super::count(result.dirs, "directory", "directories"),
-            result.other,
-            super::human_bytes(result.bytes)
-        )?;
+        print_text(&result, &id, &args.target)?;
     }
     if !result.errors.is_empty() {
         errln!(
@@ -99,4 +147,117 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         return Ok(exit::INCOMPLETE);
     }
     Ok(exit::OK)
+}
+
+/// Backs up `paths` (what the restore is about to replace or delete) as a
+/// snapshot tagged `pre-restore`, under the restore's shared lock. Anything
+/// it could not read fails it: an incomplete safety snapshot could not undo
+/// the restore.
+fn safety_snapshot(
+    repo: &snap_core::repo::Repository,
+    lock: Option<&snap_core::lock::LockGuard>,
+    paths: &[PathBuf],
+    threads: usize,
+) -> snap_core::error::Result<snap_core::id::SnapshotId> {
+    use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
+    use snap_core::Error;
+    let failed = |reason: String| Error::SafetySnapshot { reason };
+    let Some(lock) = lock else {
+        return Err(failed(
+            "the repository is read-only here (--no-safety-snapshot restores without one)".into(),
+        ));
+    };
+    let options = ArchiveOptions {
+        source: Source::Paths(paths.to_vec()),
+        excludes: Vec::new(),
+        exclude_files: Vec::new(),
+        one_file_system: false,
+        tags: vec![restorer::SAFETY_TAG.to_string()],
+        host: snap_core::snapshot::hostname(),
+        parent: ParentChoice::None,
+        compression: None,
+        threads,
+        checkpoint_interval: None,
+        // Everything about to be replaced is kept, whatever `.snapignore`
+        // files in the target say.
+        selection: archiver::Selection {
+            skip_snapignore: true,
+            ..archiver::Selection::default()
+        },
+        description: Some("files a restore replaced or deleted".into()),
+        dry_run: false,
+        list_changes: false,
+    };
+    let result = match archiver::archive(repo, options, &snap_core::progress::NoProgress, &CANCEL, lock) {
+        Ok(result) => result,
+        Err(e @ (Error::Interrupted | Error::LockLost { .. })) => return Err(e),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    if let Some((path, message)) = result.warnings.first() {
+        return Err(failed(format!(
+            "{}: {message} ({} problem(s) in all; the incomplete snapshot {} can be forgotten)",
+            path.display(),
+            result.warnings.len(),
+            result.id.short()
+        )));
+    }
+    Ok(result.id)
+}
+
+fn print_text(
+    result: &restorer::RestoreResult,
+    id: &snap_core::id::SnapshotId,
+    target: &std::path::Path,
+) -> Result<()> {
+    if result.dry_run {
+        for e in &result.entries {
+            let size = if e.kind == "file" {
+                super::human_bytes(e.size)
+            } else {
+                e.kind.to_string()
+            };
+            outln!(
+                "{:<11} {:>10}  {}",
+                e.action.name(),
+                size,
+                crate::term::printable(&e.path.to_string_lossy())
+            )?;
+        }
+    } else {
+        outln!(
+            "restored snapshot {} to {}: {}, {}, {} other, {}",
+            id.short(),
+            target.display(),
+            super::count(result.files, "file", "files"),
+            super::count(result.dirs, "directory", "directories"),
+            result.other,
+            super::human_bytes(result.bytes)
+        )?;
+    }
+    let totals: Vec<String> = Action::ALL
+        .iter()
+        .map(|a| (a, result.total(*a)))
+        .filter(|(_, t)| t.count > 0)
+        .map(|(a, t)| format!("{} {} ({})", t.count, a.name(), super::human_bytes(t.bytes)))
+        .collect();
+    let lead = if result.dry_run { "would restore" } else { "in all" };
+    outln!(
+        "{lead}: {}",
+        if totals.is_empty() {
+            "nothing".to_string()
+        } else {
+            totals.join(", ")
+        }
+    )?;
+    if let Some(safety) = &result.safety_snapshot {
+        outln!(
+            "safety snapshot {} (tag {}) holds what was replaced or deleted",
+            safety.short(),
+            restorer::SAFETY_TAG
+        )?;
+    }
+    if result.verified > 0 {
+        outln!("verified {}", super::count(result.verified, "file", "files"))?;
+    }
+    Ok(())
 }
