@@ -5,7 +5,7 @@
 //! sqlite3.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -565,4 +565,51 @@ fn export_then_import_round_trips_and_gnu_format_imports() {
     let mut diffs = tree_differences(&src, &gtarget, what);
     diffs.retain(|d| !d.starts_with("\"\":"));
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+/// An output that is not a regular file is written through, never renamed
+/// over: a FIFO's reader gets the archive, `/dev/full` is an error (exit 1)
+/// and stays a device, a directory is refused. Before the fix the archive
+/// replaced the FIFO (and, as root, `/dev/full`) and the export said it
+/// succeeded.
+#[test]
+fn export_writes_through_pipes_and_devices_and_refuses_directories() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), random_bytes(100_000, 3)).unwrap();
+    snap.create(&[s(&src)]);
+
+    let fifo = snap.scratch().join("pipe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    snap.ok(&["export", "latest", "--format", "tar", "--output", s(&fifo)]);
+    let archive = reader.join().unwrap();
+    assert!(
+        archive.len() > 100_000,
+        "the reader got the archive: {} bytes",
+        archive.len()
+    );
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO is still a FIFO"
+    );
+
+    let full = Path::new("/dev/full");
+    if full.exists() {
+        let out = snap.run(&["export", "latest", "--format", "tar", "--output", "/dev/full"]);
+        assert_code(&out, 1);
+        assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+        assert!(fs::symlink_metadata(full).unwrap().file_type().is_char_device());
+    }
+
+    let dir = snap.scratch().join("a-dir");
+    fs::create_dir(&dir).unwrap();
+    let out = snap.run(&["export", "latest", "--format", "tar", "--output", s(&dir)]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -256,6 +256,47 @@ fn delete_makes_the_target_identical_within_the_restored_path_only() {
     assert_code(&out, 0);
     assert!(target.join("src/keep.log").exists(), "an excluded entry was deleted");
     assert!(!target.join("src/drop.tmp").exists());
+}
+
+/// A whole snapshot restored with --delete judges only what is at and
+/// below its source paths: their ancestors were never backed up as
+/// directories, and what else lies beside them in the target stays (before
+/// the fix, a restore to `/` would have planned to delete the rest of the
+/// file system).
+#[test]
+fn delete_of_a_whole_snapshot_stays_within_its_source_paths() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    source_tree(&src);
+    snap.create(&[s(&src)]);
+    let target = snap.scratch().join("t");
+    let inside = restored(&target, &src);
+    fs::create_dir_all(inside.join("junk")).unwrap();
+    fs::write(inside.join("junk/j"), b"junk").unwrap();
+    fs::write(target.join("beside-the-root"), b"stays").unwrap();
+    let parent = inside.parent().unwrap();
+    fs::write(parent.join("beside-the-source"), b"stays").unwrap();
+    fs::create_dir_all(target.join("etc")).unwrap();
+    fs::write(target.join("etc/passwd"), b"stays").unwrap();
+
+    let preview = snap.restore("latest", &target, &["--delete", "--dry-run", "--json"]);
+    assert_code(&preview, 0);
+    let plan = plan_of(&parse_json(&preview));
+    let deleted: Vec<&String> = plan.iter().filter(|(_, v)| v.0 == "deleted").map(|(k, _)| k).collect();
+    assert!(
+        deleted.iter().all(|p| p.contains("/src/junk")),
+        "only the junk below the source path is deleted: {deleted:?}"
+    );
+    let out = snap.restore("latest", &target, &["--delete", "--json"]);
+    assert_code(&out, 0);
+    assert_same_tree(&src, &inside, Compare::all());
+    for kept in [
+        target.join("beside-the-root"),
+        parent.join("beside-the-source"),
+        target.join("etc/passwd"),
+    ] {
+        assert_eq!(fs::read(&kept).unwrap(), b"stays", "{} was deleted", kept.display());
+    }
 }
 
 #[test]
@@ -580,4 +621,88 @@ fn as_of_latest_n_and_snapshot_path_pick_what_they_say() {
     let listed = snap.ok(&["ls", "--json", "latest", s(&src.join("f")), "--as-of", &times[0]]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(s(&src.join("f"))));
     assert_code(&snap.run(&["ls", "latest", "--as-of", "1 day ago"]), 2);
+}
+
+/// A file of the target that shares its inode with a file outside (a hard
+/// link planted there) is replaced, never changed in place: before the fix
+/// its content matched, so it was kept as unchanged and its mode and mtime
+/// were set on the outside file too, and the group's other name was linked
+/// to it.
+#[test]
+fn a_hard_link_to_a_file_outside_the_target_is_replaced_not_changed() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("hsrc");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("A"), b"ORIGINAL\n").unwrap();
+    fs::hard_link(src.join("A"), src.join("B")).unwrap();
+    fs::set_permissions(src.join("A"), fs::Permissions::from_mode(0o644)).unwrap();
+    snap.create(&[s(&src)]);
+
+    let target = snap.scratch().join("t");
+    // `--path P` restores P as DIR/<name of P>.
+    let inside = target.join("hsrc");
+    fs::create_dir_all(&inside).unwrap();
+    let outside = snap.scratch().join("outside");
+    fs::write(&outside, b"ORIGINAL\n").unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+    set_mtime(&outside, 1_000_000_000, 0);
+    fs::hard_link(&outside, inside.join("A")).unwrap();
+
+    let out = snap.restore("latest", &target, &["--path", s(&src), "--json"]);
+    assert_code(&out, 0);
+    let meta = fs::metadata(&outside).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600, "the outside file's mode was changed");
+    assert_eq!(meta.mtime(), 1_000_000_000, "the outside file's mtime was changed");
+    assert_eq!(meta.nlink(), 1, "the outside file got new names in the target");
+    assert_same_tree(&src, &inside, Compare::all());
+}
+
+/// With `--overwrite never`, a hard-link group whose first name is a local
+/// file left in place does not link its other names to that file: they get
+/// the snapshot's content (before the fix, `B` got the local edit).
+#[test]
+fn a_skipped_file_does_not_lead_its_hard_link_group() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("hsrc");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("A"), b"ORIGINAL\n").unwrap();
+    fs::hard_link(src.join("A"), src.join("B")).unwrap();
+    snap.create(&[s(&src)]);
+
+    let target = snap.scratch().join("t");
+    // `--path P` restores P as DIR/<name of P>.
+    let inside = target.join("hsrc");
+    fs::create_dir_all(&inside).unwrap();
+    fs::write(inside.join("A"), b"LOCAL EDIT\n").unwrap();
+    let out = snap.restore(
+        "latest",
+        &target,
+        &["--path", s(&src), "--overwrite", "never", "--json"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(fs::read(inside.join("A")).unwrap(), b"LOCAL EDIT\n", "never overwrites");
+    assert_eq!(
+        fs::read(inside.join("B")).unwrap(),
+        b"ORIGINAL\n",
+        "B has the snapshot's content"
+    );
+}
+
+/// Only the temporary names a restore gives are removed as leftovers; a
+/// user's own file that merely starts the same way stays.
+#[test]
+fn a_users_file_named_like_a_temporary_stays() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    source_tree(&src);
+    snap.create(&[s(&src)]);
+    let target = snap.scratch().join("t");
+    assert_code(&snap.restore("latest", &target, &["--path", s(&src)]), 0);
+    let notes = target.join("src/.snap-restore-notes.txt");
+    let leftover = target.join("src/.snap-restore-4242-7");
+    fs::write(&notes, b"my notes").unwrap();
+    fs::write(&leftover, b"half a file").unwrap();
+    assert_code(&snap.restore("latest", &target, &["--path", s(&src)]), 0);
+    assert_eq!(fs::read(&notes).unwrap(), b"my notes");
+    assert!(!leftover.exists(), "a killed restore's leftover is removed");
 }

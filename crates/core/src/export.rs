@@ -657,6 +657,27 @@ impl<W: Write> ZipSink<W> {
 /// into place only when `write` succeeds: a failed or interrupted export
 /// never leaves a partial archive under the name asked for.
 pub fn write_file_atomically<T>(path: &Path, write: impl FnOnce(&mut std::fs::File, &Path) -> Result<T>) -> Result<T> {
+    // A device or a pipe is written through, never renamed over: the
+    // temporary name is for regular files (as root, a rename over
+    // `/dev/full` replaced the device with the archive).
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a directory: give the archive's file name",
+                path.display()
+            )))
+        }
+        Ok(meta) if !meta.is_file() => {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            let value = write(&mut file, path)?;
+            std::io::Write::flush(&mut file).map_err(|e| Error::io(path, e))?;
+            return Ok(value);
+        }
+        _ => {}
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -178,6 +178,26 @@ pub use crate::snapshot::SAFETY_TAG;
 /// place; leftovers of a killed restore are removed by the next one.
 pub const TEMP_PREFIX: &[u8] = b".snap-restore-";
 
+/// Whether `name` is one of the temporary names a restore gives
+/// (`TEMP_PREFIX`, a process id, `-`, an optional kind letter, a counter):
+/// only those are removed as leftovers of a killed restore, never a user's
+/// own file that happens to share the prefix.
+fn is_restore_temp(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let Some(dash) = rest.iter().position(|&b| b == b'-') else {
+        return false;
+    };
+    let (pid, counter) = (&rest[..dash], &rest[dash + 1..]);
+    let counter = match counter.first() {
+        Some(b's' | b'l' | b'y') => &counter[1..],
+        _ => counter,
+    };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    digits(pid) && digits(counter)
+}
+
 /// Takes the safety snapshot: a backup of these target paths (what the
 /// restore is about to replace or delete, and the unchanged entries whose
 /// mode or mtime it resets) tagged [`SAFETY_TAG`]. Given by the caller (the
@@ -578,6 +598,12 @@ struct Restorer<'a> {
     dir_fds: DirFds,
     overwrite: Overwrite,
     delete: bool,
+    /// Where `delete` may remove entries on a whole-snapshot restore: at and
+    /// below the snapshot's source paths. Their ancestors (`/home` of a
+    /// backup of `/home/ana/docs`) hold only what leads to them and were
+    /// never backed up as directories: the rest of the target there is not
+    /// the snapshot's to judge. `None`: anywhere in the restored subtrees.
+    delete_within: Option<Vec<PathBuf>>,
 }
 
 fn matcher(patterns: &[String]) -> Result<Gitignore> {
@@ -648,7 +674,7 @@ pub fn restore_with(
         rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::io(Path::new("/"), e.into()))
     };
-    let restorer = Restorer {
+    let mut restorer = Restorer {
         repo,
         index: repo.index()?.reader()?,
         trees: Mutex::new(HashMap::new()),
@@ -669,6 +695,7 @@ pub fn restore_with(
         }),
         overwrite: options.overwrite,
         delete: options.delete,
+        delete_within: None,
     };
     let pool = crate::pool::workers(options.threads, "restorer")?;
     let chown = options
@@ -692,6 +719,7 @@ pub fn restore_with(
             .iter()
             .any(|p| tree::path_components(p).is_some_and(|c| c.is_empty()));
     if whole {
+        restorer.delete_within = Some(snapshot.paths.iter().map(PathBuf::from).collect());
         pool.install(|| restorer.prefetch_trees(vec![snapshot.tree]))?;
         let root = restorer.load_tree(&snapshot.tree)?;
         // The whole snapshot is the target's whole content.
@@ -1123,11 +1151,11 @@ impl Restorer<'_> {
         let mut names: Vec<Vec<u8>> = names.into_iter().filter(|n| tree.find(n).is_none()).collect();
         names.sort();
         for name in names {
-            if name.starts_with(TEMP_PREFIX) {
+            if is_restore_temp(&name) {
                 plan.leftovers.push((dir, name));
                 continue;
             }
-            if !(self.delete && delete_here) {
+            if !(self.delete && delete_here && self.may_delete_in(source)) {
                 continue;
             }
             let Ok(Some(st)) = self.existing(plan, dir, &name) else {
@@ -1138,6 +1166,14 @@ impl Restorer<'_> {
                 continue;
             }
             self.plan_deletion(plan, dir, name, st);
+        }
+    }
+
+    /// Whether `delete` may remove entries of the directory at snapshot path `source`.
+    fn may_delete_in(&self, source: &Path) -> bool {
+        match &self.delete_within {
+            None => true,
+            Some(roots) => roots.iter().any(|root| source.starts_with(root)),
         }
     }
 
@@ -1520,13 +1556,19 @@ impl Restorer<'_> {
         }
         let action = self.decide(&node, existing.as_ref(), || {
             let st = existing.as_ref().expect("decide asks only about an existing entry");
-            self.content_matches(plan, dir, &node.name, st, &node)
+            // A file with other names may share its inode with a file
+            // outside the target: kept as unchanged, its metadata would be
+            // set on that file too. It is written anew and renamed in.
+            st.st_nlink <= 1 && self.content_matches(plan, dir, &node.name, st, &node)
         });
         self.note(plan, dir, &node.name, &node, existing.as_ref(), action);
         if action == Action::Conflict {
             return;
         }
-        if node.links > 1 {
+        // A group's other names are linked to its first: not to a local
+        // file left in place (`--overwrite never|if-newer`), whose content
+        // is not the snapshot's; the next name then leads the group.
+        if node.links > 1 && action != Action::Skipped {
             plan.first_links.insert((node.device, node.inode), plan.files.len());
         }
         if matches!(action, Action::Unchanged | Action::Skipped) {
@@ -2264,6 +2306,29 @@ fn remove_non_dir(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_temporary_names_are_leftovers() {
+        for ours in [
+            ".snap-restore-123-4",
+            ".snap-restore-9-s1",
+            ".snap-restore-77-l20",
+            ".snap-restore-1-y0",
+        ] {
+            assert!(is_restore_temp(ours.as_bytes()), "{ours}");
+        }
+        for theirs in [
+            ".snap-restore-notes.txt",
+            ".snap-restore-",
+            ".snap-restore-12",
+            ".snap-restore-12-",
+            ".snap-restore-x-1",
+            ".snap-restore-1-2.bak",
+            "snap-restore-1-2",
+        ] {
+            assert!(!is_restore_temp(theirs.as_bytes()), "{theirs}");
+        }
+    }
 
     #[test]
     fn zero_blocks_inside_a_blob_are_left_out() {
