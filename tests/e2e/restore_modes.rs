@@ -706,3 +706,26 @@ fn a_users_file_named_like_a_temporary_stays() {
     assert_eq!(fs::read(&notes).unwrap(), b"my notes");
     assert!(!leftover.exists(), "a killed restore's leftover is removed");
 }
+
+/// A preview of a restore that would meet a conflict (a file where the
+/// snapshot has a directory) names it and exits 3, as the restore does.
+#[test]
+fn a_dry_run_with_a_conflict_exits_as_the_restore_does() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    source_tree(&src);
+    snap.create(&[s(&src)]);
+    let target = snap.scratch().join("t");
+    fs::create_dir_all(target.join("src")).unwrap();
+    fs::write(target.join("src/d"), b"a file where the snapshot has a directory").unwrap();
+    let preview = snap.restore("latest", &target, &["--path", s(&src), "--dry-run"]);
+    assert_code(&preview, 3);
+    assert!(stderr(&preview).contains("src/d"), "{}", stderr(&preview));
+    let real = snap.restore("latest", &target, &["--path", s(&src), "--no-safety-snapshot"]);
+    assert_code(&real, 3);
+    assert_eq!(
+        fs::read(target.join("src/d")).unwrap(),
+        b"a file where the snapshot has a directory",
+        "the local file in the way is left alone"
+    );
+}

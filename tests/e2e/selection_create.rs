@@ -545,3 +545,45 @@ fn an_interrupted_tag_leaves_both_snapshots() {
     assert_eq!(result[0]["tags"], serde_json::json!(["x"]));
     assert!(!snap.repo.join("snapshots").join(&old).exists());
 }
+
+/// Two `snap tag` commands given the same id at once both apply: the one
+/// that takes the lock second finds the snapshot the first rewrote, by its
+/// `original` (before, it failed with "no snapshot matches").
+#[test]
+fn concurrent_tags_of_one_snapshot_both_apply() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    write(&src, &[("a.txt", b"a")]);
+    let created = snap.create(&[s(&src)]);
+    let old = id(&created).to_string();
+    let children: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|tag| {
+            snap.command()
+                .args(["--retry-lock", "60s", "tag", &old, "--add", tag])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_code(&out, 0);
+    }
+    let listed = snap.snapshots();
+    assert_eq!(listed.len(), 1, "one snapshot, rewritten three times: {listed:?}");
+    let mut tags: Vec<&str> = listed[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        ["x", "y", "z"],
+        "every tag applied, in the order the locks were taken"
+    );
+    assert_eq!(listed[0]["original"], Value::String(old));
+}

@@ -776,6 +776,14 @@ pub fn restore_with(
     let (n_files, n_other) = (counted(&|k| k == "file"), counted(&|k| k != "file" && k != "dir"));
     if options.dry_run {
         let mut errors = restorer.errors.into_inner().expect("errors lock");
+        // The restore reports these as errors (exit 3): so does its preview.
+        for (path, message) in &plan.conflicts {
+            progress.event(Event::Warning {
+                path,
+                message: message.clone(),
+            });
+        }
+        errors.extend(std::mem::take(&mut plan.conflicts));
         errors.sort_by(|a, b| a.0.cmp(&b.0));
         return Ok(RestoreResult {
             files: n_files,

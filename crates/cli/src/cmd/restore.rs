@@ -136,12 +136,17 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         print_text(&result, &id, &args.target)?;
     }
     if !result.errors.is_empty() {
+        let (one, many) = if result.dry_run {
+            ("would be", "would be")
+        } else {
+            ("was", "were")
+        };
         errln!(
             "{} {} not restored completely (see the messages above)",
             crate::term::label("error"),
             match result.errors.len() {
-                1 => "1 entry was".to_string(),
-                n => format!("{n} entries were"),
+                1 => format!("1 entry {one}"),
+                n => format!("{n} entries {many}"),
             }
         );
         return Ok(exit::INCOMPLETE);

@@ -50,7 +50,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let lock = global.lock(&repo, LockKind::Exclusive, "tag")?;
     let mut chosen: Vec<SnapshotId> = Vec::new();
     for spec in &args.ids {
-        let (id, _) = snap_core::snapshot::find(&repo, spec)?;
+        let (id, _) = find_following_retags(&repo, spec)?;
         if !chosen.contains(&id) {
             chosen.push(id);
         }
@@ -86,4 +86,30 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         super::print_json(&done)?;
     }
     Ok(crate::exit::OK)
+}
+
+/// [`snap_core::snapshot::find`], and for an id no longer stored, the one
+/// snapshot a `snap tag` rewrote it as (its `original`): two `tag` commands
+/// given the same id, run at once, then both apply, one after the other.
+fn find_following_retags(
+    repo: &snap_core::repo::Repository,
+    spec: &str,
+) -> Result<(SnapshotId, snap_core::snapshot::Snapshot)> {
+    let error = match snap_core::snapshot::find(repo, spec) {
+        Ok(found) => return Ok(found),
+        Err(e @ snap_core::Error::SnapshotNotFound(_)) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let spec_lower = spec.to_ascii_lowercase();
+    if spec_lower.len() < 8 || !spec_lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(error.into());
+    }
+    let mut rewritten: Vec<_> = snap_core::snapshot::list(repo)?
+        .into_iter()
+        .filter(|(_, s)| s.original.is_some_and(|o| o.to_hex().starts_with(&spec_lower)))
+        .collect();
+    match rewritten.len() {
+        1 => Ok(rewritten.pop().expect("one")),
+        _ => Err(error.into()),
+    }
 }
