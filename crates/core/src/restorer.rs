@@ -1093,7 +1093,7 @@ impl Restorer<'_> {
         }
         plan.entries.push(PlanEntry {
             path,
-            kind: kind_name(node.kind),
+            kind: crate::ls::kind_name(node.kind),
             action,
             size: if node.kind == NodeKind::File { node.size } else { 0 },
         });
@@ -1526,7 +1526,7 @@ impl Restorer<'_> {
     /// True if the existing `st` at `name` is the symlink or special file
     /// `node` describes (its metadata aside).
     fn same_entry(&self, plan: &Plan, dir: usize, name: &[u8], st: &rustix::fs::Stat, node: &Node) -> bool {
-        if stat_kind(st) != kind_name(node.kind) {
+        if stat_kind(st) != crate::ls::kind_name(node.kind) {
             return false;
         }
         match node.kind {
@@ -2269,19 +2269,6 @@ fn mode_bits(st: &rustix::fs::Stat) -> u32 {
 #[allow(clippy::unnecessary_cast)]
 fn rdev(st: &rustix::fs::Stat) -> u64 {
     st.st_rdev as u64
-}
-
-/// The kind of an entry, as the plan names it.
-fn kind_name(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::CharDevice => "chardev",
-        NodeKind::BlockDevice => "blockdev",
-        NodeKind::Socket => "socket",
-    }
 }
 
 fn stat_kind(st: &rustix::fs::Stat) -> &'static str {

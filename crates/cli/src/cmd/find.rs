@@ -6,7 +6,6 @@ use serde::Serialize;
 use snap_core::find::{self, FindOptions, Found};
 use snap_core::id::SnapshotId;
 use snap_core::ls::{Entry, EntryJson};
-use snap_core::snapshot::Snapshot;
 use snap_core::tree::NodeKind;
 
 use crate::global::GlobalArgs;
@@ -25,10 +24,10 @@ pub struct Args {
     #[command(flatten)]
     select: super::SelectArgs,
     /// Only entries modified at or before TIME (RFC 3339, `YYYY-MM-DD[ HH:MM[:SS]]` local, or `2 days ago`).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = super::parse_time)]
     newest: Option<jiff::Timestamp>,
     /// Only entries modified at or after TIME.
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = super::parse_time)]
     oldest: Option<jiff::Timestamp>,
     /// Show mode and owner of each version too.
     #[arg(short, long)]
@@ -65,51 +64,10 @@ struct SnapshotRef {
     time: String,
 }
 
-/// A time for `--newest`/`--oldest`: RFC 3339, a local date or date and
-/// time, or a duration before now (`2 days ago`, `36h ago`).
-pub fn parse_time(text: &str) -> std::result::Result<jiff::Timestamp, String> {
-    let text = text.trim();
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Ok(t);
-    }
-    if let Some(ago) = text.strip_suffix("ago") {
-        let d = humantime::parse_duration(ago.trim()).map_err(|e| format!("{text:?}: {e}"))?;
-        let span = jiff::SignedDuration::try_from(d).map_err(|e| format!("{text:?}: {e}"))?;
-        return jiff::Timestamp::now()
-            .checked_sub(span)
-            .map_err(|e| format!("{text:?}: {e}"));
-    }
-    let civil = text
-        .parse::<jiff::civil::DateTime>()
-        .or_else(|_| {
-            text.parse::<jiff::civil::Date>()
-                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
-        })
-        .map_err(|_| format!("{text:?} is not a time (RFC 3339, YYYY-MM-DD[ HH:MM[:SS]] or `N units ago`)"))?;
-    jiff::tz::TimeZone::system()
-        .to_timestamp(civil)
-        .map_err(|e| format!("{text:?}: {e}"))
-}
-
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
     let filter = args.select.filter()?;
-    let snapshots: Vec<(SnapshotId, Snapshot)> = if args.snapshots.is_empty() {
-        snap_core::snapshot::list_matching(&repo, &filter)?
-            .into_iter()
-            .filter(|(_, s)| !s.is_checkpoint())
-            .collect()
-    } else {
-        let mut chosen: Vec<(SnapshotId, Snapshot)> = Vec::new();
-        for spec in &args.snapshots {
-            let found = snap_core::snapshot::find_in(&repo, spec, &filter)?;
-            if !chosen.iter().any(|(id, _)| *id == found.0) {
-                chosen.push(found);
-            }
-        }
-        chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        chosen
-    };
+    let snapshots = super::chosen_snapshots(&repo, &args.snapshots, &filter)?;
     let ns = |t: &jiff::Timestamp| i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX);
     let options = FindOptions {
         patterns: args.patterns.clone(),
@@ -184,16 +142,7 @@ fn print_found(f: &Found, long: bool) -> Result<()> {
         let mtime = jiff::Timestamp::from_nanosecond(i128::from(node.mtime_ns)).unwrap_or_default();
         let mut line = format!("  {what}  {}", super::local_time(&mtime));
         if long {
-            let owner = if node.user.is_empty() {
-                node.uid.to_string()
-            } else {
-                node.user.clone()
-            };
-            let group = if node.group.is_empty() {
-                node.gid.to_string()
-            } else {
-                node.group.clone()
-            };
+            let (owner, group) = super::ls::owner_group(node);
             line.push_str(&format!("  {} {owner}:{group}", super::ls::mode_string(node.mode)));
         }
         let ids: Vec<String> = v.snapshots.iter().map(|id| id.short()).collect();

@@ -87,16 +87,7 @@ impl Lister<'_> {
                 NodeKind::BlockDevice => 'b',
                 NodeKind::Socket => 's',
             };
-            let owner = if node.user.is_empty() {
-                node.uid.to_string()
-            } else {
-                node.user.clone()
-            };
-            let group = if node.group.is_empty() {
-                node.gid.to_string()
-            } else {
-                node.group.clone()
-            };
+            let (owner, group) = super::ls::owner_group(node);
             let mut line = format!(
                 "{kind}{} {owner:<8} {group:<8} {:>12} {} ",
                 mode_string(node.mode),
@@ -129,6 +120,18 @@ impl Lister<'_> {
             line.extend_from_slice(name);
         }
     }
+}
+
+/// A node's owner and group by name, or by number where none was recorded.
+pub(crate) fn owner_group(node: &snap_core::tree::Node) -> (String, String) {
+    let name = |name: &str, id: u32| {
+        if name.is_empty() {
+            id.to_string()
+        } else {
+            name.to_string()
+        }
+    };
+    (name(&node.user, node.uid), name(&node.group, node.gid))
 }
 
 /// `rwxr-x---` with setuid, setgid and sticky shown as s/S and t/T.

@@ -54,21 +54,57 @@ impl SelectArgs {
     }
 }
 
-/// `--as-of TIME`: an RFC 3339 time, or an age before now (`2 days ago`,
-/// `3h ago`, `90min`; humantime's units).
+/// A time on the command line (`--as-of`, `find --newest/--oldest`):
+/// RFC 3339, an age (`2 days ago`, `36h`), or a local date or date and
+/// time (`YYYY-MM-DD[ HH:MM[:SS]]`).
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
     let text = text.trim();
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
+    let civil = text.parse::<jiff::civil::DateTime>().or_else(|_| {
+        text.parse::<jiff::civil::Date>()
+            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+    });
+    if let Ok(civil) = civil {
+        return jiff::tz::TimeZone::system()
+            .to_timestamp(civil)
+            .map_err(|e| format!("'{text}': {e}"));
+    }
     let age = text.strip_suffix("ago").unwrap_or(text).trim();
     let age = humantime::parse_duration(age).map_err(|e| {
-        format!("'{text}' is neither an RFC 3339 time (2026-05-01T12:00:00Z) nor an age (2 days ago): {e}")
+        format!(
+            "'{text}' is neither an RFC 3339 time (2026-05-01T12:00:00Z), a local date (2026-05-01[ 12:00]) nor an age (2 days ago): {e}"
+        )
     })?;
     let age = jiff::SignedDuration::try_from(age).map_err(|e| format!("'{text}': {e}"))?;
     jiff::Timestamp::now()
         .checked_sub(age)
         .map_err(|e| format!("'{text}' is too long ago: {e}"))
+}
+
+/// The snapshots `find` and `stats` work on: those named (each once, oldest
+/// first), or every complete snapshot the filter matches.
+pub fn chosen_snapshots(
+    repo: &snap_core::repo::Repository,
+    specs: &[String],
+    filter: &Filter,
+) -> anyhow::Result<Vec<(snap_core::id::SnapshotId, snap_core::snapshot::Snapshot)>> {
+    if specs.is_empty() {
+        return Ok(snap_core::snapshot::list_matching(repo, filter)?
+            .into_iter()
+            .filter(|(_, s)| !s.is_checkpoint())
+            .collect());
+    }
+    let mut chosen: Vec<(snap_core::id::SnapshotId, snap_core::snapshot::Snapshot)> = Vec::new();
+    for spec in specs {
+        let found = snap_core::snapshot::find_in(repo, spec, filter)?;
+        if !chosen.iter().any(|(id, _)| *id == found.0) {
+            chosen.push(found);
+        }
+    }
+    chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(chosen)
 }
 
 /// A snapshot filter with `paths` resolved as `create` resolves its sources.
@@ -121,4 +157,24 @@ pub fn local_time(t: &jiff::Timestamp) -> String {
     t.to_zoned_datetime(jiff::tz::TimeZone::system())
         .strftime("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_in_every_form_the_commands_document() {
+        let exact = parse_time("2026-05-01T12:00:00Z").unwrap();
+        assert_eq!(exact.as_second(), 1_777_636_800);
+        let now = jiff::Timestamp::now().as_second();
+        let ago = parse_time("2 days ago").unwrap().as_second();
+        assert!((now - 2 * 86_400 - ago).abs() < 60, "{ago}");
+        let bare = parse_time("36h").unwrap().as_second();
+        assert!((now - 36 * 3600 - bare).abs() < 60, "{bare}");
+        let date = parse_time("2026-05-01").unwrap();
+        let local = parse_time("2026-05-01 12:00").unwrap();
+        assert_eq!(local.as_second() - date.as_second(), 12 * 3600);
+        assert!(parse_time("the day before").is_err());
+    }
 }

@@ -3,8 +3,6 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use snap_core::id::SnapshotId;
-use snap_core::snapshot::Snapshot;
 use snap_core::stats::{self, RawData, RepositorySize, RestoreSize, StatsMode};
 
 use crate::global::GlobalArgs;
@@ -85,22 +83,7 @@ fn numbers(restore: Option<RestoreSize>, raw: Option<RawData>) -> NumbersJson {
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
     let filter = args.select.filter()?;
-    let chosen: Vec<(SnapshotId, Snapshot)> = if args.snapshots.is_empty() {
-        snap_core::snapshot::list_matching(&repo, &filter)?
-            .into_iter()
-            .filter(|(_, s)| !s.is_checkpoint())
-            .collect()
-    } else {
-        let mut chosen: Vec<(SnapshotId, Snapshot)> = Vec::new();
-        for spec in &args.snapshots {
-            let found = snap_core::snapshot::find_in(&repo, spec, &filter)?;
-            if !chosen.iter().any(|(id, _)| *id == found.0) {
-                chosen.push(found);
-            }
-        }
-        chosen.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        chosen
-    };
+    let chosen = super::chosen_snapshots(&repo, &args.snapshots, &filter)?;
     let mode = StatsMode {
         restore_size: args.mode != Some(Mode::RawData),
         raw_data: args.mode != Some(Mode::RestoreSize),
