@@ -668,10 +668,20 @@ pub fn write_file_atomically<T>(path: &Path, write: impl FnOnce(&mut std::fs::Fi
             )))
         }
         Ok(meta) if !meta.is_file() => {
+            // Opened without truncating, and judged again by what was
+            // opened: a name swapped for a link to a regular file between
+            // the two looks is never written through.
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|e| Error::io(path, e))?;
+            let opened = file.metadata().map_err(|e| Error::io(path, e))?;
+            if opened.is_file() || opened.is_dir() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} changed while it was opened; give the output again",
+                    path.display()
+                )));
+            }
             let value = write(&mut file, path)?;
             std::io::Write::flush(&mut file).map_err(|e| Error::io(path, e))?;
             return Ok(value);
