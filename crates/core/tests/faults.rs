@@ -243,10 +243,25 @@ fn full_disk_fails_cleanly() {
 
 #[test]
 fn silently_truncated_pack_is_caught_by_verify_and_restore() {
+    caught_when_storage_truncates_pack_writes(&[1]);
+}
+
+/// Every pack truncated, the tree pack among them: the restore cannot begin
+/// and must fail with an error naming the pack, writing nothing.
+#[test]
+fn silently_truncated_tree_pack_fails_the_restore_cleanly() {
+    caught_when_storage_truncates_pack_writes(&[1, 2, 3, 4]);
+}
+
+fn caught_when_storage_truncates_pack_writes(writes: &[u64]) {
     let fixture = Fixture::new();
     let src = fixture.source("src");
     write_tree(&src, 4, 10);
-    let repo = fixture.faulty(vec![Fault::at(Op::Write, Some(ObjectKind::Pack), 1, Action::Truncate)]);
+    let faults = writes
+        .iter()
+        .map(|&nth| Fault::at(Op::Write, Some(ObjectKind::Pack), nth, Action::Truncate))
+        .collect();
+    let repo = fixture.faulty(faults);
     let done = backup(&repo, &src).expect("the storage claims success");
     let repo = fixture.open(fixture.local());
     let report = verify::verify(&repo, &VerifyOptions::default(), &NoProgress, &AtomicBool::new(false)).unwrap();
@@ -264,8 +279,22 @@ fn silently_truncated_pack_is_caught_by_verify_and_restore() {
         },
         &NoProgress,
         &AtomicBool::new(false),
-    )
-    .unwrap();
+    );
+    // Which pack the storage truncated depends on upload order. If it held
+    // the root tree, nothing can be restored, and the restore must say so
+    // rather than write anything.
+    let result = match result {
+        Ok(result) => result,
+        Err(error) => {
+            assert!(
+                repo.read_tree_blob(&done.snapshot.tree).is_err(),
+                "the restore failed ({error}) although the root tree is readable"
+            );
+            assert!(error.to_string().contains("pack"), "{error}");
+            assert!(std::fs::read_dir(target.path()).unwrap().next().is_none());
+            return;
+        }
+    };
     // Whatever was not reported as damaged is exact.
     let restored = contents(&target.path().join(src.strip_prefix("/").unwrap()));
     let original = contents(&src);
