@@ -62,7 +62,7 @@ fn from_command(var: &str) -> Option<Result<Password>> {
 fn run_command(var: &str, command: &str) -> Result<Password> {
     let output = match std::process::Command::new("sh")
         .arg("-c")
-        .arg(&command)
+        .arg(command)
         .stderr(std::process::Stdio::inherit())
         .output()
     {
