@@ -2,7 +2,9 @@
 //!
 //! The walk is depth-first; each directory's entries are processed in
 //! parallel on a rayon pool (files are read, chunked, hashed, and their new
-//! chunks compressed and sealed on the same worker), and its tree blob is
+//! chunks compressed and sealed on the same worker; a file larger than a
+//! block, or a stream, is read and cut on its worker and stored on all of
+//! them, see [`crate::ingest`]), and its tree blob is
 //! stored once its children are done, so trees are built bottom-up and only
 //! one directory listing per level is held in memory. A file whose size,
 //! mtime, ctime and inode match its entry in the parent snapshot, and whose
