@@ -2,7 +2,9 @@
 //!
 //! The walk is depth-first; each directory's entries are processed in
 //! parallel on a rayon pool (files are read, chunked, hashed, and their new
-//! chunks compressed and sealed on the same worker), and its tree blob is
+//! chunks compressed and sealed on the same worker; a file larger than a
+//! block, or a stream, is read and cut on its worker and stored on all of
+//! them, see [`crate::ingest`]), and its tree blob is
 //! stored once its children are done, so trees are built bottom-up and only
 //! one directory listing per level is held in memory. A file whose size,
 //! mtime, ctime and inode match its entry in the parent snapshot, and whose
@@ -19,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -400,7 +402,16 @@ struct Archiver<'a> {
     /// the complete snapshot) makes obsolete: those found in the one listing
     /// of snapshots a backup makes, and those this run wrote since.
     obsolete: Mutex<Vec<SnapshotId>>,
+    /// Files being stored through [`crate::ingest`] now (see [`MAX_PIPELINES`]).
+    pipelines: AtomicUsize,
 }
+
+/// Large files stored block by block on every core at once (each holds two
+/// blocks, 32 MiB by default); others beside them take the sequential path
+/// (one buffer of two maximum chunks). A rayon thread waiting for its
+/// file's block may pick up another file's work, so without a bound the
+/// blocks held would grow with the pool.
+const MAX_PIPELINES: usize = 2;
 
 /// Runs a backup and writes its snapshot, under `lock` (a lock of `repo`,
 /// shared at least). Files that cannot be read are reported in
@@ -454,6 +465,7 @@ pub fn archive(
         warnings: Mutex::new(Vec::new()),
         checkpoints: None,
         obsolete: Mutex::new(Vec::new()),
+        pipelines: AtomicUsize::new(0),
     };
     let mut archiver = archiver;
     for (origin, why) in pattern_warnings {
@@ -536,7 +548,10 @@ pub fn archive(
         }
         Source::Stdin { filename } => {
             check_stream_name(filename)?;
-            let walked = archiver.archive_stream(filename, std::io::stdin().lock(), "standard input", time);
+            // On the pool: a stream is stored on every worker (`crate::ingest`).
+            // `Stdin`, not its lock: the reader moves between threads.
+            let archiver = &archiver;
+            let walked = pool.install(|| archiver.archive_stream(filename, std::io::stdin(), "standard input", time));
             (vec![format!("/{filename}")], None, walked)
         }
         Source::Reader {
@@ -545,7 +560,8 @@ pub fn archive(
             reader,
         } => {
             check_stream_name(filename)?;
-            let walked = archiver.archive_stream(filename, &mut reader.0, label, time);
+            let archiver = &archiver;
+            let walked = pool.install(|| archiver.archive_stream(filename, &mut reader.0, label, time));
             (vec![format!("/{filename}")], None, walked)
         }
     };
@@ -1400,7 +1416,10 @@ impl Archiver<'_> {
     }
 
     /// Chunks a reader and stores the new chunks. I/O errors come back as
-    /// [`Error::Io`] with an empty path; the caller adds context.
+    /// [`Error::Io`] with an empty path; the caller adds context. Content
+    /// larger than a block (or of unknown size) is read ahead and stored on
+    /// every worker ([`crate::ingest`]); smaller content chunk by chunk on
+    /// this thread (files beside it keep the other workers busy).
     fn chunk_into(
         &self,
         reader: impl Read,
@@ -1408,7 +1427,25 @@ impl Archiver<'_> {
         content: &mut Vec<BlobId>,
         read: &mut u64,
     ) -> Result<()> {
-        let mut chunks = self.repo.chunker().chunks(reader, size_hint);
+        let chunker = self.repo.chunker();
+        let large = size_hint.is_none_or(|size| size > crate::ingest::block_size(chunker) as u64);
+        if large && self.pipelines.fetch_add(1, Ordering::AcqRel) < MAX_PIPELINES {
+            let store = |chunk: &[u8]| -> Result<BlobId> {
+                let (id, _) = self.packer.add(BlobKind::Data, chunk)?;
+                self.counters
+                    .bytes_read
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.progress.event(Event::Bytes(chunk.len() as u64));
+                Ok(id)
+            };
+            let stored = crate::ingest::store_content(chunker, reader, self.cancel, &store, content, read);
+            self.pipelines.fetch_sub(1, Ordering::AcqRel);
+            return stored;
+        }
+        if large {
+            self.pipelines.fetch_sub(1, Ordering::AcqRel);
+        }
+        let mut chunks = chunker.chunks(reader, size_hint);
         while let Some(chunk) = chunks.next_chunk().map_err(|e| Error::io("", e))? {
             self.check_cancel()?;
             let (id, _) = self.packer.add(BlobKind::Data, chunk)?;
@@ -1424,7 +1461,13 @@ impl Archiver<'_> {
 
     /// Stores one stream as the only file of the snapshot; `label` names
     /// the stream in errors ("standard input", "command 'pg_dump'").
-    fn archive_stream(&self, filename: &str, reader: impl Read, label: &str, time: jiff::Timestamp) -> Result<BlobId> {
+    fn archive_stream(
+        &self,
+        filename: &str,
+        reader: impl Read + Send,
+        label: &str,
+        time: jiff::Timestamp,
+    ) -> Result<BlobId> {
         let mut node = Node::new(filename.as_bytes().to_vec(), NodeKind::File);
         node.mode = 0o600;
         node.uid = rustix::process::getuid().as_raw();

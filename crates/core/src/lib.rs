@@ -35,6 +35,7 @@ pub mod fsmeta;
 pub mod id;
 pub mod import;
 pub mod index;
+pub mod ingest;
 pub mod keyring;
 pub mod keys;
 pub mod lock;
