@@ -213,10 +213,22 @@ pub use crate::snapshot::CHECKPOINT_TAG;
 /// checkpoint per host and paths: each new one is written before the older
 /// ones are deleted, and a backup that completes deletes them all. A
 /// checkpoint is never `latest` and never counted by a retention policy.
-/// Costs memory for one node per finished file (about 200 bytes).
+///
+/// What is finished is kept compactly: a finished file is recorded by its
+/// node, and when a directory is finished (its tree written), the records
+/// below it are replaced by the directory's one node, whose subtree holds
+/// them. So the records are the finished entries of the directories being
+/// walked, not one per file of the backup: memory stays flat with the number
+/// of files (it grew by ~500 bytes a file when every file was kept).
 struct Checkpoints {
     interval: std::time::Duration,
-    completed: Mutex<Vec<(PathBuf, Node)>>,
+    /// Finished entries by path. A path's descendants sort right after it
+    /// (`Path` orders by components), so a finished directory replaces a
+    /// contiguous range.
+    /// Each with the bytes of the files it stands for.
+    completed: Mutex<BTreeMap<PathBuf, (Node, u64)>>,
+    /// The most records `completed` held at once (see [`WalkPeaks`]).
+    peak: AtomicU64,
     last: Mutex<Instant>,
     /// Held while one worker writes a checkpoint; others skip.
     writing: Mutex<()>,
@@ -231,7 +243,7 @@ impl Checkpoints {
     /// has passed those files again (files it finishes later replace them).
     /// Best effort: an unreadable tree only means those files are not carried.
     fn carry_over(&self, repo: &Repository, root: &BlobId) {
-        let mut carried = Vec::new();
+        let mut carried = BTreeMap::new();
         // A stack, not recursion: the tree's depth is the source's.
         let mut stack = vec![(PathBuf::from("/"), *root)];
         while let Some((dir, id)) = stack.pop() {
@@ -243,20 +255,94 @@ impl Checkpoints {
                 let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
                 match (node.kind, node.subtree) {
                     (NodeKind::Dir, Some(sub)) => stack.push((path, sub)),
-                    (NodeKind::File, _) => carried.push((path, node)),
+                    (NodeKind::File, _) => {
+                        let size = node.size;
+                        carried.insert(path, (node, size));
+                    }
                     _ => {}
                 }
             }
         }
         let mut completed = self.completed.lock().expect("checkpoint lock");
+        // What this run finished already wins over what it carries.
         carried.append(&mut completed);
         *completed = carried;
+        self.peak.fetch_max(completed.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a finished entry (a file, or a directory whose tree is
+    /// written), dropping the records below it: its node stands for them.
+    fn finished(&self, path: &Path, node: &Node) {
+        let mut completed = self.completed.lock().expect("checkpoint lock");
+        let mut size = node.size;
+        if node.kind == NodeKind::Dir {
+            size = 0;
+            let below: Vec<PathBuf> = completed
+                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+                .map(|(p, _)| p)
+                .take_while(|p| p.starts_with(path))
+                .cloned()
+                .collect();
+            for p in below {
+                size += completed.remove(&p).map_or(0, |(_, size)| size);
+            }
+        }
+        completed.insert(path.to_path_buf(), (node.clone(), size));
+        self.peak.fetch_max(completed.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// The tree of a checkpoint: the finished files under their directories.
+/// The most walk state a backup held at once, for tests and diagnostics:
+/// bounded by the tree's shape (depth and entries per directory), not by
+/// its number of files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkPeaks {
+    /// Parent-snapshot trees loaded at once (one per directory being walked).
+    pub parent_trees: u64,
+    /// Records of finished entries kept for checkpoints at once.
+    pub checkpoint_records: u64,
+}
+
+/// A count of things held now, and the most held at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    fn add(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+    fn sub(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A parent-snapshot tree, counted in [`Archiver::parent_trees`] while alive.
+struct ParentTree<'g> {
+    tree: Tree,
+    gauge: &'g Gauge,
+}
+
+impl std::ops::Deref for ParentTree<'_> {
+    type Target = Tree;
+    fn deref(&self) -> &Tree {
+        &self.tree
+    }
+}
+
+impl Drop for ParentTree<'_> {
+    fn drop(&mut self) {
+        self.gauge.sub();
+    }
+}
+
+/// The tree of a checkpoint: the finished entries under their directories.
 enum CheckpointEntry {
-    File(Box<Node>),
+    /// A finished file, or a finished directory with its subtree.
+    Leaf(Box<Node>),
     Dir(BTreeMap<Vec<u8>, CheckpointEntry>),
 }
 
@@ -293,12 +379,12 @@ enum Opened {
 }
 
 /// A directory being walked by [`Archiver::archive_deep`].
-struct Frame {
+struct Frame<'g> {
     /// Its node in its parent's tree; `None` for the walk's first directory.
     node: Option<Node>,
     /// Open while subdirectories are left to open through it.
     fd: Option<OwnedFd>,
-    parent_tree: Option<Tree>,
+    parent_tree: Option<ParentTree<'g>>,
     /// Subdirectories still to walk, the next one last.
     pending: Vec<SubDir>,
     /// The `.snapignore` files that apply to its entries.
@@ -324,6 +410,8 @@ pub struct ArchiveResult {
     /// New and modified files, sorted by path, when asked with
     /// [`ArchiveOptions::list_changes`].
     pub changes: Option<Vec<(PathBuf, Change)>>,
+    /// The most walk state held at once (zero for streams and imports).
+    pub peaks: WalkPeaks,
 }
 
 impl serde::Serialize for ArchiveResult {
@@ -381,8 +469,8 @@ struct Counters {
 
 struct Archiver<'a> {
     repo: &'a Repository,
-    /// The index when the backup started, for the unchanged-file check (one
-    /// read transaction for every lookup; see `Packer::indexed`).
+    /// The index, for the unchanged-file check (a renewing reader; see
+    /// `Packer::indexed`).
     index: IndexReader,
     packer: Packer,
     progress: &'a dyn Progress,
@@ -404,6 +492,8 @@ struct Archiver<'a> {
     obsolete: Mutex<Vec<SnapshotId>>,
     /// Files being stored through [`crate::ingest`] now (see [`MAX_PIPELINES`]).
     pipelines: AtomicUsize,
+    /// Parent-snapshot trees loaded now and at most.
+    parent_trees: Gauge,
 }
 
 /// Large files stored block by block on every core at once (each holds two
@@ -451,7 +541,7 @@ pub fn archive(
 
     let archiver = Archiver {
         repo,
-        index: repo.index()?.reader()?,
+        index: repo.index()?.renewing_reader()?,
         packer,
         progress,
         cancel,
@@ -466,6 +556,7 @@ pub fn archive(
         checkpoints: None,
         obsolete: Mutex::new(Vec::new()),
         pipelines: AtomicUsize::new(0),
+        parent_trees: Gauge::default(),
     };
     let mut archiver = archiver;
     for (origin, why) in pattern_warnings {
@@ -482,7 +573,8 @@ pub fn archive(
             let interval = options.checkpoint_interval.filter(|_| !options.dry_run);
             archiver.checkpoints = interval.map(|interval| Checkpoints {
                 interval,
-                completed: Mutex::new(Vec::new()),
+                completed: Mutex::new(BTreeMap::new()),
+                peak: AtomicU64::new(0),
                 last: Mutex::new(Instant::now()),
                 writing: Mutex::new(()),
                 paths: display.clone(),
@@ -568,6 +660,7 @@ pub fn archive(
 
     // Flush and index what was uploaded even when the walk failed, so the
     // next backup reuses it; report the walk's error first.
+    let peaks = archiver.peaks();
     let Archiver {
         packer,
         counters,
@@ -632,6 +725,7 @@ pub fn archive(
             warnings: warnings.into_inner().expect("warnings lock"),
             dry_run: true,
             changes,
+            peaks,
         });
     }
     crate::snapshot::check_before_save(repo, lock, &snapshot.tree)?;
@@ -648,6 +742,7 @@ pub fn archive(
         warnings: warnings.into_inner().expect("warnings lock"),
         dry_run: false,
         changes,
+        peaks,
     })
 }
 
@@ -837,10 +932,16 @@ impl Archiver<'_> {
         Ok(())
     }
 
-    fn load_parent_tree(&self, path: &Path, id: Option<BlobId>) -> Option<Tree> {
+    fn load_parent_tree(&self, path: &Path, id: Option<BlobId>) -> Option<ParentTree<'_>> {
         let id = id?;
         match Tree::load(self.repo, &id) {
-            Ok(tree) => Some(tree),
+            Ok(tree) => {
+                self.parent_trees.add();
+                Some(ParentTree {
+                    tree,
+                    gauge: &self.parent_trees,
+                })
+            }
             Err(e) => {
                 // Without the parent's tree the files are simply read again.
                 self.warn(
@@ -1068,6 +1169,7 @@ impl Archiver<'_> {
             Opened::Finished => {}
             Opened::Skipped => return Ok(None),
         }
+        self.dir_finished(path, &sub.node);
         self.progress.event(Event::ItemDone(path));
         Ok(Some(sub.node))
     }
@@ -1144,6 +1246,7 @@ impl Archiver<'_> {
                         stack.push(frame);
                     }
                     Opened::Finished => {
+                        self.dir_finished(&path, &sub.node);
                         top.nodes.push(sub.node);
                         self.progress.event(Event::ItemDone(&path));
                         path.pop();
@@ -1162,6 +1265,7 @@ impl Archiver<'_> {
                 return Ok(id);
             };
             node.subtree = Some(id);
+            self.dir_finished(&path, &node);
             self.progress.event(Event::ItemDone(&path));
             path.pop();
             stack
@@ -1182,7 +1286,7 @@ impl Archiver<'_> {
         parent: Option<BlobId>,
         root_dev: Option<u64>,
         inherited: &IgnoreChain,
-    ) -> Result<Frame> {
+    ) -> Result<Frame<'_>> {
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
         let (entries, ignores) = self.list_entries(path, &fd, inherited);
@@ -1496,11 +1600,7 @@ impl Archiver<'_> {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(());
         };
-        checkpoints
-            .completed
-            .lock()
-            .expect("checkpoint lock")
-            .push((path.to_path_buf(), node.clone()));
+        checkpoints.finished(path, node);
         if checkpoints.last.lock().expect("checkpoint lock").elapsed() < checkpoints.interval {
             return Ok(());
         }
@@ -1513,19 +1613,28 @@ impl Archiver<'_> {
         Ok(())
     }
 
+    /// Records a directory whose tree is written for the next checkpoint,
+    /// in place of the records below it.
+    fn dir_finished(&self, path: &Path, node: &Node) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.finished(path, node);
+        }
+    }
+
+    fn peaks(&self) -> WalkPeaks {
+        WalkPeaks {
+            parent_trees: self.parent_trees.peak.load(Ordering::Relaxed),
+            checkpoint_records: self.checkpoints.as_ref().map_or(0, |c| c.peak.load(Ordering::Relaxed)),
+        }
+    }
+
     fn write_checkpoint(&self, checkpoints: &Checkpoints) -> Result<()> {
         // A file carried over from the resumed checkpoint and finished again
         // is in the list twice: the later entry wins.
-        let finished: BTreeMap<PathBuf, Node> = checkpoints
-            .completed
-            .lock()
-            .expect("checkpoint lock")
-            .iter()
-            .cloned()
-            .collect();
-        let size: u64 = finished.values().map(|node| node.size).sum();
+        let finished = checkpoints.completed.lock().expect("checkpoint lock").clone();
+        let size: u64 = finished.values().map(|(_, size)| size).sum();
         let mut root = BTreeMap::new();
-        for (path, node) in finished {
+        for (path, (node, _)) in finished {
             let mut components: Vec<Vec<u8>> = path
                 .components()
                 .filter_map(|c| match c {
@@ -1539,13 +1648,17 @@ impl Archiver<'_> {
             let mut dir = &mut root;
             for name in components {
                 let entry = dir.entry(name).or_insert_with(|| CheckpointEntry::Dir(BTreeMap::new()));
+                if let CheckpointEntry::Leaf(_) = entry {
+                    // A file carried over from the resumed checkpoint that
+                    // is a directory now: what this run finished below wins.
+                    *entry = CheckpointEntry::Dir(BTreeMap::new());
+                }
                 dir = match entry {
                     CheckpointEntry::Dir(children) => children,
-                    // A path below a file cannot happen; skip it if it does.
-                    CheckpointEntry::File(_) => return Ok(()),
+                    CheckpointEntry::Leaf(_) => unreachable!("replaced just above"),
                 };
             }
-            dir.insert(file_name, CheckpointEntry::File(Box::new(node)));
+            dir.insert(file_name, CheckpointEntry::Leaf(Box::new(node)));
         }
         let tree = self.save_checkpoint_tree(root)?;
         // The snapshot may only point at what is stored and indexed.
@@ -1589,7 +1702,7 @@ impl Archiver<'_> {
         let mut nodes = Vec::with_capacity(entries.len());
         for (name, entry) in entries {
             match entry {
-                CheckpointEntry::File(node) => nodes.push(*node),
+                CheckpointEntry::Leaf(node) => nodes.push(*node),
                 CheckpointEntry::Dir(children) => {
                     let mut dir = Node::new(name, NodeKind::Dir);
                     dir.mode = 0o700;

@@ -388,6 +388,7 @@ pub fn import(
         warnings: Vec::new(),
         dry_run: false,
         changes: None,
+        peaks: Default::default(),
     })
 }
 

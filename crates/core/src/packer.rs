@@ -67,9 +67,9 @@ struct OpenPacks {
 pub struct Packer {
     repo: Repository,
     compression: Compression,
-    /// The index as it was when the packer started, to skip blobs it lists
-    /// (one read transaction for all lookups: one per blob made the workers
-    /// queue on redb's locks). `None` when repacking: the blobs are in the
+    /// The index, to skip blobs it lists (a renewing reader: one read
+    /// transaction at a time for all lookups, as one per blob made the
+    /// workers queue on redb's locks). `None` when repacking: the blobs are in the
     /// index (in packs about to be deleted) and must be stored again.
     indexed: Option<IndexReader>,
     pack_size: usize,
@@ -88,7 +88,11 @@ pub struct Packer {
 
 impl Packer {
     pub fn new(repo: &Repository, compression: Compression) -> Result<Self> {
-        Ok(Self::with_mode(repo, compression, Some(repo.index()?.reader()?)))
+        Ok(Self::with_mode(
+            repo,
+            compression,
+            Some(repo.index()?.renewing_reader()?),
+        ))
     }
 
     /// A packer for prune: stores every blob handed in once, even when the
@@ -102,7 +106,7 @@ impl Packer {
     /// `bytes_added_stored` is the sealed size of the new blobs, without the
     /// pack headers a real run adds.
     pub fn dry_run(repo: &Repository, compression: Compression) -> Result<Self> {
-        let mut packer = Self::with_mode(repo, compression, Some(repo.index()?.reader()?));
+        let mut packer = Self::with_mode(repo, compression, Some(repo.index()?.renewing_reader()?));
         packer.dry_run = true;
         Ok(packer)
     }

@@ -298,3 +298,88 @@ fn open_or_init_asks_only_for_what_it_needs() {
     let failed = Repository::open_or_init(backend(), &cache, None, |_| Err("no tty"));
     assert!(matches!(failed, Err(OpenFailure::Password("no tty"))));
 }
+
+/// Issue 11: a backup's walk state is bounded by the tree's shape, not by
+/// its number of files. With one worker the walk is depth first, so the
+/// directories being walked are one path from the root: the parent trees
+/// loaded at once are at most that path (the source's ancestors and its
+/// depth), and the checkpoint records (finished entries; a finished
+/// directory stands for everything below it) at most the finished entries of
+/// the directories on that path. Both used to grow with the file count (a
+/// record per finished file, kept for the whole backup).
+#[test]
+fn walk_state_is_bounded_by_depth_not_file_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    let (fanout, files) = (4, 12);
+    let mut count = 0;
+    for a in 0..fanout {
+        for b in 0..fanout {
+            for c in 0..fanout {
+                let leaf = source.join(format!("a{a}/b{b}/c{c}"));
+                std::fs::create_dir_all(&leaf).unwrap();
+                for f in 0..files {
+                    count += 1;
+                    std::fs::write(leaf.join(format!("f{f}")), format!("file {count} ").repeat(20)).unwrap();
+                }
+            }
+        }
+    }
+    let repo = Repository::init(
+        Arc::new(LocalBackend::new(dir.path().join("repo"))),
+        Some(&password()),
+        &options(),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
+    let run = |parent| {
+        let lock = repo
+            .lock(LockKind::Shared, "create", Duration::ZERO, &NEVER_CANCELLED)
+            .unwrap();
+        let options = ArchiveOptions {
+            source: Source::Paths(vec![source.clone()]),
+            excludes: vec![],
+            exclude_files: vec![],
+            one_file_system: false,
+            tags: vec![],
+            host: "test".into(),
+            parent,
+            compression: None,
+            threads: 1,
+            // Records are kept, never written in this short run.
+            checkpoint_interval: Some(Duration::from_secs(3600)),
+            selection: Default::default(),
+            description: None,
+            dry_run: false,
+            list_changes: false,
+        };
+        archiver::archive(&repo, options, &NoProgress, &AtomicBool::new(false), &lock).unwrap()
+    };
+    let depth = 3;
+    // On the path: `fanout` finished siblings at each level above the
+    // leaves, and a leaf directory's files.
+    let records_bound = (depth * fanout + files) as u64;
+    let first = run(ParentChoice::None);
+    assert_eq!(first.snapshot.summary.files_new, count as u64);
+    assert!(
+        first.peaks.checkpoint_records <= records_bound,
+        "{} records held at once for {count} files (bound {records_bound})",
+        first.peaks.checkpoint_records
+    );
+    assert_eq!(first.peaks.parent_trees, 0, "no parent, no parent trees");
+
+    let second = run(ParentChoice::Latest);
+    assert_eq!(second.snapshot.summary.files_unmodified, count as u64);
+    assert!(second.peaks.checkpoint_records <= records_bound);
+    // The source's ancestors ("/", "tmp", ...) and itself, then its depth.
+    let path_len = source.components().count() as u64 + depth as u64;
+    assert!(
+        second.peaks.parent_trees <= path_len,
+        "{} parent trees held at once (path from the root: {path_len})",
+        second.peaks.parent_trees
+    );
+    assert!(
+        second.peaks.parent_trees >= depth as u64,
+        "the parent's trees were walked in step"
+    );
+}
