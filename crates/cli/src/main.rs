@@ -10,8 +10,11 @@ mod term;
 mod cmd;
 mod exit;
 mod global;
+mod metrics;
 mod password;
 mod progress;
+mod schedule;
+mod state;
 mod stdin_command;
 
 use clap::{Parser, Subcommand};
@@ -69,6 +72,12 @@ enum Command {
     Unlock(cmd::unlock::Args),
     /// Serve a repository directory to `rest:` clients over HTTP(S).
     Serve(cmd::serve::Args),
+    /// Run every profile's schedule (README "Scheduling").
+    Daemon(cmd::daemon::Args),
+    /// Show or install the schedules of profiles (`list`, `install`).
+    Schedule(cmd::schedule::Args),
+    /// Check that each profile's backups are recent and whole (exit codes 20-24).
+    Health(cmd::health::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -133,6 +142,9 @@ fn main() {
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
         Command::Serve(args) => cmd::serve::run(&cli.global, args),
+        Command::Daemon(args) => cmd::daemon::run(&cli.global, args),
+        Command::Schedule(args) => cmd::schedule::run(&cli.global, args),
+        Command::Health(args) => cmd::health::run(&cli.global, args),
     };
     if cli.global.verbose > 0 {
         global::print_request_summary();
