@@ -16,7 +16,7 @@ use snap_remote::Location;
 
 use crate::password::{self, Prompt};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a directory, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX],
     /// sftp:[USER@]HOST[:PORT]:/PATH, rest:http(s)://HOST:PORT/[NAME/] or
@@ -29,6 +29,18 @@ pub struct GlobalArgs {
     /// Read the password from the first line of this file.
     #[arg(long, env = "SNAP_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Read the password from the first line this shell command prints.
+    #[arg(long, env = "SNAP_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Use the settings of this profile of the config file (README "Profiles").
+    #[arg(long, env = "SNAP_PROFILE", global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The config file of profiles. Default: $XDG_CONFIG_HOME/snap/config.toml
+    #[arg(long, env = "SNAP_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A password written in the profile itself (a config file of mode 0600).
+    #[arg(skip)]
+    pub password: Option<String>,
     /// Directory of the local index cache. Default: $XDG_CACHE_HOME/snap
     #[arg(long, env = "SNAP_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
@@ -85,6 +97,15 @@ pub fn install_interrupt_handler() {
 }
 
 impl GlobalArgs {
+    /// Where the password comes from (password.rs gives the order).
+    pub fn password_source(&self) -> password::Source<'_> {
+        password::Source {
+            file: self.password_file.as_deref(),
+            command: self.password_command.as_deref(),
+            inline: self.password.as_deref(),
+        }
+    }
+
     pub fn retry_lock(&self) -> std::time::Duration {
         self.retry_lock.map(Into::into).unwrap_or_default()
     }
@@ -154,7 +175,7 @@ impl GlobalArgs {
             at_terminal.then_some(&create),
             |request| {
                 password::get(
-                    self.password_file.as_deref(),
+                    &self.password_source(),
                     match request {
                         PasswordRequest::Existing => Prompt::Existing,
                         PasswordRequest::New => Prompt::New,

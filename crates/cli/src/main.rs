@@ -12,6 +12,7 @@ mod exit;
 mod global;
 mod metrics;
 mod password;
+mod profile;
 mod progress;
 mod schedule;
 mod state;
@@ -120,33 +121,9 @@ fn main() {
         .init();
     global::install_interrupt_handler();
 
-    let result = match cli.command {
-        Command::Init(args) => cmd::init::run(&cli.global, args),
-        Command::Create(args) => cmd::create::run(&cli.global, args),
-        Command::Restore(args) => cmd::restore::run(&cli.global, args),
-        Command::Snapshots(args) => cmd::snapshots::run(&cli.global, args),
-        Command::Ls(args) => cmd::ls::run(&cli.global, args),
-        Command::Diff(args) => cmd::diff::run(&cli.global, args),
-        Command::Find(args) => cmd::find::run(&cli.global, args),
-        Command::Stats(args) => cmd::stats::run(&cli.global, args),
-        Command::Verify(args) => cmd::verify::run(&cli.global, args),
-        Command::Forget(args) => cmd::forget::run(&cli.global, args),
-        Command::Tag(args) => cmd::tag::run(&cli.global, args),
-        Command::Prune(args) => cmd::prune::run(&cli.global, args),
-        Command::Repair(args) => cmd::repair::run(&cli.global, args),
-        Command::Copy(args) => cmd::copy::run(&cli.global, args),
-        Command::Dump(args) => cmd::dump::run(&cli.global, args),
-        Command::Export(args) => cmd::export::run(&cli.global, args),
-        Command::Catalog(args) => cmd::catalog::run(&cli.global, args),
-        Command::Import(args) => cmd::import::run(&cli.global, args),
-        Command::Key(args) => cmd::key::run(&cli.global, args),
-        Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
-        Command::Serve(args) => cmd::serve::run(&cli.global, args),
-        Command::Daemon(args) => cmd::daemon::run(&cli.global, args),
-        Command::Schedule(args) => cmd::schedule::run(&cli.global, args),
-        Command::Health(args) => cmd::health::run(&cli.global, args),
-    };
-    if cli.global.verbose > 0 {
+    let verbose = cli.global.verbose;
+    let result = profile::selected(&cli.global).and_then(|profile| run(cli.global, profile, cli.command));
+    if verbose > 0 {
         global::print_request_summary();
     }
     let code = match result {
@@ -159,4 +136,40 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Runs one command; with `--profile`, the profile fills the global options
+/// the command line and environment left unset.
+fn run(base: global::GlobalArgs, profile: Option<profile::Profile>, command: Command) -> anyhow::Result<i32> {
+    let global = match &profile {
+        Some(profile) => profile.global_args(&base),
+        None => base,
+    };
+    let global = &global;
+    match command {
+        Command::Init(args) => cmd::init::run(global, args),
+        Command::Create(args) => cmd::create::run(global, args),
+        Command::Restore(args) => cmd::restore::run(global, args),
+        Command::Snapshots(args) => cmd::snapshots::run(global, args),
+        Command::Ls(args) => cmd::ls::run(global, args),
+        Command::Diff(args) => cmd::diff::run(global, args),
+        Command::Find(args) => cmd::find::run(global, args),
+        Command::Stats(args) => cmd::stats::run(global, args),
+        Command::Verify(args) => cmd::verify::run(global, args),
+        Command::Forget(args) => cmd::forget::run(global, args),
+        Command::Tag(args) => cmd::tag::run(global, args),
+        Command::Prune(args) => cmd::prune::run(global, args),
+        Command::Repair(args) => cmd::repair::run(global, args),
+        Command::Copy(args) => cmd::copy::run(global, args),
+        Command::Dump(args) => cmd::dump::run(global, args),
+        Command::Export(args) => cmd::export::run(global, args),
+        Command::Catalog(args) => cmd::catalog::run(global, args),
+        Command::Import(args) => cmd::import::run(global, args),
+        Command::Key(args) => cmd::key::run(global, args),
+        Command::Unlock(args) => cmd::unlock::run(global, args),
+        Command::Serve(args) => cmd::serve::run(global, args),
+        Command::Daemon(args) => cmd::daemon::run(global, args),
+        Command::Schedule(args) => cmd::schedule::run(global, args),
+        Command::Health(args) => cmd::health::run(global, args),
+    }
 }

@@ -1,6 +1,8 @@
 //! Where the password comes from, in order: `--password-file` /
-//! `SNAP_PASSWORD_FILE`, `SNAP_PASSWORD_COMMAND`, `SNAP_PASSWORD`, and last a
-//! prompt when standard input is a terminal.
+//! `SNAP_PASSWORD_FILE`, `--password-command` / `SNAP_PASSWORD_COMMAND`, a
+//! `password` in the profile (a config file of mode 0600), `SNAP_PASSWORD`,
+//! and last a prompt when standard input is a terminal. A profile's
+//! `password-file` and `password-command` arrive as the first two.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -33,8 +35,16 @@ pub enum Prompt {
     New,
 }
 
-pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
-    let password = get_any(password_file, prompt)?;
+/// The configured password sources of the repository.
+#[derive(Clone, Copy, Default)]
+pub struct Source<'a> {
+    pub file: Option<&'a Path>,
+    pub command: Option<&'a str>,
+    pub inline: Option<&'a str>,
+}
+
+pub fn get(source: &Source<'_>, prompt: Prompt) -> Result<Password> {
+    let password = get_any(source, prompt)?;
     if prompt == Prompt::New {
         refuse_empty(&password)?;
     }
@@ -45,6 +55,11 @@ pub fn get(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
 /// prints (`None` when `var` is unset).
 fn from_command(var: &str) -> Option<Result<Password>> {
     let command = std::env::var(var).ok()?;
+    Some(run_command(var, &command))
+}
+
+/// The first line `command` prints; `what` names its source in errors.
+fn run_command(var: &str, command: &str) -> Result<Password> {
     let output = match std::process::Command::new("sh")
         .arg("-c")
         .arg(&command)
@@ -52,20 +67,23 @@ fn from_command(var: &str) -> Option<Result<Password>> {
         .output()
     {
         Ok(output) => output,
-        Err(e) => return Some(fail(format!("cannot run {var}: {e}"))),
+        Err(e) => return fail(format!("cannot run {var}: {e}")),
     };
     if !output.status.success() {
-        return Some(fail(format!("{var} failed ({})", output.status)));
+        return fail(format!("{var} failed ({})", output.status));
     }
-    Some(Ok(Password::new(first_line(output.stdout))))
+    Ok(Password::new(first_line(output.stdout)))
 }
 
-fn get_any(password_file: Option<&Path>, prompt: Prompt) -> Result<Password> {
-    if let Some(path) = password_file {
+fn get_any(source: &Source<'_>, prompt: Prompt) -> Result<Password> {
+    if let Some(path) = source.file {
         return read_file(path);
     }
-    if let Some(password) = from_command("SNAP_PASSWORD_COMMAND") {
-        return password;
+    if let Some(command) = source.command {
+        return run_command("the password command", command);
+    }
+    if let Some(password) = source.inline {
+        return Ok(Password::new(password.as_bytes()));
     }
     if let Ok(password) = std::env::var("SNAP_PASSWORD") {
         return Ok(Password::new(password.into_bytes()));

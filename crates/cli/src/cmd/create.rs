@@ -380,7 +380,7 @@ fn parse_list(bytes: &[u8], form: ListForm) -> Vec<PathBuf> {
 }
 
 /// `10M`, `1G`, `512K`, `100`: bytes, with binary multiples (as restic).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits_end);

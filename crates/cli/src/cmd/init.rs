@@ -100,7 +100,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let password = if args.no_encryption {
         None
     } else {
-        Some(password::get(global.password_file.as_deref(), Prompt::New)?)
+        Some(password::get(&global.password_source(), Prompt::New)?)
     };
     let cache_root = global.cache_root()?;
     let repo = match &source {
