@@ -560,7 +560,7 @@ fn schedule_list_and_install_dry_run() {
     // A retention policy brings a weekly prune.
     assert_eq!(jobs, ["backup", "prune", "verify"], "{rows}");
     let next: jiff::Timestamp = rows[0]["next_run"].as_str().unwrap().parse().unwrap();
-    let at = next.to_zoned(jiff::tz::TimeZone::UTC);
+    let at = next.to_zoned_datetime(jiff::tz::TimeZone::UTC);
     assert_eq!((at.hour(), at.minute()), (2, 0), "{next}");
     let out = setup.run(&["schedule", "list"]);
     assert_code(&out, 0);

@@ -26,6 +26,7 @@ mod lifecycle;
 mod locks;
 mod opendal;
 mod output;
+mod profiles;
 mod requests;
 mod restore_modes;
 mod restore_safety;

@@ -23,7 +23,10 @@ pub const MIB: u64 = 1 << 20;
 
 /// Environment variables snap reads; removed from every command so the
 /// caller's environment cannot leak into a test.
-const SNAP_ENV: [&str; 11] = [
+pub const SNAP_ENV: [&str; 14] = [
+    "SNAP_PROFILE",
+    "SNAP_CONFIG",
+    "SNAP_COMMAND",
     "SNAP_REPOSITORY",
     "SNAP_FROM_REPOSITORY",
     "SNAP_FROM_PASSWORD",

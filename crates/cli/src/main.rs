@@ -10,6 +10,7 @@ mod term;
 mod cmd;
 mod exit;
 mod global;
+mod hooks;
 mod metrics;
 mod password;
 mod profile;
@@ -79,6 +80,8 @@ enum Command {
     Schedule(cmd::schedule::Args),
     /// Check that each profile's backups are recent and whole (exit codes 20-24).
     Health(cmd::health::Args),
+    /// Check the config file of profiles, or show one profile resolved.
+    Config(cmd::config::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -146,6 +149,36 @@ fn run(base: global::GlobalArgs, profile: Option<profile::Profile>, command: Com
         None => base,
     };
     let global = &global;
+    if let Some(profile) = &profile {
+        let repository = global.repo.as_deref();
+        match command {
+            Command::Create(mut args) => {
+                args.apply_profile(profile);
+                return hooks::around(profile, repository, "backup", || cmd::create::run(global, args));
+            }
+            Command::Forget(mut args) => {
+                args.apply_profile(profile);
+                return hooks::around(&profile.notify_only(), repository, "forget", || {
+                    cmd::forget::run(global, args)
+                });
+            }
+            Command::Prune(args) => {
+                return hooks::around(&profile.notify_only(), repository, "prune", || {
+                    cmd::prune::run(global, args)
+                });
+            }
+            Command::Verify(args) => {
+                return hooks::around(&profile.notify_only(), repository, "verify", || {
+                    cmd::verify::run(global, args)
+                });
+            }
+            command => return dispatch(global, command),
+        }
+    }
+    dispatch(global, command)
+}
+
+fn dispatch(global: &global::GlobalArgs, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Init(args) => cmd::init::run(global, args),
         Command::Create(args) => cmd::create::run(global, args),
@@ -171,5 +204,6 @@ fn run(base: global::GlobalArgs, profile: Option<profile::Profile>, command: Com
         Command::Daemon(args) => cmd::daemon::run(global, args),
         Command::Schedule(args) => cmd::schedule::run(global, args),
         Command::Health(args) => cmd::health::run(global, args),
+        Command::Config(args) => cmd::config::run(global, args),
     }
 }

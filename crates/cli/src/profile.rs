@@ -248,6 +248,15 @@ impl Config {
 }
 
 impl Profile {
+    /// This profile without its hooks, which are a backup's: `forget`,
+    /// `prune` and `verify` of a profile send its notifications only.
+    pub fn notify_only(&self) -> Profile {
+        Profile {
+            hooks: Hooks::default(),
+            ..self.clone()
+        }
+    }
+
     /// The global options of this profile, filling what `base` (the command
     /// line and environment) left unset: repository, options, password
     /// file/command, cache dir. The password source is one choice: any

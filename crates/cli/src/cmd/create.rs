@@ -58,11 +58,62 @@ pub struct Args {
     threads: usize,
     /// Save the files finished so far as a `checkpoint` snapshot this often,
     /// so an interrupted backup resumes without reading them again (`0s`: never).
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
-    checkpoint_interval: humantime::Duration,
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_interval: Option<humantime::Duration>,
     // Selection, description and dry run: see `SelectionArgs` below.
     #[command(flatten)]
     selection: SelectionArgs,
+}
+
+/// `--checkpoint-interval` when neither the flag nor the profile sets it.
+const DEFAULT_CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+impl Args {
+    /// Fills what the command line left unset from `profile` (README
+    /// "Profiles"): a list given on the command line replaces the profile's
+    /// (the paths and the `--files-from*` lists count as one list: what to
+    /// back up); a switch the profile turns on cannot be turned off here.
+    pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
+        fn list<T: Clone>(cli: &mut Vec<T>, profile: &[T]) {
+            if cli.is_empty() {
+                *cli = profile.to_vec();
+            }
+        }
+        let sel = &mut self.selection;
+        if self.paths.is_empty() && !sel.has_lists() && !self.stdin && !self.stdin_from_command {
+            self.paths = profile.paths.clone();
+            sel.files_from = profile.files_from.clone();
+            sel.files_from_verbatim = profile.files_from_verbatim.clone();
+            sel.files_from_raw = profile.files_from_raw.clone();
+        }
+        list(&mut self.excludes, &profile.exclude);
+        list(&mut self.exclude_files, &profile.exclude_file);
+        list(&mut self.tags, &profile.tags);
+        list(&mut sel.iexcludes, &profile.iexclude);
+        list(&mut sel.iexclude_files, &profile.iexclude_file);
+        list(&mut sel.exclude_if_present, &profile.exclude_if_present);
+        sel.exclude_caches |= profile.exclude_caches.unwrap_or(false);
+        sel.no_snapignore |= profile.no_snapignore.unwrap_or(false);
+        self.one_file_system |= profile.one_file_system.unwrap_or(false);
+        if sel.exclude_larger_than.is_none() {
+            sel.exclude_larger_than = profile.exclude_larger_than;
+        }
+        if sel.description.is_none() {
+            sel.description = profile.description.clone();
+        }
+        if self.host.is_none() {
+            self.host = profile.host.clone();
+        }
+        if self.compression.is_none() {
+            self.compression = profile.compression;
+        }
+        if self.threads == 0 {
+            self.threads = profile.threads.unwrap_or(0);
+        }
+        if self.checkpoint_interval.is_none() {
+            self.checkpoint_interval = profile.checkpoint_interval.map(Into::into);
+        }
+    }
 }
 
 /// `snap create --json`: the engine's result (snap_core::archiver::ArchiveResult)
@@ -155,7 +206,8 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
         parent,
         compression: args.compression,
         threads: args.threads,
-        checkpoint_interval: Some(args.checkpoint_interval.into()).filter(|d: &std::time::Duration| !d.is_zero()),
+        checkpoint_interval: Some(args.checkpoint_interval.map_or(DEFAULT_CHECKPOINT_INTERVAL, Into::into))
+            .filter(|d: &std::time::Duration| !d.is_zero()),
         selection,
         description: args.selection.description.clone(),
         dry_run: args.selection.dry_run,
@@ -174,6 +226,13 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
     };
     let result = result.context("backup failed")?;
     let s = &result.snapshot;
+    if !result.dry_run {
+        let summary = serde_json::to_value(CreateJson {
+            result: &result,
+            requests: crate::global::REQUESTS.stats(),
+        })?;
+        crate::hooks::record_summary(result.id.to_string(), summary);
+    }
     if global.json {
         // The documented form is the engine's (snap_core::archiver::ArchiveResult).
         super::print_json(&CreateJson {

@@ -68,6 +68,29 @@ pub struct Args {
 }
 
 impl Args {
+    /// With no snapshot ids and no policy flag, the profile's retention
+    /// policy (README "Profiles").
+    pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
+        if let Some(retention) = &profile.retention {
+            if self.ids.is_empty() && self.rules().is_empty() {
+                let r = retention.rules();
+                self.keep_last = r.last;
+                self.keep_hourly = r.hourly;
+                self.keep_daily = r.daily;
+                self.keep_weekly = r.weekly;
+                self.keep_monthly = r.monthly;
+                self.keep_yearly = r.yearly;
+                self.keep_within = r.within;
+                self.keep_within_hourly = r.within_hourly;
+                self.keep_within_daily = r.within_daily;
+                self.keep_within_weekly = r.within_weekly;
+                self.keep_within_monthly = r.within_monthly;
+                self.keep_within_yearly = r.within_yearly;
+                self.keep_tags = r.tags;
+            }
+        }
+    }
+
     fn rules(&self) -> KeepRules {
         KeepRules {
             last: self.keep_last,

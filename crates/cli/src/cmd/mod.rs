@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod catalog;
+pub mod config;
 pub mod copy;
 pub mod create;
 pub mod daemon;
