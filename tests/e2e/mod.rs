@@ -8,6 +8,7 @@ mod concurrency;
 mod copy;
 mod corruption;
 mod crash;
+mod daemon;
 mod create_args;
 mod deep;
 mod dumps;

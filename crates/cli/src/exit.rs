@@ -21,6 +21,18 @@ pub const WRONG_PASSWORD: i32 = 12;
 /// Interrupted by Ctrl-C or SIGTERM; nothing half-written is visible.
 pub const INTERRUPTED: i32 = 130;
 
+// `snap health`: one code per kind of failure; with several, the lowest.
+/// No snapshot of the profile in its repository.
+pub const HEALTH_NO_SNAPSHOT: i32 = 20;
+/// The last snapshot is older than `--max-age`.
+pub const HEALTH_TOO_OLD: i32 = 21;
+/// The last run failed, or skipped files (errors in the last snapshot).
+pub const HEALTH_LAST_RUN: i32 = 22;
+/// A stale lock is in the repository (`snap unlock` removes it).
+pub const HEALTH_STALE_LOCK: i32 = 23;
+/// The last scheduled verify failed.
+pub const HEALTH_VERIFY: i32 = 24;
+
 /// The exit code for an error, looking through `anyhow` context layers.
 pub fn code_for(error: &anyhow::Error) -> i32 {
     for cause in error.chain() {

@@ -11,9 +11,12 @@ mod cmd;
 mod exit;
 mod global;
 mod hooks;
+mod metrics;
 mod password;
 mod profile;
 mod progress;
+mod schedule;
+mod state;
 mod stdin_command;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +74,12 @@ enum Command {
     Unlock(cmd::unlock::Args),
     /// Serve a repository directory to `rest:` clients over HTTP(S).
     Serve(cmd::serve::Args),
+    /// Run every profile's schedule (README "Scheduling").
+    Daemon(cmd::daemon::Args),
+    /// Show or install the schedules of profiles (`list`, `install`).
+    Schedule(cmd::schedule::Args),
+    /// Check that each profile's backups are recent and whole (exit codes 20-24).
+    Health(cmd::health::Args),
     /// Check the config file of profiles, or show one profile resolved.
     Config(cmd::config::Args),
 }
@@ -192,6 +201,9 @@ fn dispatch(global: &global::GlobalArgs, command: Command) -> anyhow::Result<i32
         Command::Key(args) => cmd::key::run(global, args),
         Command::Unlock(args) => cmd::unlock::run(global, args),
         Command::Serve(args) => cmd::serve::run(global, args),
+        Command::Daemon(args) => cmd::daemon::run(global, args),
+        Command::Schedule(args) => cmd::schedule::run(global, args),
+        Command::Health(args) => cmd::health::run(global, args),
         Command::Config(args) => cmd::config::run(global, args),
     }
 }
