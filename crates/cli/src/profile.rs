@@ -6,9 +6,6 @@
 //! the line and the key: a config file is edited by hand, often far from
 //! the command that reads it (a timer, the daemon).
 
-// Parts of the API are used by the hooks, notifications and the daemon as they land.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
