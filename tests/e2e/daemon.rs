@@ -23,7 +23,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let snap = Snap::init(&[]);
+        Setup::with_init(&[])
+    }
+
+    fn with_init(init: &[&str]) -> Setup {
+        let snap = Snap::init(init);
         let src = snap.scratch().join("src");
         fs::create_dir(&src).unwrap();
         fs::write(src.join("a.txt"), b"alpha").unwrap();
@@ -198,7 +202,9 @@ fn finished_runs(setup: &Setup, profile: &str, job: &str) -> u64 {
     let j = setup.job(profile, job);
     let runs = j["runs"].as_u64().unwrap_or(0);
     let ended = match (j["last_start"].as_str(), j["last_end"].as_str()) {
-        (Some(start), Some(end)) => end.parse::<jiff::Timestamp>().unwrap() >= start.parse::<jiff::Timestamp>().unwrap(),
+        (Some(start), Some(end)) => {
+            end.parse::<jiff::Timestamp>().unwrap() >= start.parse::<jiff::Timestamp>().unwrap()
+        }
         _ => false,
     };
     if ended {
@@ -221,7 +227,10 @@ fn every_second_makes_the_expected_snapshots_and_keeps_the_last_three() {
     // Stopped right after a run ended: the next is most of a second away.
     let log = daemon.stop(Duration::from_secs(30));
     // `every 1s`: the first run at start-up, then one a second, not faster.
-    assert!(elapsed >= Duration::from_millis(3900), "5 runs in {elapsed:?}; log:\n{log}");
+    assert!(
+        elapsed >= Duration::from_millis(3900),
+        "5 runs in {elapsed:?}; log:\n{log}"
+    );
     let backup = setup.job("docs", "backup");
     assert_eq!(backup["result"], "success", "{backup}; log:\n{log}");
     let runs = backup["runs"].as_u64().unwrap();
@@ -237,7 +246,11 @@ fn every_second_makes_the_expected_snapshots_and_keeps_the_last_three() {
     assert_eq!(hooks.lines().filter(|l| *l == "ok").count() as u64, runs, "{hooks}");
     assert!(log.contains("docs backup: success"), "{log}");
     // Log lines start with a timestamp.
-    assert!(log.lines().all(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T'), "{log}");
+    assert!(
+        log.lines()
+            .all(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T'),
+        "{log}"
+    );
     setup.snap.ok(&["verify"]);
 }
 
@@ -257,7 +270,11 @@ fn a_restart_neither_repeats_nor_forgets_runs() {
     let daemon = setup.daemon(&[]);
     std::thread::sleep(Duration::from_millis(1500));
     let log = daemon.stop(Duration::from_secs(30));
-    assert_eq!(setup.complete_snapshots(None).len(), 1, "a restart repeated the run; log:\n{log}");
+    assert_eq!(
+        setup.complete_snapshots(None).len(),
+        1,
+        "a restart repeated the run; log:\n{log}"
+    );
     assert_eq!(setup.job("docs", "backup")["runs"], 1);
 
     // The machine was off when the run was due: run-missed catches it up at once.
@@ -269,11 +286,19 @@ fn a_restart_neither_repeats_nor_forgets_runs() {
     let log = daemon.stop(Duration::from_secs(30));
     assert!(log.contains("was missed; running it now"), "{log}");
     assert_eq!(setup.complete_snapshots(None).len(), 2);
-    let next: jiff::Timestamp = setup.job("docs", "backup")["next_run"].as_str().unwrap().parse().unwrap();
+    let next: jiff::Timestamp = setup.job("docs", "backup")["next_run"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(next > jiff::Timestamp::now(), "next run {next} is not ahead");
 
     // Without run-missed, a missed run is skipped to the next one.
-    setup.write_config(&setup.profile("docs", "every 1h", "", 10, "").replace("run-missed = true", "run-missed = false"));
+    setup.write_config(
+        &setup
+            .profile("docs", "every 1h", "", 10, "")
+            .replace("run-missed = true", "run-missed = false"),
+    );
     setup.make_overdue("docs", "backup");
     let daemon = setup.daemon(&[]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -304,17 +329,21 @@ fn a_run_still_going_when_the_next_is_due_is_skipped() {
     // Never two at once: each run started after the previous ended.
     let starts = log.matches("docs backup: started").count();
     let ends = log.matches("docs backup: success").count() + log.matches("docs backup: interrupted").count();
-    assert!(starts >= 1 && starts - ends <= 1, "{starts} starts, {ends} ends; log:\n{log}");
+    assert!(
+        starts >= 1 && starts - ends <= 1,
+        "{starts} starts, {ends} ends; log:\n{log}"
+    );
     assert!(setup.complete_snapshots(None).len() >= 1, "{log}");
 }
 
 #[test]
 fn sigterm_mid_backup_leaves_a_verifiable_repository_and_the_next_run_succeeds() {
-    let setup = Setup::new();
+    // Small packs: the backup indexes some early, well before it ends.
+    let setup = Setup::with_init(&["--pack-size-mib", "1"]);
     let big = setup.src.join("big");
     fs::create_dir(&big).unwrap();
-    for i in 0..6 {
-        write_random_file(&big.join(format!("part{i}.bin")), 16 * MIB, 7000 + i);
+    for i in 0..3 {
+        write_random_file(&big.join(format!("part{i}.bin")), 8 * MIB, 7000 + i);
     }
     setup.write_config(&setup.profile("docs", "every 1h", "", 10, ""));
     let mut daemon = setup.daemon(&[]);
@@ -343,7 +372,10 @@ fn sigterm_mid_backup_leaves_a_verifiable_repository_and_the_next_run_succeeds()
     assert_eq!(setup.job("docs", "backup")["result"], "success", "{log}");
     let target = setup.snap.scratch().join("restored");
     assert_code(&setup.snap.restore("latest", &target, &[]), 0);
-    assert!(same_content(&big.join("part5.bin"), &restored(&target, &big).join("part5.bin")));
+    assert!(same_content(
+        &big.join("part2.bin"),
+        &restored(&target, &big).join("part2.bin")
+    ));
     setup.snap.ok(&["verify"]);
 }
 
@@ -406,7 +438,11 @@ fn health_is_zero_when_fresh_and_names_each_failure_by_its_code() {
     std::thread::sleep(Duration::from_millis(2100));
     let out = setup.run(&["--profile", "docs", "health", "--max-age", "2s"]);
     assert_code(&out, 21);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("older than --max-age"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("older than --max-age"),
+        "{}",
+        describe(&out)
+    );
 
     // No snapshot at all is 20; --all reports the lowest code.
     let out = setup.run(&["--profile", "never", "health"]);
@@ -432,7 +468,11 @@ fn health_is_zero_when_fresh_and_names_each_failure_by_its_code() {
     .unwrap();
     let out = setup.run(&["--profile", "docs", "health"]);
     assert_code(&out, 22);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("create exited with 1"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("create exited with 1"),
+        "{}",
+        describe(&out)
+    );
 
     // A stale lock (a dead process of this host) is 23.
     fs::remove_file(setup.state.join("state.json")).unwrap();
@@ -473,7 +513,9 @@ fn prometheus_families(text: &str) -> Option<Vec<String>> {
         \x20   for s in f.samples:\n\
         \x20       assert 'profile' in s.labels, s\n\
         \x20   print(f.name)\n";
-    let have = Command::new("python3").args(["-c", "import prometheus_client"]).status();
+    let have = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .status();
     if !have.is_ok_and(|s| s.success()) {
         assert!(
             std::env::var_os("SNAP_TEST_REQUIRE_ALL").is_none(),
@@ -491,7 +533,11 @@ fn prometheus_families(text: &str) -> Option<Vec<String>> {
         .unwrap();
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "prometheus_client rejected:\n{text}\n{}", describe(&out));
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected:\n{text}\n{}",
+        describe(&out)
+    );
     Some(String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect())
 }
 
@@ -524,7 +570,10 @@ fn metrics_are_served_and_written_as_prometheus_text() {
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    assert!(body.contains("snap_job_last_success{profile=\"docs\",job=\"backup\"} 1"), "{body}");
+    assert!(
+        body.contains("snap_job_last_success{profile=\"docs\",job=\"backup\"} 1"),
+        "{body}"
+    );
     assert!(body.contains("snap_backup_last_files{profile=\"docs\"} 1"), "{body}");
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
     let file = fs::read_to_string(&textfile).unwrap();
@@ -556,7 +605,12 @@ fn schedule_list_and_install_dry_run() {
     let out = setup.run(&["schedule", "list", "--json"]);
     assert_code(&out, 0);
     let rows = parse_json(&out);
-    let jobs: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["job"].as_str().unwrap()).collect();
+    let jobs: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"].as_str().unwrap())
+        .collect();
     // A retention policy brings a weekly prune.
     assert_eq!(jobs, ["backup", "prune", "verify"], "{rows}");
     let next: jiff::Timestamp = rows[0]["next_run"].as_str().unwrap().parse().unwrap();
@@ -564,35 +618,67 @@ fn schedule_list_and_install_dry_run() {
     assert_eq!((at.hour(), at.minute()), (2, 0), "{next}");
     let out = setup.run(&["schedule", "list"]);
     assert_code(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 2 * * *"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 2 * * *"),
+        "{}",
+        describe(&out)
+    );
 
     let home = tempdir();
     let mut cmd = setup.command();
-    cmd.env("HOME", home.path()).env("XDG_CONFIG_HOME", home.path().join("config"));
-    let out = cmd.args(["schedule", "install", "--systemd", "--dry-run"]).output().unwrap();
+    cmd.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"));
+    let out = cmd
+        .args(["schedule", "install", "--systemd", "--dry-run"])
+        .output()
+        .unwrap();
     assert_code(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("would write {}", s(&home.path().join("config/systemd/user/snap-daemon.service")))), "{text}");
-    assert!(text.contains("ExecStart=") && text.contains(" daemon") && text.contains(s(&setup.config)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "would write {}",
+            s(&home.path().join("config/systemd/user/snap-daemon.service"))
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ExecStart=") && text.contains(" daemon") && text.contains(s(&setup.config)),
+        "{text}"
+    );
     assert!(!home.path().join("config").exists(), "a dry run wrote files");
 
     let mut cmd = setup.command();
-    cmd.env("HOME", home.path()).env("XDG_CONFIG_HOME", home.path().join("config"));
+    cmd.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"));
     let out = cmd.args(["schedule", "install", "--systemd"]).output().unwrap();
     assert_code(&out, 0);
     let unit = fs::read_to_string(home.path().join("config/systemd/user/snap-daemon.service")).unwrap();
-    assert!(unit.contains("KillMode=mixed") && unit.contains("ExecReload="), "{unit}");
+    assert!(
+        unit.contains("KillMode=mixed") && unit.contains("ExecReload="),
+        "{unit}"
+    );
 
-    let out = setup.command().args(["schedule", "install", "--cron", "--dry-run"]).output().unwrap();
+    let out = setup
+        .command()
+        .args(["schedule", "install", "--cron", "--dry-run"])
+        .output()
+        .unwrap();
     assert_code(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("@reboot "), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("@reboot "),
+        "{}",
+        describe(&out)
+    );
 
     // A bad schedule is a config error naming the profile and the key.
     setup.write_config(&setup.profile("docs", "every soon", "", 3, ""));
     let out = setup.run(&["schedule", "list"]);
     assert_code(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("docs") && err.contains("backup") && err.contains("every soon"), "{err}");
+    assert!(
+        err.contains("docs") && err.contains("backup") && err.contains("every soon"),
+        "{err}"
+    );
 }
 
 #[test]

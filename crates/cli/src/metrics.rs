@@ -144,18 +144,46 @@ pub fn render(state: &State, profiles: &[String], running: &Running) -> String {
         for profile in profiles {
             for (job_name, _) in jobs(profile) {
                 let on = running.contains(&(profile.clone(), job_name.clone()));
-                f.sample("snap_job_running", &[("profile", profile), ("job", &job_name)], f64::from(u8::from(on)));
+                f.sample(
+                    "snap_job_running",
+                    &[("profile", profile), ("job", &job_name)],
+                    f64::from(u8::from(on)),
+                );
             }
         }
     }
     type Field = fn(&crate::state::BackupSummary) -> f64;
     let backup: [(&str, &str, Field); 6] = [
-        ("snap_backup_last_snapshot_timestamp_seconds", "Time of the last snapshot the daemon's backups wrote (Unix time).", |b| b.time.map(seconds).unwrap_or(0.0)),
-        ("snap_backup_last_files", "Files in the last snapshot (new, changed and unmodified).", |b| b.files as f64),
-        ("snap_backup_last_errors", "Files and directories the last backup could not read.", |b| b.errors as f64),
-        ("snap_backup_last_read_bytes", "Bytes of file content the last backup read.", |b| b.bytes_read as f64),
-        ("snap_backup_last_added_bytes", "Bytes of packs the last backup added to the repository.", |b| b.bytes_added as f64),
-        ("snap_backup_last_total_bytes", "Total size of the files in the last snapshot.", |b| b.bytes_total as f64),
+        (
+            "snap_backup_last_snapshot_timestamp_seconds",
+            "Time of the last snapshot the daemon's backups wrote (Unix time).",
+            |b| b.time.map(seconds).unwrap_or(0.0),
+        ),
+        (
+            "snap_backup_last_files",
+            "Files in the last snapshot (new, changed and unmodified).",
+            |b| b.files as f64,
+        ),
+        (
+            "snap_backup_last_errors",
+            "Files and directories the last backup could not read.",
+            |b| b.errors as f64,
+        ),
+        (
+            "snap_backup_last_read_bytes",
+            "Bytes of file content the last backup read.",
+            |b| b.bytes_read as f64,
+        ),
+        (
+            "snap_backup_last_added_bytes",
+            "Bytes of packs the last backup added to the repository.",
+            |b| b.bytes_added as f64,
+        ),
+        (
+            "snap_backup_last_total_bytes",
+            "Total size of the files in the last snapshot.",
+            |b| b.bytes_total as f64,
+        ),
     ];
     for (name, help, field) in &backup {
         let mut f = family(&mut out, name, "gauge", help);
@@ -243,7 +271,10 @@ mod tests {
         p.jobs.entry("backup".into()).or_default().runs = 3;
         p.last_backup = Some(Default::default());
         let text = render(&state, &["we\"ird".to_string()], &Running::new());
-        assert!(text.contains("snap_job_runs_total{profile=\"we\\\"ird\",job=\"backup\"} 3\n"), "{text}");
+        assert!(
+            text.contains("snap_job_runs_total{profile=\"we\\\"ird\",job=\"backup\"} 3\n"),
+            "{text}"
+        );
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!(helps, types);

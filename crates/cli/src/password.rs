@@ -58,7 +58,7 @@ fn from_command(var: &str) -> Option<Result<Password>> {
     Some(run_command(var, &command))
 }
 
-/// The first line `command` prints; `what` names its source in errors.
+/// The first line `command` prints; `var` names its source in errors.
 fn run_command(var: &str, command: &str) -> Result<Password> {
     let output = match std::process::Command::new("sh")
         .arg("-c")
@@ -80,7 +80,10 @@ fn get_any(source: &Source<'_>, prompt: Prompt) -> Result<Password> {
         return read_file(path);
     }
     if let Some(command) = source.command {
-        return run_command("the password command", command);
+        return run_command(
+            "the password command (--password-command, SNAP_PASSWORD_COMMAND or a profile's password-command)",
+            command,
+        );
     }
     if let Some(password) = source.inline {
         return Ok(Password::new(password.as_bytes()));

@@ -126,10 +126,12 @@ pub fn random_delay(max: Duration) -> Duration {
         return max;
     }
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(hasher.finish() % nanos)
 }
@@ -146,27 +148,53 @@ mod tests {
     fn every_keeps_its_grid() {
         let e = Expr::parse("every 10s", Zone::Utc).unwrap();
         let anchor = ts("2026-01-01T00:00:00Z");
-        assert_eq!(e.next_after(ts("2026-01-01T00:00:03Z"), Some(anchor)).unwrap(), ts("2026-01-01T00:00:10Z"));
-        assert_eq!(e.next_after(ts("2026-01-01T00:00:10Z"), Some(anchor)).unwrap(), ts("2026-01-01T00:00:20Z"));
-        assert_eq!(e.next_after(ts("2026-01-01T00:00:03Z"), None).unwrap(), ts("2026-01-01T00:00:13Z"));
+        assert_eq!(
+            e.next_after(ts("2026-01-01T00:00:03Z"), Some(anchor)).unwrap(),
+            ts("2026-01-01T00:00:10Z")
+        );
+        assert_eq!(
+            e.next_after(ts("2026-01-01T00:00:10Z"), Some(anchor)).unwrap(),
+            ts("2026-01-01T00:00:20Z")
+        );
+        assert_eq!(
+            e.next_after(ts("2026-01-01T00:00:03Z"), None).unwrap(),
+            ts("2026-01-01T00:00:13Z")
+        );
         assert!(e.runs_at_first_start());
     }
 
     #[test]
     fn cron_and_names_in_utc() {
         let e = Expr::parse("0 2 * * *", Zone::Utc).unwrap();
-        assert_eq!(e.next_after(ts("2026-01-01T03:00:00Z"), None).unwrap(), ts("2026-01-02T02:00:00Z"));
+        assert_eq!(
+            e.next_after(ts("2026-01-01T03:00:00Z"), None).unwrap(),
+            ts("2026-01-02T02:00:00Z")
+        );
         let d = Expr::parse("@daily", Zone::Utc).unwrap();
-        assert_eq!(d.next_after(ts("2026-01-01T00:00:00Z"), None).unwrap(), ts("2026-01-02T00:00:00Z"));
+        assert_eq!(
+            d.next_after(ts("2026-01-01T00:00:00Z"), None).unwrap(),
+            ts("2026-01-02T00:00:00Z")
+        );
         let w = Expr::parse("30 4 * * 1", Zone::Utc).unwrap();
         // 2026-01-05 is a Monday.
-        assert_eq!(w.next_after(ts("2026-01-01T00:00:00Z"), None).unwrap(), ts("2026-01-05T04:30:00Z"));
+        assert_eq!(
+            w.next_after(ts("2026-01-01T00:00:00Z"), None).unwrap(),
+            ts("2026-01-05T04:30:00Z")
+        );
         assert!(!d.runs_at_first_start());
     }
 
     #[test]
     fn bad_expressions_are_errors() {
-        for bad in ["every", "every 0s", "every soon", "* * *", "61 * * * *", "0 0 0 * * *", "@often"] {
+        for bad in [
+            "every",
+            "every 0s",
+            "every soon",
+            "* * *",
+            "61 * * * *",
+            "0 0 0 * * *",
+            "@often",
+        ] {
             assert!(Expr::parse(bad, Zone::Local).is_err(), "{bad}");
         }
         assert!("mars".parse::<Zone>().is_err());

@@ -83,7 +83,9 @@ pub fn dir(explicit: Option<&Path>) -> Result<PathBuf> {
 pub fn load(dir: &Path) -> Result<State> {
     let path = dir.join(FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{}: not a snap state file", path.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: not a snap state file", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -98,7 +100,10 @@ pub fn save(dir: &Path, state: &State) -> Result<()> {
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it
 /// over `path`, so a reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let name = path.file_name().context("no file name")?.to_string_lossy();
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -125,7 +130,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().profiles.is_empty());
         let mut state = State::default();
-        let job = state.profiles.entry("docs".into()).or_default().jobs.entry("backup".into()).or_default();
+        let job = state
+            .profiles
+            .entry("docs".into())
+            .or_default()
+            .jobs
+            .entry("backup".into())
+            .or_default();
         job.next_run = Some("2026-01-01T00:00:00Z".parse().unwrap());
         job.runs = 2;
         let next = job.next_run;

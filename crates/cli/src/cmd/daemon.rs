@@ -66,7 +66,12 @@ fn jobs_of(config: &crate::profile::Config) -> Result<Vec<JobSpec>> {
     for (name, profile) in &config.profiles {
         let Some(schedule) = &profile.schedule else { continue };
         let context = || format!("{}: profile {name:?}, schedule", config.path.display());
-        let zone: Zone = schedule.timezone.as_deref().unwrap_or("local").parse().with_context(context)?;
+        let zone: Zone = schedule
+            .timezone
+            .as_deref()
+            .unwrap_or("local")
+            .parse()
+            .with_context(context)?;
         let random_delay = match &schedule.random_delay {
             Some(text) => humantime::parse_duration(text)
                 .with_context(|| format!("random-delay {text:?}"))
@@ -77,7 +82,9 @@ fn jobs_of(config: &crate::profile::Config) -> Result<Vec<JobSpec>> {
             out.push(JobSpec {
                 profile: name.clone(),
                 job,
-                expr: Expr::parse(text, zone).with_context(|| format!("{job} = {text:?}")).with_context(context)?,
+                expr: Expr::parse(text, zone)
+                    .with_context(|| format!("{job} = {text:?}"))
+                    .with_context(context)?,
                 random_delay,
                 run_missed: schedule.run_missed,
                 steps,
@@ -129,9 +136,18 @@ extern "C" fn on_reload(_: libc::c_int) {
 fn install_signal_handlers() {
     // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGTERM, on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, on_reload as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGHUP,
+            on_reload as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }
 
@@ -295,12 +311,9 @@ impl Daemon {
             .or_default()
     }
 
-    /// Persists the state and refreshes the metrics; a failure is logged,
+    /// Refreshes the metrics and persists the state; a failure is logged,
     /// not fatal: the schedule goes on from memory.
     fn save(&mut self) {
-        if let Err(e) = state::save(&self.state_dir, &self.state) {
-            log(format_args!("error: {e:#}"));
-        }
         let running: metrics::Running = self
             .running
             .values()
@@ -314,6 +327,11 @@ impl Daemon {
         }
         if let Ok(mut body) = self.metrics.lock() {
             *body = text;
+        }
+        // The state file last: whoever sees a change there (`snap health`,
+        // a test) finds the metrics already showing it.
+        if let Err(e) = state::save(&self.state_dir, &self.state) {
+            log(format_args!("error: {e:#}"));
         }
     }
 
@@ -375,7 +393,13 @@ impl Daemon {
         for i in 0..self.specs.len() {
             let spec = self.specs[i].clone();
             let key = spec.key();
-            let Some(due) = self.state.profiles.get(&spec.profile).and_then(|p| p.jobs.get(spec.job)).and_then(|j| j.next_run) else {
+            let Some(due) = self
+                .state
+                .profiles
+                .get(&spec.profile)
+                .and_then(|p| p.jobs.get(spec.job))
+                .and_then(|j| j.next_run)
+            else {
                 continue;
             };
             if due > now {
@@ -621,7 +645,10 @@ mod tests {
     fn the_create_summary_is_read_from_its_json() {
         let json = r#"{"id":"abcdef0123","time":"2026-01-01T00:00:00Z","summary":{"files_new":2,"files_changed":1,"files_unmodified":4,"errors":1,"bytes_read":10,"bytes_total":30,"bytes_added_stored":7}}"#;
         let s = summary(&format!("noise\n{json}\n")).unwrap();
-        assert_eq!((s.files, s.errors, s.bytes_read, s.bytes_added, s.bytes_total), (7, 1, 10, 7, 30));
+        assert_eq!(
+            (s.files, s.errors, s.bytes_read, s.bytes_added, s.bytes_total),
+            (7, 1, 10, 7, 30)
+        );
         assert_eq!(s.snapshot_id, "abcdef0123");
         assert!(summary("not json").is_none());
     }

@@ -148,7 +148,10 @@ fn check_profile(
                         checks.push(fail(
                             "snapshot",
                             exit::HEALTH_TOO_OLD,
-                            format!("{message}, older than --max-age {}", humantime::format_duration(max_age)),
+                            format!(
+                                "{message}, older than --max-age {}",
+                                humantime::format_duration(max_age)
+                            ),
                         ));
                     } else {
                         checks.push(ok("snapshot", message));
@@ -218,7 +221,12 @@ fn latest_snapshot(
     let paths: Vec<String> = profile
         .paths
         .iter()
-        .map(|p| snap_core::snapshot::source_path(p).unwrap_or_else(|_| p.clone()).to_string_lossy().into_owned())
+        .map(|p| {
+            snap_core::snapshot::source_path(p)
+                .unwrap_or_else(|_| p.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let mut found: Vec<_> = snap_core::snapshot::list(repo)?
         .into_iter()

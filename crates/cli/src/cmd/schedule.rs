@@ -73,7 +73,10 @@ fn list(global: &GlobalArgs, state_dir: Option<&Path>) -> Result<i32> {
     let state = state::load(&state::dir(state_dir)?)?;
     let now = Timestamp::now();
     let mut rows = Vec::new();
-    for spec in specs.iter().filter(|s| global.profile.as_ref().is_none_or(|p| *p == s.profile)) {
+    for spec in specs
+        .iter()
+        .filter(|s| global.profile.as_ref().is_none_or(|p| *p == s.profile))
+    {
         let job = state.profiles.get(&spec.profile).and_then(|p| p.jobs.get(spec.job));
         // The daemon's next run while the schedule is the one it computed it
         // from; else what the daemon would compute at start-up.
@@ -133,7 +136,11 @@ fn list(global: &GlobalArgs, state_dir: Option<&Path>) -> Result<i32> {
 
 /// A word for sh or systemd's ExecStart: quoted only when it needs to be.
 fn quote(word: &str) -> String {
-    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b)) {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
+    {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
