@@ -36,4 +36,5 @@ mod selection;
 mod selection_create;
 mod serve;
 mod sftp;
+mod ui;
 mod unreadable;

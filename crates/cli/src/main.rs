@@ -69,6 +69,8 @@ enum Command {
     Unlock(cmd::unlock::Args),
     /// Serve a repository directory to `rest:` clients over HTTP(S).
     Serve(cmd::serve::Args),
+    /// A local web UI: browse, restore, back up (prints its URL with the access token).
+    Ui(cmd::ui::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -133,6 +135,7 @@ fn main() {
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
         Command::Serve(args) => cmd::serve::run(&cli.global, args),
+        Command::Ui(args) => cmd::ui::run(&cli.global, args),
     };
     if cli.global.verbose > 0 {
         global::print_request_summary();
