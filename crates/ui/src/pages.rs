@@ -641,12 +641,11 @@ async fn browse(
     Ok(html::page("Browse", "/snapshots", &session, body))
 }
 
+/// A snapshot, a normalized path of it, that path's components and its node.
+type Located = (SnapshotId, Snapshot, PathBuf, Vec<Vec<u8>>, Node);
+
 /// The node at the query's path, which must not be the root.
-async fn node_at(
-    app: &App,
-    spec: String,
-    query: Option<&str>,
-) -> Result<(SnapshotId, Snapshot, PathBuf, Vec<Vec<u8>>, Node), Fail> {
+async fn node_at(app: &App, spec: String, query: Option<&str>) -> Result<Located, Fail> {
     let (path, components) = snapshot_path(query_bytes(query, "path"))?;
     if components.is_empty() {
         return Err(Fail::bad("give a path below the snapshot's root"));
