@@ -149,7 +149,7 @@ fn ui_refuses_without_token_and_cross_site_posts() {
     );
     let cookie = format!("Cookie: {}", cookie.split(';').next().unwrap());
 
-    let page = request(addr, "GET", "/", &[cookie.clone()], "");
+    let page = request(addr, "GET", "/", std::slice::from_ref(&cookie), "");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(!page.body.contains(PASSWORD), "the password reached the page");
     let csp = page.header("content-security-policy").unwrap();
@@ -220,7 +220,7 @@ fn ui_refuses_without_token_and_cross_site_posts() {
         addr,
         "GET",
         &format!("/snapshots/latest/download?path={}/docs/notes.txt", s(&src)),
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
         "",
     );
     assert_eq!(download.status, 200, "{}", download.body);
@@ -236,7 +236,7 @@ fn ui_refuses_without_token_and_cross_site_posts() {
         addr,
         "GET",
         "/snapshots/latest/browse?path=/../etc",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
         "",
     );
     assert_eq!(up.status, 400);
@@ -244,7 +244,7 @@ fn ui_refuses_without_token_and_cross_site_posts() {
         addr,
         "GET",
         "/snapshots/latest/browse?path=/no/such",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
         "",
     );
     assert_eq!(missing.status, 404);
