@@ -38,4 +38,5 @@ mod selection;
 mod selection_create;
 mod serve;
 mod sftp;
+mod ui;
 mod unreadable;

@@ -82,6 +82,8 @@ enum Command {
     Health(cmd::health::Args),
     /// Check the config file of profiles, or show one profile resolved.
     Config(cmd::config::Args),
+    /// A local web UI: browse, restore, back up (prints its URL with the access token).
+    Ui(cmd::ui::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -205,5 +207,6 @@ fn dispatch(global: &global::GlobalArgs, command: Command) -> anyhow::Result<i32
         Command::Schedule(args) => cmd::schedule::run(global, args),
         Command::Health(args) => cmd::health::run(global, args),
         Command::Config(args) => cmd::config::run(global, args),
+        Command::Ui(args) => cmd::ui::run(global, args),
     }
 }

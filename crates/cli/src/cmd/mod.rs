@@ -23,6 +23,7 @@ pub mod serve;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;
+pub mod ui;
 pub mod unlock;
 pub mod verify;
 

@@ -1,0 +1,401 @@
+//! `snap ui`: the access checks over raw HTTP (token, session cookie,
+//! CSRF, origin, Host, security headers), and the pages in a real headless
+//! browser (tests/ui/browser.py: Debian's chromium, chromium-driver and
+//! python3-selenium), which logs in, browses, downloads, runs the restore
+//! wizard and a backup; this side compares the restored tree with the source.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::util::*;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Ui {
+    child: Child,
+    addr: String,
+    url: String,
+}
+
+impl Ui {
+    fn start(snap: &Snap, extra: &[&str]) -> Ui {
+        let token_file = snap.scratch().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let mut child = snap
+            .command()
+            .args(["ui", "--listen", "127.0.0.1:0", "--token-file", s(&token_file)])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(snap.scratch().join("ui.log")).unwrap())
+            .spawn()
+            .expect("spawn snap ui");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read the ui line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no URL in {line:?}; log: {}",
+                    std::fs::read_to_string(snap.scratch().join("ui.log")).unwrap_or_default()
+                )
+            })
+            .to_string();
+        let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+        Ui { child, addr, url }
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.1 request; `headers` are whole lines without the line end.
+fn request(addr: &str, method: &str, path: &str, headers: &[String], body: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        text.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    if method == "POST" {
+        text.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Reply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn source_tree(root: &Path) -> PathBuf {
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join("docs/deep")).unwrap();
+    std::fs::write(src.join("top.txt"), b"top level\n").unwrap();
+    std::fs::write(src.join("docs/notes.txt"), b"some notes\n").unwrap();
+    write_random_file(&src.join("docs/data.bin"), 700_000, 15);
+    std::fs::write(src.join("docs/deep/x.txt"), b"deep\n").unwrap();
+    set_tree_times(&src);
+    src
+}
+
+#[test]
+fn ui_refuses_without_token_and_cross_site_posts() {
+    let snap = Snap::init(&[]);
+    let src = source_tree(snap.scratch());
+    snap.create(&[s(&src)]);
+    let ui = Ui::start(&snap, &[]);
+    let addr = &ui.addr;
+    assert!(ui.url.ends_with(&format!("/?token={TOKEN}")), "{}", ui.url);
+
+    // No token, a wrong one, a wrong bearer: 401.
+    assert_eq!(request(addr, "GET", "/", &[], "").status, 401);
+    assert_eq!(request(addr, "GET", "/snapshots", &[], "").status, 401);
+    assert_eq!(
+        request(addr, "GET", "/?token=wrong-token-0123456789", &[], "").status,
+        401
+    );
+    assert_eq!(
+        request(addr, "GET", "/", &["Authorization: Bearer nope".into()], "").status,
+        401
+    );
+    assert_eq!(request(addr, "POST", "/backup", &[], "paths=/tmp").status, 401);
+
+    // The token sets an HttpOnly, SameSite=Strict cookie and redirects without it.
+    let login = request(addr, "GET", &format!("/snapshots?token={TOKEN}&page=1"), &[], "");
+    assert_eq!(login.status, 303, "{}", login.head);
+    assert_eq!(login.header("location").as_deref(), Some("/snapshots?page=1"));
+    let cookie = login.header("set-cookie").expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = format!("Cookie: {}", cookie.split(';').next().unwrap());
+
+    let page = request(addr, "GET", "/", std::slice::from_ref(&cookie), "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains(PASSWORD), "the password reached the page");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options").as_deref(), Some("nosniff"));
+    let csrf = page
+        .body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the CSRF token in the page")
+        .to_string();
+    assert!(csrf.len() >= 32);
+
+    // A name that is not the loopback address (DNS rebinding) reaches nothing.
+    let rebound = request(addr, "GET", "/", &[cookie.clone(), "Host: evil.example".into()], "");
+    assert_eq!(rebound.status, 421);
+
+    // Cross-site POSTs: wrong Origin, wrong Referer, no origin at all,
+    // missing or wrong CSRF token. None starts a backup.
+    let origin = format!("Origin: http://{addr}");
+    let form = format!("paths={}&csrf={csrf}", s(&src));
+    let no_csrf = format!("paths={}", s(&src));
+    let refused = [
+        (vec![cookie.clone(), "Origin: http://evil.example".into()], form.clone()),
+        (
+            vec![cookie.clone(), "Referer: http://evil.example/".into()],
+            form.clone(),
+        ),
+        (vec![cookie.clone()], form.clone()),
+        (vec![cookie.clone(), origin.clone()], no_csrf.clone()),
+        (
+            vec![cookie.clone(), origin.clone()],
+            format!("{no_csrf}&csrf=0123456789abcdef0123456789abcdef"),
+        ),
+    ];
+    for (headers, body) in &refused {
+        let reply = request(addr, "POST", "/backup", headers, body);
+        assert_eq!(reply.status, 403, "{headers:?} {body}: {}", reply.body);
+    }
+    assert_eq!(snap.snapshots().len(), 1, "a refused POST started a backup");
+
+    // Same origin with the token: accepted (the backup runs as a job).
+    let accepted = request(addr, "POST", "/backup", &[cookie.clone(), origin.clone()], &form);
+    assert_eq!(accepted.status, 303, "{}", accepted.body);
+    assert!(accepted.header("location").unwrap().starts_with("/jobs/"));
+    // So is a script's bearer request, which no browser sends by itself.
+    let bearer = request(
+        addr,
+        "POST",
+        "/backup",
+        &[format!("Authorization: Bearer {TOKEN}")],
+        &no_csrf,
+    );
+    assert_eq!(bearer.status, 303, "{}", bearer.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while snap.snapshots().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(snap.snapshots().len(), 3, "the two accepted backups");
+
+    // A file download: exact bytes, length, type and a safe name.
+    let download = request(
+        addr,
+        "GET",
+        &format!("/snapshots/latest/download?path={}/docs/notes.txt", s(&src)),
+        std::slice::from_ref(&cookie),
+        "",
+    );
+    assert_eq!(download.status, 200, "{}", download.body);
+    assert_eq!(download.body, "some notes\n");
+    assert_eq!(download.header("content-length").as_deref(), Some("11"));
+    assert!(download.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(download
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("attachment; filename=\"notes.txt\""));
+    // `..` cannot leave the snapshot; a missing path is 404, not a crash.
+    let up = request(
+        addr,
+        "GET",
+        "/snapshots/latest/browse?path=/../etc",
+        std::slice::from_ref(&cookie),
+        "",
+    );
+    assert_eq!(up.status, 400);
+    let missing = request(
+        addr,
+        "GET",
+        "/snapshots/latest/browse?path=/no/such",
+        std::slice::from_ref(&cookie),
+        "",
+    );
+    assert_eq!(missing.status, 404);
+    let bad_id = request(
+        addr,
+        "GET",
+        &format!("/snapshots/{}/browse", "ab".repeat(32)),
+        &[cookie],
+        "",
+    );
+    assert_eq!(bad_id.status, 404);
+}
+
+#[test]
+fn ui_off_loopback_needs_tls_and_htpasswd() {
+    let snap = Snap::init(&[]);
+    let token_file = snap.scratch().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let out = snap.run(&["ui", "--listen", "0.0.0.0:0", "--token-file", s(&token_file)]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("not a loopback address"), "{}", stderr(&out));
+    std::fs::write(&token_file, "short").unwrap();
+    let out = snap.run(&["ui", "--listen", "127.0.0.1:0", "--token-file", s(&token_file)]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("at least 16 characters"), "{}", stderr(&out));
+}
+
+fn browser_missing() -> Option<String> {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        if !Path::new(tool).exists() {
+            return Some(format!("{tool} is missing (apt-get install chromium chromium-driver)"));
+        }
+    }
+    let selenium = Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium"])
+        .output();
+    if !selenium.is_ok_and(|o| o.status.success()) {
+        return Some("python3-selenium is missing (apt-get install python3-selenium)".into());
+    }
+    None
+}
+
+#[test]
+fn ui_in_a_headless_browser() {
+    if let Some(why) = browser_missing() {
+        skip_note(format!("note: {why}; browser test skipped"));
+        return;
+    }
+    let snap = Snap::init(&[]);
+    let src = source_tree(snap.scratch());
+    snap.create(&[s(&src)]);
+    std::fs::write(src.join("top.txt"), b"top level, changed\n").unwrap();
+    set_tree_times(&src);
+    snap.create(&[s(&src)]);
+    let more = snap.scratch().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    std::fs::write(more.join("new.txt"), b"backed up from the dashboard\n").unwrap();
+    let ui = Ui::start(&snap, &[]);
+    let restore_target = snap.scratch().join("restored");
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let downloads = snap.scratch().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let args = serde_json::json!({
+        "url": ui.url,
+        "snapshots": 2,
+        "source": s(&src),
+        "subdir": "docs",
+        "file": "data.bin",
+        "restore_target": s(&restore_target),
+        "backup_path": s(&more),
+        "screenshots": s(&screenshots),
+        "downloads": s(&downloads),
+    });
+    let out = Command::new("/usr/bin/python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/browser.py"))
+        .arg(args.to_string())
+        .output()
+        .expect("run the browser test");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}\n{}\nui log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(snap.scratch().join("ui.log")).unwrap_or_default()
+    );
+    // The wizard restored the source directory under its own name.
+    assert_same_tree(&src, &restore_target.join("src"), Compare::all());
+    let snapshots = snap.snapshots();
+    assert_eq!(snapshots.len(), 3, "the dashboard's backup is a snapshot");
+    assert_eq!(snapshots[2]["paths"][0], s(&more));
+}
+
+/// Time to first byte and whole response of `path`, with a session cookie.
+fn timed(addr: &str, path: &str, cookie: &str) -> (u16, std::time::Duration, std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    let ttfb = start.elapsed();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let status = String::from_utf8_lossy(&first[9..12]).parse().unwrap_or(0);
+    (status, ttfb, start.elapsed())
+}
+
+/// The benchmark of the issue: time to first byte of the snapshots page
+/// with 1,000 snapshots and of a directory of 10,000 entries (printed; run
+/// with `cargo test --test tests ui_time_to_first_byte -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn ui_time_to_first_byte() {
+    let snap = Snap::init(&[]);
+    let wide = snap.scratch().join("wide");
+    std::fs::create_dir_all(&wide).unwrap();
+    for i in 0..10_000 {
+        std::fs::write(wide.join(format!("f{i:05}")), i.to_string()).unwrap();
+    }
+    snap.create(&[s(&wide)]);
+    let small = snap.scratch().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 1..1000 {
+        std::fs::write(small.join("n"), i.to_string()).unwrap();
+        snap.ok(&["create", "-q", s(&small)]);
+    }
+    assert_eq!(snap.snapshots().len(), 1000);
+    let ui = Ui::start(&snap, &[]);
+    let login = request(&ui.addr, "GET", &format!("/?token={TOKEN}"), &[], "");
+    let cookie = format!(
+        "Cookie: {}",
+        login.header("set-cookie").unwrap().split(';').next().unwrap()
+    );
+    let wide_path = format!(
+        "/snapshots/{}/browse?path={}",
+        snap.snapshots()[0]["id"].as_str().unwrap(),
+        s(&wide)
+    );
+    for (what, path) in [
+        ("snapshots page, 1,000 snapshots", "/snapshots".to_string()),
+        ("directory of 10,000 entries", wide_path),
+    ] {
+        let mut best = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..5 {
+            let (status, ttfb, total) = timed(&ui.addr, &path, &cookie);
+            assert_eq!(status, 200, "{path}");
+            best = (best.0.min(ttfb), best.1.min(total));
+        }
+        eprintln!("{what}: first byte {:?}, whole page {:?} (best of 5)", best.0, best.1);
+    }
+}
