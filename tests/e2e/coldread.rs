@@ -117,8 +117,13 @@ fn metadata_captured_matches_the_filesystem() {
         summary(&created, "files_new"),
         "{again}"
     );
-    let relisted = snap.ls("latest");
-    assert_eq!(relisted, listed);
+    // (Entries above the source differ: the restore changed their mtimes.)
+    let under = |all: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        all.into_iter()
+            .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(s(&src))))
+            .collect()
+    };
+    assert_eq!(under(snap.ls("latest")), under(listed));
     make_removable(work.path());
 }
 
@@ -153,15 +158,17 @@ fn file_longer_than_its_stat_is_read_to_the_end_with_a_warning() {
     let dump = snap.run(&["dump", "latest", s(&over)]);
     let _ = Command::new("umount").arg(&over).status();
     assert_eq!(meta.len(), 0, "the bind-mounted kernel file reports size 0");
-    assert_code(&out, 3);
+    // A warning, not an error: the backup succeeds.
+    assert_code(&out, 0);
     let created = parse_json(&out);
     let warnings = created["warnings"].to_string();
     assert!(warnings.contains("changed while being read"), "{created}");
     assert_code(&dump, 0);
     assert!(dump.stdout.len() > 10, "stored {} bytes", dump.stdout.len());
-    assert!(
-        String::from_utf8_lossy(&dump.stdout).contains(" / "),
-        "not a mount table"
+    assert_eq!(
+        dump.stdout,
+        fs::read(kernel_file).unwrap(),
+        "not the kernel file's content"
     );
     let entry = listed
         .iter()
