@@ -1464,45 +1464,30 @@ impl Archiver<'_> {
                 return Ok(true);
             }
         }
-        let file = match open_for_backup(dir, &node.name, path) {
-            Ok(file) => file,
+        let (file, opened) = match open_for_backup_stat(dir, &node.name, path, Some(node.uid)) {
+            Ok(opened) => opened,
             Err(e) => {
                 self.skip(path, format!("cannot open: {e}"));
                 return Ok(false);
             }
         };
-        match file.metadata() {
-            Ok(opened) if opened.ino() == node.inode && opened.dev() == node.device => {
-                if !have_xattrs {
-                    node.xattrs = fsmeta::read_file_xattrs(&file);
-                }
-            }
-            Ok(_) => {
-                self.skip(path, "replaced by another file while being backed up".into());
-                return Ok(false);
-            }
-            Err(e) => {
-                self.skip(path, format!("cannot read metadata: {e}"));
-                return Ok(false);
-            }
+        #[allow(clippy::unnecessary_cast)]
+        if (opened.st_ino as u64, opened.st_dev as u64) != (node.inode, node.device) {
+            self.skip(path, "replaced by another file while being backed up".into());
+            return Ok(false);
+        }
+        if !have_xattrs {
+            node.xattrs = fsmeta::read_file_xattrs(&file);
         }
         let mut content = Vec::new();
         let mut read = 0u64;
-        let result = self.chunk_into(&file, Some(node.size), &mut content, &mut read);
-        if let Err(e) = result {
-            if matches!(e, Error::Interrupted) || !matches!(e, Error::Io { .. }) {
-                return Err(e);
-            }
-            self.skip(path, format!("cannot read: {e}"));
-            return Ok(false);
-        }
-        if let Ok(after) = file.metadata() {
-            let mtime_ns = after
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(after.mtime_nsec());
-            if after.len() != read || mtime_ns != node.mtime_ns {
-                self.warn(path, format!("changed while being read ({read} bytes stored)"));
+        let result = self.read_file_into(path, &file, node, &mut content, &mut read);
+        match result {
+            Ok(()) => {}
+            Err(e) if matches!(e, Error::Interrupted) || !matches!(e, Error::Io { .. }) => return Err(e),
+            Err(e) => {
+                self.skip(path, format!("cannot read: {e}"));
+                return Ok(false);
             }
         }
         node.size = read;
@@ -1517,6 +1502,79 @@ impl Archiver<'_> {
             changes.lock().expect("changes lock").push((path.to_path_buf(), change));
         }
         Ok(true)
+    }
+
+    /// Reads an opened file's content into chunks, then checks that the file
+    /// did not change while it was read (warning if it did): its size after
+    /// the read must be what was read and its mtime what the walk saw.
+    ///
+    /// A small file is read with one `read` into a buffer the thread reuses,
+    /// asking for one byte more than its size: getting fewer means the end
+    /// was reached, which the `fstat` after the read (made anyway) confirms,
+    /// so the second `read` that would only return 0 is not needed. If the
+    /// file turns out longer, the rest is read as before, after the bytes
+    /// already in the buffer: the chunker sees the same stream either way.
+    fn read_file_into(
+        &self,
+        path: &Path,
+        file: &File,
+        node: &Node,
+        content: &mut Vec<BlobId>,
+        read: &mut u64,
+    ) -> Result<()> {
+        /// Files up to this size are read in one call.
+        const ONE_READ: u64 = 256 << 10;
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mtime_of = |st: &rustix::fs::Stat| {
+            #[allow(clippy::unnecessary_cast)]
+            (st.st_mtime as i64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64)
+        };
+        #[allow(clippy::unnecessary_cast)]
+        let whole = |st: &rustix::fs::Stat, read: u64| st.st_size as u64 == read && mtime_of(st) == node.mtime_ns;
+        let warn_if_changed = |read: u64| {
+            if let Ok(after) = rustix::fs::fstat(file) {
+                if !whole(&after, read) {
+                    self.warn(path, format!("changed while being read ({read} bytes stored)"));
+                }
+            }
+        };
+        if node.size > ONE_READ {
+            self.chunk_into(file, Some(node.size), content, read)?;
+            warn_if_changed(*read);
+            return Ok(());
+        }
+        // Taken out while in use, not borrowed: if storing a chunk lets this
+        // thread pick up another file meanwhile, that one finds an empty
+        // buffer and allocates its own.
+        let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.resize(node.size as usize + 1, 0);
+        let result = (|| {
+            let n = loop {
+                match (&*file).read(&mut buf[..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io("", e)),
+                }
+            };
+            let head = &buf[..n];
+            if n <= node.size as usize {
+                if let Ok(after) = rustix::fs::fstat(file) {
+                    if whole(&after, n as u64) {
+                        return self.chunk_into(head, Some(n as u64), content, read);
+                    }
+                }
+            }
+            // Longer than it was, or changed: read on to the end as before.
+            self.chunk_into(head.chain(file), Some(node.size), content, read)?;
+            warn_if_changed(*read);
+            Ok(())
+        })();
+        BUF.with(|b| *b.borrow_mut() = buf);
+        result
     }
 
     /// Chunks a reader and stores the new chunks. I/O errors come back as
@@ -1754,7 +1812,20 @@ impl Archiver<'_> {
 /// Opens a file for reading through its directory (`openat`, never following
 /// a symlink), without updating its access time when allowed.
 fn open_for_backup(dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> std::io::Result<File> {
+    open_for_backup_stat(dir, name, path, None).map(|(file, _)| file)
+}
+
+/// [`open_for_backup`], also handing back the `fstat` of what was opened
+/// (the check that it is a regular file needs it anyway: one stat, not two).
+/// `owner`: the file's owner as the walk saw it, if known.
+fn open_for_backup_stat(
+    dir: Option<&OwnedFd>,
+    name: &[u8],
+    path: &Path,
+    owner: Option<u32>,
+) -> std::io::Result<(File, rustix::fs::Stat)> {
     use rustix::fs::{Mode, OFlags};
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let open = |flags: OFlags| -> std::io::Result<OwnedFd> {
         let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         Ok(match dir {
@@ -1764,9 +1835,15 @@ fn open_for_backup(dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> std::io::
     };
     // O_NONBLOCK: if the file was swapped for a FIFO since it was listed, a
     // blocking open would wait for a writer forever. It changes nothing for
-    // reading a regular file. O_NOATIME is refused for files the caller does
-    // not own.
-    let fd = open(OFlags::NOATIME | OFlags::NONBLOCK).or_else(|_| open(OFlags::NONBLOCK))?;
+    // reading a regular file. O_NOATIME is refused (EPERM) for files the
+    // caller does not own, unless it is root: not tried then, which saves a
+    // failed openat per file of another user.
+    let euid = *EUID.get_or_init(|| rustix::process::geteuid().as_raw());
+    let fd = if euid != 0 && owner.is_some_and(|uid| uid != euid) {
+        open(OFlags::NONBLOCK)?
+    } else {
+        open(OFlags::NOATIME | OFlags::NONBLOCK).or_else(|_| open(OFlags::NONBLOCK))?
+    };
     // Whatever was opened must be a regular file: reading a FIFO or a device
     // swapped in since the listing could block or never end.
     let st = rustix::fs::fstat(&fd)?;
@@ -1775,7 +1852,7 @@ fn open_for_backup(dir: Option<&OwnedFd>, name: &[u8], path: &Path) -> std::io::
             "replaced by something that is not a regular file",
         ));
     }
-    Ok(File::from(fd))
+    Ok((File::from(fd), st))
 }
 
 /// Opens a directory for listing (through its parent when given), never
