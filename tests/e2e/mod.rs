@@ -3,6 +3,7 @@
 pub mod util;
 
 mod bad_inputs;
+mod browse;
 mod compat;
 mod concurrency;
 mod copy;

@@ -69,6 +69,10 @@ enum Command {
     Unlock(cmd::unlock::Args),
     /// Serve a repository directory to `rest:` clients over HTTP(S).
     Serve(cmd::serve::Args),
+    /// Serve snapshots read-only over WebDAV (a directory per snapshot, plus latest).
+    Webdav(cmd::webdav::Args),
+    /// Mount snapshots as a read-only FUSE filesystem.
+    Mount(cmd::mount::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -133,6 +137,8 @@ fn main() {
         Command::Key(args) => cmd::key::run(&cli.global, args),
         Command::Unlock(args) => cmd::unlock::run(&cli.global, args),
         Command::Serve(args) => cmd::serve::run(&cli.global, args),
+        Command::Webdav(args) => cmd::webdav::run(&cli.global, args),
+        Command::Mount(args) => cmd::mount::run(&cli.global, args),
     };
     if cli.global.verbose > 0 {
         global::print_request_summary();

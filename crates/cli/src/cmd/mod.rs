@@ -12,6 +12,7 @@ pub mod import;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -21,6 +22,7 @@ pub mod stats;
 pub mod tag;
 pub mod unlock;
 pub mod verify;
+pub mod webdav;
 
 use std::path::PathBuf;
 
