@@ -3,7 +3,7 @@
 # and `snap mount` (cat), against `snap dump` of the same file, in one run,
 # as ratios. Usage: benches/browse.sh [SIZE_MIB] (default 512); SNAP=path to
 # the binary (default target/release/snap, built if missing). Writes a
-# Markdown table to target/bench/browse.md (docs/performance-browse.md).
+# Markdown table to target/bench/browse.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mib=${1:-512}

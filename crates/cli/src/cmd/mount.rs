@@ -28,6 +28,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             args.mountpoint.display()
         )));
     }
+    stop_on_sigterm();
     let repo = global.open()?;
     let _lock = global.read_lock(&repo, "mount")?;
     let vfs = Arc::new(args.view.vfs(&repo)?);
@@ -45,4 +46,17 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     } else {
         crate::exit::OK
     })
+}
+
+/// SIGTERM sets the interrupt flag as Ctrl-C does, so the mount is undone
+/// (the default action would end the process with the mount left behind).
+pub fn stop_on_sigterm() {
+    extern "C" fn on_term(_: libc::c_int) {
+        // An atomic store is async-signal-safe.
+        CANCEL.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+    }
 }

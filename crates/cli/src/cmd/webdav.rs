@@ -64,6 +64,7 @@ impl ViewArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    super::mount::stop_on_sigterm();
     let repo = global.open()?;
     let _lock = global.read_lock(&repo, "webdav")?;
     let vfs = Arc::new(args.view.vfs(&repo)?);
