@@ -3,6 +3,7 @@
 pub mod util;
 
 mod bad_inputs;
+mod browse;
 mod coldread;
 mod compat;
 mod concurrency;

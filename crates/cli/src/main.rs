@@ -84,6 +84,10 @@ enum Command {
     Config(cmd::config::Args),
     /// A local web UI: browse, restore, back up (prints its URL with the access token).
     Ui(cmd::ui::Args),
+    /// Serve snapshots read-only over WebDAV (a directory per snapshot, plus latest).
+    Webdav(cmd::webdav::Args),
+    /// Mount snapshots as a read-only FUSE filesystem.
+    Mount(cmd::mount::Args),
 }
 
 /// Tunes glibc's malloc for snap's allocation pattern: few, large,
@@ -208,5 +212,7 @@ fn dispatch(global: &global::GlobalArgs, command: Command) -> anyhow::Result<i32
         Command::Health(args) => cmd::health::run(global, args),
         Command::Config(args) => cmd::config::run(global, args),
         Command::Ui(args) => cmd::ui::run(global, args),
+        Command::Webdav(args) => cmd::webdav::run(global, args),
+        Command::Mount(args) => cmd::mount::run(global, args),
     }
 }

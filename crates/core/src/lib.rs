@@ -11,7 +11,7 @@
 //! | 1 | [`chunker`], [`compress`], [`crypto`], [`keys`], [`config`], [`backend`], [`fsmeta`] |
 //! | 2 | [`pack`], [`index`], [`repo`], [`packer`], [`lock`], [`keyring`] |
 //! | 3 | [`tree`], [`snapshot`], [`policy`], [`ls`] |
-//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`export`], [`import`], [`catalog`], [`diff`], [`find`], [`stats`] |
+//! | 4 | [`archiver`], [`restorer`], [`verify`], [`prune`], [`repair`], [`forget`], [`copy`], [`export`], [`import`], [`catalog`], [`diff`], [`find`], [`stats`], [`vfs`] |
 //!
 //! The bytes on disk are specified in `docs/format.md`.
 
@@ -56,6 +56,7 @@ pub mod stats;
 mod test_vectors;
 pub mod tree;
 pub mod verify;
+pub mod vfs;
 
 pub use error::{Error, Result};
 

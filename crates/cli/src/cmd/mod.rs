@@ -15,6 +15,7 @@ pub mod import;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -26,6 +27,7 @@ pub mod tag;
 pub mod ui;
 pub mod unlock;
 pub mod verify;
+pub mod webdav;
 
 use std::path::PathBuf;
 
