@@ -367,6 +367,57 @@ command = "cat > {notice}"
     assert!(String::from_utf8_lossy(&out.stderr).contains("notification to http://127.0.0.1:1/closed failed"));
 }
 
+/// A webhook server that reads the request, then answers a 200 one byte
+/// every 500 ms for up to 30 s: only a timeout on the whole request ends the
+/// notification early (and as a failure).
+#[test]
+fn a_dripping_webhook_fails_at_its_timeout_and_hides_url_credentials() {
+    let dir = tempdir();
+    let root = dir.path();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let start = Instant::now();
+        let head = b"HTTP/1.1 200 OK\r\nX-Drip: ";
+        for i in 0.. {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            if start.elapsed() > Duration::from_secs(30) || stream.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let config = format!(
+        r#"
+[profile.p]
+repository = "{repo}"
+password-file = "{password}"
+paths = ["{password}"]
+
+[profile.p.notify]
+webhook = "http://ana:s3cret-token@127.0.0.1:{port}/drip"
+timeout = "2s"
+"#,
+        repo = root.join("no-repo-here").display(),
+        password = root.join("password").display(),
+    );
+    let home = Home::new(root, &config);
+    let start = Instant::now();
+    let out = home.code(&["--profile", "p", "create"], 10);
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(12), "took {took:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("notification to http://***@127.0.0.1:{port}/drip failed")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(!stderr.contains("s3cret-token") && !stderr.contains("ana:"), "{stderr}");
+}
+
 #[test]
 fn config_check_and_show() {
     let dir = tempdir();
