@@ -713,3 +713,67 @@ fn sigterm_interrupts_a_plain_create_like_ctrl_c() {
     assert!(err.contains("interrupted"), "{err}");
     snap.ok(&["verify"]);
 }
+
+/// A daemon once run with its clock a year ahead leaves a next run a year
+/// ahead in the state; the next daemon, on the right clock, must see that
+/// and run within seconds instead of waiting a year.
+#[test]
+fn a_clock_that_ran_ahead_does_not_stall_the_schedule() {
+    if Command::new("faketime")
+        .arg("-f")
+        .arg("+0d")
+        .arg("true")
+        .status()
+        .is_err()
+    {
+        println!("skipped: faketime is not installed (.ci/run installs it)");
+        return;
+    }
+    let setup = Setup::new();
+    setup.write_config(&setup.profile("docs", "every 2s", "", 3, ""));
+    let log = setup.snap.scratch().join("daemon-ahead.log");
+    // faketime's own preload, set on the daemon itself (the `faketime`
+    // wrapper would take the SIGTERM meant for it); its runs inherit it.
+    let probe = Command::new("faketime")
+        .args(["-f", "+0d", "sh", "-c", "printf %s \"$LD_PRELOAD\""])
+        .output()
+        .unwrap();
+    let preload = String::from_utf8(probe.stdout).unwrap();
+    assert!(preload.contains("faketime"), "no faketime preload: {preload:?}");
+    let child = setup
+        .command()
+        .arg("daemon")
+        .env("LD_PRELOAD", preload)
+        .env("FAKETIME", "+365d")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child, log };
+    daemon.wait_for("a backup a year ahead", Duration::from_secs(30), || {
+        finished_runs(&setup, "docs", "backup") >= 1
+    });
+    daemon.stop(Duration::from_secs(30));
+    let next: jiff::Timestamp = setup.job("docs", "backup")["next_run"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(next > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 300));
+
+    let mut daemon = setup.daemon(&[]);
+    daemon.wait_for("a backup on the right clock", Duration::from_secs(15), || {
+        finished_runs(&setup, "docs", "backup") >= 2
+    });
+    let log = daemon.stop(Duration::from_secs(30));
+    assert!(log.contains("the state holds times in the future"), "{log}");
+    let next: jiff::Timestamp = setup.job("docs", "backup")["next_run"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        next < jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+        "{next}"
+    );
+}

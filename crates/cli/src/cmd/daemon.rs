@@ -297,8 +297,70 @@ impl Daemon {
         }
         self.specs = specs;
         self.start_at.clear();
+        self.correct_clock(now);
         self.save();
         Ok(())
+    }
+
+    /// A clock that once ran ahead (a bad RTC, a wrong NTP answer, a test
+    /// under faketime) leaves the state with runs started in the future and
+    /// a next run far ahead: nothing would run until the clock catches up,
+    /// silently. Such a job's times are dropped and its next run computed
+    /// afresh from now, with a log line; true once something was changed.
+    fn correct_clock(&mut self, now: Timestamp) -> bool {
+        // Room for a clock slewed back a little, so no correction flaps.
+        let slack = jiff::SignedDuration::from_secs(60);
+        let mut changed = false;
+        for i in 0..self.specs.len() {
+            if self.running.contains_key(&self.specs[i].profile) {
+                continue;
+            }
+            let spec = self.specs[i].clone();
+            let Some(job) = self
+                .state
+                .profiles
+                .get_mut(&spec.profile)
+                .and_then(|p| p.jobs.get_mut(spec.job))
+            else {
+                continue;
+            };
+            let ahead = |t: Option<Timestamp>| t.is_some_and(|t| t > now + slack);
+            // For `every` the latest sane next run is now + interval; for
+            // cron, the next occurrence from now.
+            let latest = spec.expr.next_after(now, None).ok();
+            let far = match (job.next_run, latest) {
+                (Some(next), Some(latest)) => next > latest + slack,
+                _ => false,
+            };
+            if !(far || ahead(job.last_start) || ahead(job.last_scheduled) || ahead(job.last_end)) {
+                continue;
+            }
+            let before = job.next_run;
+            for t in [&mut job.last_start, &mut job.last_scheduled, &mut job.last_end] {
+                if ahead(*t) {
+                    *t = None;
+                }
+            }
+            job.next_run = if spec.expr.runs_at_first_start() && job.last_start.is_none() {
+                Some(now)
+            } else {
+                spec.expr.next_after(now, job.last_scheduled).ok()
+            };
+            let show = |t: Option<Timestamp>| {
+                t.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "none".into())
+            };
+            log(format_args!(
+                "warning: {} {}: the state holds times in the future (next run {}; the clock ran ahead?); next run now {}",
+                spec.profile,
+                spec.job,
+                show(before),
+                show(job.next_run)
+            ));
+            self.start_at.remove(&spec.key());
+            changed = true;
+        }
+        changed
     }
 
     fn job_mut(&mut self, spec: &JobSpec) -> &mut JobState {
@@ -364,7 +426,11 @@ impl Daemon {
                     return Ok(());
                 }
             } else {
-                self.start_due(Timestamp::now());
+                let now = Timestamp::now();
+                if self.correct_clock(now) {
+                    self.save();
+                }
+                self.start_due(now);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
