@@ -777,3 +777,34 @@ fn a_clock_that_ran_ahead_does_not_stall_the_schedule() {
         "{next}"
     );
 }
+
+#[test]
+fn a_second_daemon_on_one_state_dir_exits_locked() {
+    let setup = Setup::new();
+    setup.write_config(&setup.profile("docs", "every 1h", "", 3, ""));
+    let mut first = setup.daemon(&[]);
+    let log = first.log.clone();
+    first.wait_for("the daemon's start", Duration::from_secs(15), || {
+        log_file_has(&log, "daemon started")
+    });
+    let out = setup.run(&["daemon"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    let pid = first.child.id();
+    assert!(
+        stderr.contains(&format!("another snap daemon (pid {pid}) uses the state directory")),
+        "{stderr}"
+    );
+    first.stop(Duration::from_secs(30));
+    // Its lock went with it: the next daemon starts.
+    let mut next = setup.daemon(&[]);
+    let log = next.log.clone();
+    next.wait_for("the next daemon's start", Duration::from_secs(15), || {
+        log_file_has(&log, "daemon started")
+    });
+    next.stop(Duration::from_secs(30));
+}
+
+fn log_file_has(log: &std::path::Path, text: &str) -> bool {
+    fs::read_to_string(log).is_ok_and(|l| l.contains(text))
+}

@@ -222,6 +222,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let config = crate::profile::Config::load(&config_path)?;
     let specs = jobs(&config)?;
     let state_dir = state::dir(args.state_dir.as_deref())?;
+    // Held until the daemon returns: the kernel drops it when we exit.
+    let _lock = lock_state_dir(&state_dir)?;
     let state = state::load(&state_dir)?;
     install_signal_handlers();
     let mut daemon = Daemon {
@@ -251,6 +253,57 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     daemon.main_loop()?;
     log("daemon stopped");
     Ok(exit::OK)
+}
+
+/// Another daemon holds the state directory (exit 11, as a locked repository).
+#[derive(Debug, thiserror::Error)]
+#[error("another snap daemon{holder} uses the state directory {dir} (its lock file {file} is held)")]
+pub struct StateLocked {
+    holder: String,
+    dir: String,
+    file: String,
+}
+
+/// Two daemons on one state directory would run every job twice and
+/// overwrite each other's state: an exclusive flock on `daemon.lock` in it
+/// keeps the second out. The lock file holds the holder's pid, for the message.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("daemon.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let holder = match text.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        return Err(StateLocked {
+            holder,
+            dir: dir.display().to_string(),
+            file: path.display().to_string(),
+        }
+        .into());
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    written.with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 impl Daemon {
