@@ -808,3 +808,26 @@ fn a_second_daemon_on_one_state_dir_exits_locked() {
 fn log_file_has(log: &std::path::Path, text: &str) -> bool {
     fs::read_to_string(log).is_ok_and(|l| l.contains(text))
 }
+
+#[test]
+fn a_truncated_state_file_is_set_aside_and_the_daemon_runs() {
+    let setup = Setup::new();
+    setup.write_config(&setup.profile("docs", "every 1h", "", 3, ""));
+    fs::create_dir_all(&setup.state).unwrap();
+    let truncated = br#"{"profiles": {"docs": {"jobs": {"backup": {"next_run": "2026-"#;
+    fs::write(setup.state.join("state.json"), truncated).unwrap();
+    let mut daemon = setup.daemon(&[]);
+    daemon.wait_for("a backup", Duration::from_secs(30), || {
+        finished_runs(&setup, "docs", "backup") >= 1
+    });
+    let log = daemon.stop(Duration::from_secs(30));
+    assert!(log.contains("was not a snap state file"), "{log}");
+    let aside: Vec<_> = fs::read_dir(&setup.state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{log}");
+    assert_eq!(fs::read(aside[0].path()).unwrap(), truncated);
+    assert_eq!(setup.job("docs", "backup")["result"], "success", "{log}");
+}

@@ -224,7 +224,14 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let state_dir = state::dir(args.state_dir.as_deref())?;
     // Held until the daemon returns: the kernel drops it when we exit.
     let _lock = lock_state_dir(&state_dir)?;
-    let state = state::load(&state_dir)?;
+    let (state, aside) = state::load_or_set_aside(&state_dir)?;
+    if let Some((aside, why)) = aside {
+        log(format_args!(
+            "warning: {} was not a snap state file ({why}); moved it to {} and started with an empty state",
+            state_dir.join(state::FILE).display(),
+            aside.display()
+        ));
+    }
     install_signal_handlers();
     let mut daemon = Daemon {
         exe: std::env::current_exe().context("cannot find the snap binary to run jobs with")?,
