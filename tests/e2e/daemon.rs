@@ -831,3 +831,50 @@ fn a_truncated_state_file_is_set_aside_and_the_daemon_runs() {
     assert_eq!(fs::read(aside[0].path()).unwrap(), truncated);
     assert_eq!(setup.job("docs", "backup")["result"], "success", "{log}");
 }
+
+/// A client that connects and sends nothing, and one that drips its
+/// request, must not keep a scraper out; an oversized head is refused.
+#[test]
+fn a_stalled_metrics_client_does_not_block_a_scrape() {
+    let setup = Setup::new();
+    setup.write_config(&setup.profile("docs", "every 1h", "", 10, ""));
+    let mut daemon = setup.daemon(&["--metrics-listen", "127.0.0.1:0"]);
+    let log = daemon.log.clone();
+    daemon.wait_for("the metrics address", Duration::from_secs(15), || {
+        log_file_has(&log, "/metrics")
+    });
+    let line = daemon.log();
+    let addr = line
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap()
+        .to_string();
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut dripping = std::net::TcpStream::connect(&addr).unwrap();
+    dripping.write_all(b"GET /met").unwrap();
+    let started = Instant::now();
+    let response = http_get(&addr, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(http_get(&addr, "/").starts_with("HTTP/1.1 404"));
+
+    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = big.write_all(format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(10_000)).as_bytes());
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // The dripping client is cut off at the deadline (5 s), not kept forever.
+    dripping.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let cut = Instant::now();
+    let _ = dripping.read_to_end(&mut rest);
+    assert!(cut.elapsed() < Duration::from_secs(10), "{:?}", cut.elapsed());
+    daemon.stop(Duration::from_secs(30));
+}
