@@ -466,3 +466,30 @@ fn config_check_and_show() {
     let out = home.code(&["--profile", "nope", "snapshots"], 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no profile \"nope\""));
 }
+
+/// `config check` and the daemon refuse the schedules the daemon cannot
+/// run, naming file, line and key: exit 2, not a crash at the first run.
+#[test]
+fn bad_schedules_and_zero_timeouts_are_config_errors() {
+    let dir = tempdir();
+    let root = dir.path();
+    for (table, line) in [
+        ("[profile.p.schedule]", "backup = \"every 0s\""),
+        ("[profile.p.schedule]", "prune = \"61 * * * *\""),
+        ("[profile.p.schedule]", "verify = \"0 0 31 2 *\""),
+        ("[profile.p.hooks]", "timeout = \"0s\""),
+    ] {
+        let config = format!("[profile.p]\nrepository = \"/nowhere\"\n\n{table}\n{line}\n");
+        let home = Home::new(root, &config);
+        let key = format!("{}.{}", &table[1..table.len() - 1], line.split(' ').next().unwrap());
+        let state = root.join("state").display().to_string();
+        for args in [&["config", "check"][..], &["daemon", "--state-dir", &state][..]] {
+            let out = home.code(args, 2);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("config.toml") && stderr.contains(":5:") && stderr.contains(&key),
+                "{args:?} {line}: {stderr}"
+            );
+        }
+    }
+}

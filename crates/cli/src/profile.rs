@@ -439,9 +439,9 @@ struct RawRetention {
 #[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSchedule {
-    backup: Option<String>,
-    prune: Option<String>,
-    verify: Option<String>,
+    backup: Option<ScheduleText>,
+    prune: Option<ScheduleText>,
+    verify: Option<ScheduleText>,
     verify_read_data_subset: Option<String>,
     run_missed: Option<bool>,
     random_delay: Option<HumanDurationText>,
@@ -455,7 +455,7 @@ struct RawHooks {
     after: Option<String>,
     after_success: Option<String>,
     on_failure: Option<String>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<PositiveDuration>,
 }
 
 #[derive(Deserialize, Clone, Default)]
@@ -464,7 +464,7 @@ struct RawNotify {
     webhook: Option<OneOrMany<Url>>,
     command: Option<String>,
     on_success: Option<bool>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<PositiveDuration>,
 }
 
 /// Fills in `child`'s unset keys from `parent`'s.
@@ -536,9 +536,9 @@ fn resolve(all: &BTreeMap<String, RawProfile>, name: &str) -> std::result::Resul
 
 fn finish(name: &str, raw: RawProfile) -> Profile {
     let schedule = raw.schedule.map(|s| Schedule {
-        backup: s.backup,
-        prune: s.prune,
-        verify: s.verify,
+        backup: s.backup.map(|t| t.0),
+        prune: s.prune.map(|t| t.0),
+        verify: s.verify.map(|t| t.0),
         verify_subset: s.verify_read_data_subset,
         run_missed: s.run_missed.unwrap_or(false),
         random_delay: s.random_delay.map(|d| d.0),
@@ -622,6 +622,35 @@ impl<'de> Deserialize<'de> for HumanDuration {
         humantime::parse_duration(&text)
             .map(HumanDuration)
             .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration (e.g. 30s, 5m, 6h): {e}")))
+    }
+}
+
+/// A duration more than zero (a timeout of 0 would fail every hook at once).
+#[derive(Clone)]
+struct PositiveDuration(Duration);
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let HumanDuration(duration) = HumanDuration::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom("a timeout must be more than 0 (e.g. 30s, 5m)"));
+        }
+        Ok(PositiveDuration(duration))
+    }
+}
+
+/// A schedule expression kept as written (the daemon parses it again, in
+/// the profile's timezone), checked here with the daemon's own parser so
+/// `snap config check` and a reload refuse what the daemon would.
+#[derive(Clone)]
+struct ScheduleText(String);
+
+impl<'de> Deserialize<'de> for ScheduleText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::schedule::Expr::parse(&text, crate::schedule::Zone::Utc)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))?;
+        Ok(ScheduleText(text))
     }
 }
 
@@ -923,6 +952,36 @@ retention.keep-last = 2
                 "[profile.a.hooks]\ntimeout = \"forever\"\n",
                 ":2:",
                 "profile.a.hooks.timeout",
+            ),
+            (
+                "[profile.a.hooks]\ntimeout = \"0s\"\n",
+                ":2:",
+                "profile.a.hooks.timeout",
+            ),
+            (
+                "[profile.a.notify]\ntimeout = \"0s\"\n",
+                ":2:",
+                "profile.a.notify.timeout",
+            ),
+            (
+                "[profile.a.schedule]\nbackup = \"every 0s\"\n",
+                ":2:",
+                "profile.a.schedule.backup",
+            ),
+            (
+                "[profile.a.schedule]\nbackup = \"every 500ms\"\n",
+                ":2:",
+                "profile.a.schedule.backup",
+            ),
+            (
+                "[profile.a.schedule]\nprune = \"61 * * * *\"\n",
+                ":2:",
+                "profile.a.schedule.prune",
+            ),
+            (
+                "[profile.a.schedule]\nverify = \"0 0 31 2 *\"\n",
+                ":2:",
+                "profile.a.schedule.verify",
             ),
             (
                 "[profile.a.notify]\nwebhook = \"ftp://x\"\n",
