@@ -493,3 +493,42 @@ fn bad_schedules_and_zero_timeouts_are_config_errors() {
         }
     }
 }
+
+/// A `before` hook that runs `snap create` itself (SNAP_PROFILE inherited)
+/// makes one nested backup without the profile's hooks: no recursion.
+#[test]
+fn snap_inside_a_hook_does_not_run_the_hooks_again() {
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir(root.join("Documents")).unwrap();
+    fs::write(root.join("Documents").join("a.txt"), "a").unwrap();
+    let log = root.join("hooks.log");
+    let config = format!(
+        r#"
+[profile.p]
+repository = "{repo}"
+password-file = "{password}"
+paths = ["{docs}"]
+
+[profile.p.hooks]
+before = "echo before >> {log} && {snap} --config {config} create --json > /dev/null"
+after = "echo after >> {log}"
+timeout = "20s"
+"#,
+        repo = root.join("repo").display(),
+        password = root.join("password").display(),
+        docs = root.join("Documents").display(),
+        log = log.display(),
+        snap = env!("CARGO_BIN_EXE_snap"),
+        config = root.join("config.toml").display(),
+    );
+    let home = Home::new(root, &config);
+    home.init("p");
+    let started = Instant::now();
+    home.code(&["--profile", "p", "create"], 0);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_eq!(home.log(), "before\nafter\n");
+    let out = home.code(&["--profile", "p", "snapshots", "--json"], 0);
+    let snapshots = parse_json(&out);
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(2), "{snapshots}");
+}

@@ -26,6 +26,9 @@ pub struct BeforeHookFailed {
     pub reason: String,
 }
 
+/// Set to 1 in the environment of hooks and notification commands.
+const IN_HOOK: &str = "SNAP_IN_HOOK";
+
 /// How long a notification may take when the profile sets no `timeout`.
 const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,7 +50,11 @@ pub fn around(
     command: &str,
     run: impl FnOnce() -> Result<i32>,
 ) -> Result<i32> {
-    if profile.hooks.is_empty() && profile.notify.is_empty() {
+    // A hook (or notification command) that runs snap itself inherits
+    // SNAP_PROFILE: its run must not start the profile's hooks again, or a
+    // `before = "snap create"` would recurse until a timeout.
+    let in_hook = std::env::var_os(IN_HOOK).is_some_and(|v| !v.is_empty());
+    if in_hook || (profile.hooks.is_empty() && profile.notify.is_empty()) {
         return run();
     }
     let timeout = profile.hooks.timeout();
@@ -125,7 +132,7 @@ fn run_hook(name: &str, hook: &str, env: &[(&str, String)], timeout: Duration) -
     command.arg("-c").arg(hook).stdin(Stdio::null());
     // Its output goes to stderr: stdout may be `--json` a program reads.
     command.stdout(std::io::stderr());
-    command.env("SNAP_HOOK", name);
+    command.env("SNAP_HOOK", name).env(IN_HOOK, "1");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -197,7 +204,11 @@ fn notify(profile: &Profile, notice: &serde_json::Value) {
     }
     if let Some(command_text) = &profile.notify.command {
         let mut command = Command::new("sh");
-        command.arg("-c").arg(command_text).stdout(std::io::stderr());
+        command
+            .arg("-c")
+            .arg(command_text)
+            .stdout(std::io::stderr())
+            .env(IN_HOOK, "1");
         for var in ["SNAP_PASSWORD", "SNAP_FROM_PASSWORD", "SNAP_NEW_PASSWORD"] {
             command.env_remove(var);
         }
