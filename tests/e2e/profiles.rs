@@ -367,6 +367,57 @@ command = "cat > {notice}"
     assert!(String::from_utf8_lossy(&out.stderr).contains("notification to http://127.0.0.1:1/closed failed"));
 }
 
+/// A webhook server that reads the request, then answers a 200 one byte
+/// every 500 ms for up to 30 s: only a timeout on the whole request ends the
+/// notification early (and as a failure).
+#[test]
+fn a_dripping_webhook_fails_at_its_timeout_and_hides_url_credentials() {
+    let dir = tempdir();
+    let root = dir.path();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let start = Instant::now();
+        let head = b"HTTP/1.1 200 OK\r\nX-Drip: ";
+        for i in 0.. {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            if start.elapsed() > Duration::from_secs(30) || stream.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let config = format!(
+        r#"
+[profile.p]
+repository = "{repo}"
+password-file = "{password}"
+paths = ["{password}"]
+
+[profile.p.notify]
+webhook = "http://ana:s3cret-token@127.0.0.1:{port}/drip"
+timeout = "2s"
+"#,
+        repo = root.join("no-repo-here").display(),
+        password = root.join("password").display(),
+    );
+    let home = Home::new(root, &config);
+    let start = Instant::now();
+    let out = home.code(&["--profile", "p", "create"], 10);
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(12), "took {took:?}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("notification to http://***@127.0.0.1:{port}/drip failed")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(!stderr.contains("s3cret-token") && !stderr.contains("ana:"), "{stderr}");
+}
+
 #[test]
 fn config_check_and_show() {
     let dir = tempdir();
@@ -414,4 +465,70 @@ fn config_check_and_show() {
     fs::write(&home.config, minimal_in(root)).unwrap();
     let out = home.code(&["--profile", "nope", "snapshots"], 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no profile \"nope\""));
+}
+
+/// `config check` and the daemon refuse the schedules the daemon cannot
+/// run, naming file, line and key: exit 2, not a crash at the first run.
+#[test]
+fn bad_schedules_and_zero_timeouts_are_config_errors() {
+    let dir = tempdir();
+    let root = dir.path();
+    for (table, line) in [
+        ("[profile.p.schedule]", "backup = \"every 0s\""),
+        ("[profile.p.schedule]", "prune = \"61 * * * *\""),
+        ("[profile.p.schedule]", "verify = \"0 0 31 2 *\""),
+        ("[profile.p.hooks]", "timeout = \"0s\""),
+    ] {
+        let config = format!("[profile.p]\nrepository = \"/nowhere\"\n\n{table}\n{line}\n");
+        let home = Home::new(root, &config);
+        let key = format!("{}.{}", &table[1..table.len() - 1], line.split(' ').next().unwrap());
+        let state = root.join("state").display().to_string();
+        for args in [&["config", "check"][..], &["daemon", "--state-dir", &state][..]] {
+            let out = home.code(args, 2);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("config.toml") && stderr.contains(":5:") && stderr.contains(&key),
+                "{args:?} {line}: {stderr}"
+            );
+        }
+    }
+}
+
+/// A `before` hook that runs `snap create` itself (SNAP_PROFILE inherited)
+/// makes one nested backup without the profile's hooks: no recursion.
+#[test]
+fn snap_inside_a_hook_does_not_run_the_hooks_again() {
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir(root.join("Documents")).unwrap();
+    fs::write(root.join("Documents").join("a.txt"), "a").unwrap();
+    let log = root.join("hooks.log");
+    let config = format!(
+        r#"
+[profile.p]
+repository = "{repo}"
+password-file = "{password}"
+paths = ["{docs}"]
+
+[profile.p.hooks]
+before = "echo before >> {log} && {snap} --config {config} create --json > /dev/null"
+after = "echo after >> {log}"
+timeout = "20s"
+"#,
+        repo = root.join("repo").display(),
+        password = root.join("password").display(),
+        docs = root.join("Documents").display(),
+        log = log.display(),
+        snap = env!("CARGO_BIN_EXE_snap"),
+        config = root.join("config.toml").display(),
+    );
+    let home = Home::new(root, &config);
+    home.init("p");
+    let started = Instant::now();
+    home.code(&["--profile", "p", "create"], 0);
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_eq!(home.log(), "before\nafter\n");
+    let out = home.code(&["--profile", "p", "snapshots", "--json"], 0);
+    let snapshots = parse_json(&out);
+    assert_eq!(snapshots.as_array().map(Vec::len), Some(2), "{snapshots}");
 }

@@ -23,9 +23,10 @@ pub const MIB: u64 = 1 << 20;
 
 /// Environment variables snap reads; removed from every command so the
 /// caller's environment cannot leak into a test.
-pub const SNAP_ENV: [&str; 14] = [
+pub const SNAP_ENV: [&str; 15] = [
     "SNAP_PROFILE",
     "SNAP_CONFIG",
+    "SNAP_IN_HOOK",
     "SNAP_COMMAND",
     "SNAP_REPOSITORY",
     "SNAP_FROM_REPOSITORY",

@@ -52,6 +52,9 @@ pub fn code_for(error: &anyhow::Error) -> i32 {
                 _ => USAGE,
             };
         }
+        if cause.downcast_ref::<crate::cmd::daemon::StateLocked>().is_some() {
+            return LOCKED;
+        }
         if cause.downcast_ref::<crate::profile::ConfigError>().is_some() {
             return USAGE;
         }

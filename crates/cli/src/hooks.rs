@@ -7,7 +7,7 @@
 //! Each hook runs as `sh -c` in a process group of its own, so that a
 //! timeout kills all it started, not just the shell.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,6 +25,9 @@ pub struct BeforeHookFailed {
     pub command: String,
     pub reason: String,
 }
+
+/// Set to 1 in the environment of hooks and notification commands.
+const IN_HOOK: &str = "SNAP_IN_HOOK";
 
 /// How long a notification may take when the profile sets no `timeout`.
 const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +50,11 @@ pub fn around(
     command: &str,
     run: impl FnOnce() -> Result<i32>,
 ) -> Result<i32> {
-    if profile.hooks.is_empty() && profile.notify.is_empty() {
+    // A hook (or notification command) that runs snap itself inherits
+    // SNAP_PROFILE: its run must not start the profile's hooks again, or a
+    // `before = "snap create"` would recurse until a timeout.
+    let in_hook = std::env::var_os(IN_HOOK).is_some_and(|v| !v.is_empty());
+    if in_hook || (profile.hooks.is_empty() && profile.notify.is_empty()) {
         return run();
     }
     let timeout = profile.hooks.timeout();
@@ -125,7 +132,7 @@ fn run_hook(name: &str, hook: &str, env: &[(&str, String)], timeout: Duration) -
     command.arg("-c").arg(hook).stdin(Stdio::null());
     // Its output goes to stderr: stdout may be `--json` a program reads.
     command.stdout(std::io::stderr());
-    command.env("SNAP_HOOK", name);
+    command.env("SNAP_HOOK", name).env(IN_HOOK, "1");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -192,12 +199,16 @@ fn notify(profile: &Profile, notice: &serde_json::Value) {
     let body = notice.to_string();
     for url in &profile.notify.webhook {
         if let Err(e) = post(url, body.as_bytes(), timeout) {
-            warn(&format!("notification to {url} failed: {e}"));
+            warn(&format!("notification to {} failed: {e}", redact(url)));
         }
     }
     if let Some(command_text) = &profile.notify.command {
         let mut command = Command::new("sh");
-        command.arg("-c").arg(command_text).stdout(std::io::stderr());
+        command
+            .arg("-c")
+            .arg(command_text)
+            .stdout(std::io::stderr())
+            .env(IN_HOOK, "1");
         for var in ["SNAP_PASSWORD", "SNAP_FROM_PASSWORD", "SNAP_NEW_PASSWORD"] {
             command.env_remove(var);
         }
@@ -209,60 +220,59 @@ fn notify(profile: &Profile, notice: &serde_json::Value) {
     }
 }
 
-/// A JSON POST over plain HTTP/1.1, with a timeout on connecting, writing
-/// and reading; a status other than 2xx is an error.
+/// A JSON POST over HTTP or HTTPS (rustls, webpki roots); `timeout` bounds
+/// the whole exchange (DNS, connect, TLS, sending, the response head), not
+/// each read, so a server answering a byte at a time cannot hold a backup
+/// for longer. A status other than 2xx is an error. The body of the
+/// response is not read.
 fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err("only http:// webhooks are supported (for https, use a notify command such as curl)".into());
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let address = if authority.contains(':') {
-        authority.to_string()
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(format!("snap/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let response = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body)
+        .map_err(|e| match e {
+            ureq::Error::Timeout(_) => format!("timed out after {}", humantime::format_duration(timeout)),
+            // Its text may quote the URL, credentials and all.
+            e => e.to_string().replace(url, &redact(url)),
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
     } else {
-        format!("{authority}:80")
-    };
-    let addrs =
-        std::net::ToSocketAddrs::to_socket_addrs(&address).map_err(|e| format!("cannot resolve {authority}: {e}"))?;
-    let mut last = String::from("no address");
-    for addr in addrs {
-        match std::net::TcpStream::connect_timeout(&addr, timeout) {
-            Ok(mut stream) => {
-                let _ = stream.set_read_timeout(Some(timeout));
-                let _ = stream.set_write_timeout(Some(timeout));
-                let head = format!(
-                    "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-                     Content-Length: {}\r\nUser-Agent: snap/{}\r\nConnection: close\r\n\r\n",
-                    body.len(),
-                    env!("CARGO_PKG_VERSION")
-                );
-                stream
-                    .write_all(head.as_bytes())
-                    .and_then(|()| stream.write_all(body))
-                    .map_err(|e| format!("sending: {e}"))?;
-                let mut response = Vec::new();
-                let mut buf = [0u8; 1024];
-                // The status line is enough; the rest may never end before the timeout.
-                while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
-                    match stream.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => response.extend_from_slice(&buf[..n]),
-                        Err(e) => return Err(format!("reading the response: {e}")),
-                    }
-                }
-                let line = String::from_utf8_lossy(&response);
-                let line = line.lines().next().unwrap_or("");
-                let code = line.split_whitespace().nth(1).unwrap_or("");
-                return if code.starts_with('2') {
-                    Ok(())
-                } else {
-                    Err(format!("the server answered {line:?}"))
-                };
-            }
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
+        Err(format!("the server answered {status}"))
     }
-    Err(last)
+}
+
+/// `url` without its user info (`http://***@host/...`),
+/// for messages: a webhook URL may carry credentials.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        // A user name alone may be the secret (a token), so all of it goes.
+        Some(at) => format!("{scheme}://***@{}{tail}", &authority[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_url_passwords() {
+        assert_eq!(redact("http://u:p@host:8/x?y"), "http://***@host:8/x?y");
+        assert_eq!(redact("https://token@host/a@b"), "https://***@host/a@b");
+        assert_eq!(redact("http://host/a@b"), "http://host/a@b");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use jiff::Timestamp;
@@ -199,52 +200,102 @@ pub fn render(state: &State, profiles: &[String], running: &Running) -> String {
 /// The body `/metrics` serves, replaced by the daemon after every change.
 pub type Shared = Arc<Mutex<String>>;
 
-/// Serves `GET /metrics` on `addr` from a thread; returns the bound address.
+/// Connections answered at once; more are closed at once (a scraper
+/// retries), so a crowd of idle clients costs at most this many threads.
+const MAX_CONNECTIONS: usize = 16;
+/// The whole exchange of one connection: request head in, answer out.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The longest request head read; a longer one is refused.
+const MAX_HEAD: u64 = 8 * 1024;
+
+/// Serves `GET /metrics` on `addr`: an accepting thread and one thread per
+/// connection (at most `MAX_CONNECTIONS`), so a stalled client cannot keep
+/// a scraper out; returns the bound address.
 pub fn serve(addr: &str, body: Shared) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
+    let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            // One request at a time is plenty for a scraper; a stalled
-            // client cannot hold the server longer than the timeout.
-            let _ = answer(stream, &body);
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                continue; // dropped: closed
+            }
+            let (body, active) = (body.clone(), active.clone());
+            let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn({
+                let active = active.clone();
+                move || {
+                    let _ = answer(stream, &body);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            });
+            if spawned.is_err() {
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     })?;
     Ok(bound)
 }
 
+/// The time left before `deadline`, or a timeout error.
+fn left(deadline: Instant) -> std::io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "request deadline passed"))
+}
+
 fn answer(mut stream: TcpStream, body: &Shared) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Read (and drop) the headers up to the blank line.
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    // The head, up to its blank line; each read may wait only for what is
+    // left of the deadline, so dripping bytes cannot stretch it.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let complete = loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            break true;
         }
-    }
-    let mut parts = request.split_whitespace();
+        if head.len() as u64 >= MAX_HEAD {
+            break false;
+        }
+        stream.set_read_timeout(Some(left(deadline)?))?;
+        let room = (MAX_HEAD - head.len() as u64).min(buf.len() as u64) as usize;
+        match (&mut stream).take(room as u64).read(&mut buf[..room])? {
+            0 => return Ok(()),
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let request = String::from_utf8_lossy(&head);
+    let mut parts = request.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, text) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
+    let (status, content_type, text) = match (complete, method, path) {
+        (false, _, _) => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request head over 8 KiB\n".to_string(),
+        ),
+        (true, "GET" | "HEAD", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             body.lock().map(|b| b.clone()).unwrap_or_default(),
         ),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string()),
+        (true, "GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_string()),
     };
-    write!(
-        stream,
+    let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         text.len()
-    )?;
+    )
+    .into_bytes();
     if method != "HEAD" {
-        stream.write_all(text.as_bytes())?;
+        response.extend_from_slice(text.as_bytes());
+    }
+    // Written in pieces so that a client not reading cannot hold the
+    // thread past the deadline either.
+    for piece in response.chunks(16 * 1024) {
+        stream.set_write_timeout(Some(left(deadline)?))?;
+        stream.write_all(piece)?;
     }
     stream.flush()
 }

@@ -6,7 +6,7 @@
 //! the line and the key: a config file is edited by hand, often far from
 //! the command that reads it (a timer, the daemon).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,6 +214,23 @@ impl Config {
         let raw: RawFile = toml::from_str(&text).map_err(|e| at(e.span(), e.message()))?;
         let mut profiles = BTreeMap::new();
         for name in raw.profile.keys() {
+            if !valid_name(name) {
+                // The map lost the key's span: find the table header.
+                let span = [
+                    format!("profile.\"{name}\""),
+                    format!("profile.'{name}'"),
+                    format!("profile.{name}"),
+                ]
+                .iter()
+                .find_map(|needle| text.find(needle.as_str()))
+                .map(|start| start + "profile.".len()..start + "profile.".len() + 1);
+                return Err(at(
+                    span,
+                    &format!(
+                        "{name:?} is not a profile name: use letters, digits, '.', '_' and '-', not starting with '-'"
+                    ),
+                ));
+            }
             let resolved = resolve(&raw.profile, name).map_err(|(span, message)| at(span, &message))?;
             if let Some(password) = &resolved.password {
                 check_private(path, &text, password.span())?;
@@ -439,9 +456,9 @@ struct RawRetention {
 #[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSchedule {
-    backup: Option<String>,
-    prune: Option<String>,
-    verify: Option<String>,
+    backup: Option<ScheduleText>,
+    prune: Option<ScheduleText>,
+    verify: Option<ScheduleText>,
     verify_read_data_subset: Option<String>,
     run_missed: Option<bool>,
     random_delay: Option<HumanDurationText>,
@@ -455,7 +472,7 @@ struct RawHooks {
     after: Option<String>,
     after_success: Option<String>,
     on_failure: Option<String>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<PositiveDuration>,
 }
 
 #[derive(Deserialize, Clone, Default)]
@@ -464,7 +481,7 @@ struct RawNotify {
     webhook: Option<OneOrMany<Url>>,
     command: Option<String>,
     on_success: Option<bool>,
-    timeout: Option<HumanDuration>,
+    timeout: Option<PositiveDuration>,
 }
 
 /// Fills in `child`'s unset keys from `parent`'s.
@@ -502,10 +519,21 @@ fn merge(child: &mut RawProfile, parent: &RawProfile) {
 
 type Located = (Option<Range<usize>>, String);
 
+/// Profile names travel in environment variables, unit files, crontab
+/// lines and metrics labels, and follow `--profile` on command lines:
+/// `[A-Za-z0-9._-]`, not starting with `-` (it would read as an option).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `name` with everything it inherits, nearest ancestor first.
 fn resolve(all: &BTreeMap<String, RawProfile>, name: &str) -> std::result::Result<RawProfile, Located> {
     let mut resolved = all[name].clone();
-    let mut seen = BTreeSet::from([name.to_string()]);
+    let mut chain = vec![name.to_string()];
     let mut current = all[name].clone();
     while let Some(parent_name) = current.inherit.clone() {
         let Some(parent) = all.get(parent_name.get_ref()) else {
@@ -519,15 +547,21 @@ fn resolve(all: &BTreeMap<String, RawProfile>, name: &str) -> std::result::Resul
                 ),
             ));
         };
-        if !seen.insert(parent_name.get_ref().clone()) {
+        if let Some(first) = chain.iter().position(|n| n == parent_name.get_ref()) {
+            // The cycle is from the parent's first place in the chain on;
+            // the profiles before it (`name` perhaps) only lead into it.
+            let mut cycle: Vec<String> = chain[first..].iter().map(|n| format!("{n:?}")).collect();
+            cycle.push(format!("{:?}", parent_name.get_ref()));
             return Err((
                 Some(parent_name.span()),
                 format!(
-                    "inheritance cycle: profile {name:?} inherits from itself through {:?}",
-                    parent_name.get_ref()
+                    "inheritance cycle: {} (closed by profile {:?})",
+                    cycle.join(" inherits from "),
+                    chain.last().map(String::as_str).unwrap_or(name)
                 ),
             ));
         }
+        chain.push(parent_name.get_ref().clone());
         merge(&mut resolved, parent);
         current = parent.clone();
     }
@@ -536,9 +570,9 @@ fn resolve(all: &BTreeMap<String, RawProfile>, name: &str) -> std::result::Resul
 
 fn finish(name: &str, raw: RawProfile) -> Profile {
     let schedule = raw.schedule.map(|s| Schedule {
-        backup: s.backup,
-        prune: s.prune,
-        verify: s.verify,
+        backup: s.backup.map(|t| t.0),
+        prune: s.prune.map(|t| t.0),
+        verify: s.verify.map(|t| t.0),
         verify_subset: s.verify_read_data_subset,
         run_missed: s.run_missed.unwrap_or(false),
         random_delay: s.random_delay.map(|d| d.0),
@@ -622,6 +656,35 @@ impl<'de> Deserialize<'de> for HumanDuration {
         humantime::parse_duration(&text)
             .map(HumanDuration)
             .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration (e.g. 30s, 5m, 6h): {e}")))
+    }
+}
+
+/// A duration more than zero (a timeout of 0 would fail every hook at once).
+#[derive(Clone)]
+struct PositiveDuration(Duration);
+
+impl<'de> Deserialize<'de> for PositiveDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let HumanDuration(duration) = HumanDuration::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom("a timeout must be more than 0 (e.g. 30s, 5m)"));
+        }
+        Ok(PositiveDuration(duration))
+    }
+}
+
+/// A schedule expression kept as written (the daemon parses it again, in
+/// the profile's timezone), checked here with the daemon's own parser so
+/// `snap config check` and a reload refuse what the daemon would.
+#[derive(Clone)]
+struct ScheduleText(String);
+
+impl<'de> Deserialize<'de> for ScheduleText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::schedule::Expr::parse(&text, crate::schedule::Zone::Utc)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))?;
+        Ok(ScheduleText(text))
     }
 }
 
@@ -925,6 +988,36 @@ retention.keep-last = 2
                 "profile.a.hooks.timeout",
             ),
             (
+                "[profile.a.hooks]\ntimeout = \"0s\"\n",
+                ":2:",
+                "profile.a.hooks.timeout",
+            ),
+            (
+                "[profile.a.notify]\ntimeout = \"0s\"\n",
+                ":2:",
+                "profile.a.notify.timeout",
+            ),
+            (
+                "[profile.a.schedule]\nbackup = \"every 0s\"\n",
+                ":2:",
+                "profile.a.schedule.backup",
+            ),
+            (
+                "[profile.a.schedule]\nbackup = \"every 500ms\"\n",
+                ":2:",
+                "profile.a.schedule.backup",
+            ),
+            (
+                "[profile.a.schedule]\nprune = \"61 * * * *\"\n",
+                ":2:",
+                "profile.a.schedule.prune",
+            ),
+            (
+                "[profile.a.schedule]\nverify = \"0 0 31 2 *\"\n",
+                ":2:",
+                "profile.a.schedule.verify",
+            ),
+            (
                 "[profile.a.notify]\nwebhook = \"ftp://x\"\n",
                 ":2:",
                 "profile.a.notify.webhook",
@@ -938,6 +1031,25 @@ retention.keep-last = 2
             );
         }
         assert!(error("[profile.a]\ninherit = \"b\"\n[profile.b]\ninherit = \"a\"\n").contains("cycle"));
+        // a only leads into the cycle b -> c -> b, closed in c (line 6).
+        let message =
+            error("[profile.a]\ninherit = \"b\"\n[profile.b]\ninherit = \"c\"\n[profile.c]\ninherit = \"b\"\n");
+        assert!(message.contains(":6:"), "{message}");
+        assert!(
+            message.contains("\"b\" inherits from \"c\" inherits from \"b\" (closed by profile \"c\")"),
+            "{message}"
+        );
+        for bad in ["\"-x\"", "\"a b\"", "\"ü\"", "\"a;rm\""] {
+            let message = error(&format!("[profile.ok]\n\n[profile.{bad}]\nrepository = \"/r\"\n"));
+            assert!(
+                message.contains(":3:") && message.contains("not a profile name"),
+                "{bad}: {message}"
+            );
+        }
+        assert!(load("[profile.\"a-b.c_1\"]\n")
+            .unwrap()
+            .profiles
+            .contains_key("a-b.c_1"));
     }
 
     #[test]

@@ -49,8 +49,9 @@ impl Expr {
         let kind = if let Some(rest) = trimmed.strip_prefix("every ") {
             let interval: Duration = humantime::parse_duration(rest.trim())
                 .with_context(|| format!("schedule {text:?}: bad duration {:?}", rest.trim()))?;
-            if interval.is_zero() {
-                bail!("schedule {text:?}: the interval must be more than 0");
+            // Finer than the daemon's tick is meaningless, and 0 would spin.
+            if interval < Duration::from_secs(1) {
+                bail!("schedule {text:?}: the interval must be at least 1s");
             }
             Kind::Every(interval)
         } else {
@@ -67,11 +68,18 @@ impl Expr {
                 })?;
             Kind::Cron(Box::new(cron))
         };
-        Ok(Expr {
+        let expr = Expr {
             text: trimmed.to_string(),
             kind,
             zone,
-        })
+        };
+        // A cron that can never fire (`0 0 31 2 *`) is refused here, as a
+        // config error, not found out by the daemon at its first run.
+        if let Kind::Cron(_) = &expr.kind {
+            expr.next_after(Timestamp::now(), None)
+                .map_err(|_| anyhow::anyhow!("schedule {text:?} never fires (no such date)"))?;
+        }
+        Ok(expr)
     }
 
     pub fn text(&self) -> &str {
@@ -189,6 +197,9 @@ mod tests {
         for bad in [
             "every",
             "every 0s",
+            "every 999ms",
+            "0 0 31 2 *",
+            "0 0 30 2 *",
             "every soon",
             "* * *",
             "61 * * * *",

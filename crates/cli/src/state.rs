@@ -91,6 +91,36 @@ pub fn load(dir: &Path) -> Result<State> {
     }
 }
 
+/// For the daemon: as `load`, but a state file that does not parse (empty,
+/// truncated, not JSON, dates out of range) is renamed to
+/// `state.json.corrupt-TIMESTAMP` and the state starts empty, so a damaged
+/// file cannot keep the daemon from starting ever again. Returns the new
+/// name of the file moved aside and why, for the log.
+pub fn load_or_set_aside(dir: &Path) -> Result<(State, Option<(PathBuf, String)>)> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((State::default(), None)),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok((state, None)),
+        Err(e) => {
+            let aside = dir.join(format!(
+                "{FILE}.corrupt-{}",
+                Timestamp::now().strftime("%Y%m%dT%H%M%S%.fZ")
+            ));
+            std::fs::rename(&path, &aside).with_context(|| {
+                format!(
+                    "{}: not a snap state file ({e}), and cannot move it aside",
+                    path.display()
+                )
+            })?;
+            Ok((State::default(), Some((aside, e.to_string()))))
+        }
+    }
+}
+
 /// Replaces the state file whole: a crash leaves the old one or the new one.
 pub fn save(dir: &Path, state: &State) -> Result<()> {
     let json = serde_json::to_vec_pretty(state)?;
@@ -146,6 +176,28 @@ mod tests {
         assert_eq!(back.profiles["docs"].jobs["backup"].next_run, next);
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_daemon_sets_a_damaged_file_aside() {
+        for bad in [
+            &b""[..],
+            b"{\"profiles\": {\"a\"",
+            b"{\"profiles\":{\"a\":{\"jobs\":{\"backup\":{\"next_run\":\"99999-01-01T00:00:00Z\"}}}}}",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(FILE), bad).unwrap();
+            let (state, aside) = load_or_set_aside(dir.path()).unwrap();
+            assert!(state.profiles.is_empty());
+            let (aside, _why) = aside.unwrap();
+            assert_eq!(std::fs::read(&aside).unwrap(), bad);
+            assert!(aside
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-"));
+            assert!(!dir.path().join(FILE).exists());
+        }
     }
 
     #[test]

@@ -222,7 +222,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let config = crate::profile::Config::load(&config_path)?;
     let specs = jobs(&config)?;
     let state_dir = state::dir(args.state_dir.as_deref())?;
-    let state = state::load(&state_dir)?;
+    // Held until the daemon returns: the kernel drops it when we exit.
+    let _lock = lock_state_dir(&state_dir)?;
+    let (state, aside) = state::load_or_set_aside(&state_dir)?;
+    if let Some((aside, why)) = aside {
+        log(format_args!(
+            "warning: {} was not a snap state file ({why}); moved it to {} and started with an empty state",
+            state_dir.join(state::FILE).display(),
+            aside.display()
+        ));
+    }
     install_signal_handlers();
     let mut daemon = Daemon {
         exe: std::env::current_exe().context("cannot find the snap binary to run jobs with")?,
@@ -251,6 +260,57 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     daemon.main_loop()?;
     log("daemon stopped");
     Ok(exit::OK)
+}
+
+/// Another daemon holds the state directory (exit 11, as a locked repository).
+#[derive(Debug, thiserror::Error)]
+#[error("another snap daemon{holder} uses the state directory {dir} (its lock file {file} is held)")]
+pub struct StateLocked {
+    holder: String,
+    dir: String,
+    file: String,
+}
+
+/// Two daemons on one state directory would run every job twice and
+/// overwrite each other's state: an exclusive flock on `daemon.lock` in it
+/// keeps the second out. The lock file holds the holder's pid, for the message.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("daemon.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let holder = match text.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        return Err(StateLocked {
+            holder,
+            dir: dir.display().to_string(),
+            file: path.display().to_string(),
+        }
+        .into());
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    written.with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 impl Daemon {
@@ -297,8 +357,70 @@ impl Daemon {
         }
         self.specs = specs;
         self.start_at.clear();
+        self.correct_clock(now);
         self.save();
         Ok(())
+    }
+
+    /// A clock that once ran ahead (a bad RTC, a wrong NTP answer, a test
+    /// under faketime) leaves the state with runs started in the future and
+    /// a next run far ahead: nothing would run until the clock catches up,
+    /// silently. Such a job's times are dropped and its next run computed
+    /// afresh from now, with a log line; true once something was changed.
+    fn correct_clock(&mut self, now: Timestamp) -> bool {
+        // Room for a clock slewed back a little, so no correction flaps.
+        let slack = jiff::SignedDuration::from_secs(60);
+        let mut changed = false;
+        for i in 0..self.specs.len() {
+            if self.running.contains_key(&self.specs[i].profile) {
+                continue;
+            }
+            let spec = self.specs[i].clone();
+            let Some(job) = self
+                .state
+                .profiles
+                .get_mut(&spec.profile)
+                .and_then(|p| p.jobs.get_mut(spec.job))
+            else {
+                continue;
+            };
+            let ahead = |t: Option<Timestamp>| t.is_some_and(|t| t > now + slack);
+            // For `every` the latest sane next run is now + interval; for
+            // cron, the next occurrence from now.
+            let latest = spec.expr.next_after(now, None).ok();
+            let far = match (job.next_run, latest) {
+                (Some(next), Some(latest)) => next > latest + slack,
+                _ => false,
+            };
+            if !(far || ahead(job.last_start) || ahead(job.last_scheduled) || ahead(job.last_end)) {
+                continue;
+            }
+            let before = job.next_run;
+            for t in [&mut job.last_start, &mut job.last_scheduled, &mut job.last_end] {
+                if ahead(*t) {
+                    *t = None;
+                }
+            }
+            job.next_run = if spec.expr.runs_at_first_start() && job.last_start.is_none() {
+                Some(now)
+            } else {
+                spec.expr.next_after(now, job.last_scheduled).ok()
+            };
+            let show = |t: Option<Timestamp>| {
+                t.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "none".into())
+            };
+            log(format_args!(
+                "warning: {} {}: the state holds times in the future (next run {}; the clock ran ahead?); next run now {}",
+                spec.profile,
+                spec.job,
+                show(before),
+                show(job.next_run)
+            ));
+            self.start_at.remove(&spec.key());
+            changed = true;
+        }
+        changed
     }
 
     fn job_mut(&mut self, spec: &JobSpec) -> &mut JobState {
@@ -364,7 +486,11 @@ impl Daemon {
                     return Ok(());
                 }
             } else {
-                self.start_due(Timestamp::now());
+                let now = Timestamp::now();
+                if self.correct_clock(now) {
+                    self.save();
+                }
+                self.start_due(now);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
