@@ -199,7 +199,17 @@ fn ui_refuses_without_token_and_cross_site_posts() {
     // Same origin with the token: accepted (the backup runs as a job).
     let accepted = request(addr, "POST", "/backup", &[cookie.clone(), origin.clone()], &form);
     assert_eq!(accepted.status, 303, "{}", accepted.body);
-    assert!(accepted.header("location").unwrap().starts_with("/jobs/"));
+    let job = accepted.header("location").unwrap();
+    assert!(job.starts_with("/jobs/"));
+    // One backup at a time: wait for this one to end before the next.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !request(addr, "GET", &job, std::slice::from_ref(&cookie), "")
+        .body
+        .contains("Finished.")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // So is a script's bearer request, which no browser sends by itself.
     let bearer = request(
         addr,

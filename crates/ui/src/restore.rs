@@ -249,7 +249,7 @@ async fn step3(State(app): State<Arc<App>>, Form(choice): Form<Choice>) -> PageR
     let summary = choice.describe();
     Ok(app
         .jobs
-        .start("Restore".into(), move |job| {
+        .start("restore", "Restore".into(), move |job| {
             let lock = repo.read_lock("ui restore", wait, stop).map_err(|e| e.to_string())?;
             let (id, s) = load_snapshot(&repo, &choice.snapshot).map_err(|f| f.1)?;
             let take = |paths: &[PathBuf]| safety_snapshot(&repo, lock.as_ref(), paths, stop);
@@ -270,7 +270,7 @@ async fn step3(State(app): State<Arc<App>>, Form(choice): Form<Choice>) -> PageR
                 } @else { p #safety { "Nothing was replaced or deleted: no safety snapshot was needed." } }
                 @for (path, message) in &result.errors { p.error { (path.display()) ": " (message) } }
             })
-        })
+        })?
         .into_response())
 }
 
