@@ -202,9 +202,12 @@ async fn step2(
     Form(choice): Form<Choice>,
 ) -> PageResult {
     let options = choice.options(true)?;
-    let (repo, stop) = (app.repo.clone(), app.stop);
+    let (repo, stop, wait) = (app.repo.clone(), app.stop, app.retry_lock);
     let spec = choice.snapshot.clone();
     let result = blocking(move || {
+        // The plan reads the snapshot's trees and blobs: a prune must not
+        // remove them meanwhile (the shared lock, as the run takes).
+        let _lock = repo.read_lock("ui restore preview", wait, stop)?;
         let (_, s) = load_snapshot(&repo, &spec)?;
         Ok(restorer::restore_with(
             &repo,
