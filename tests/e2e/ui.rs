@@ -535,3 +535,57 @@ fn ui_open_keeps_the_token_off_command_lines() {
     assert_eq!(std::fs::read_to_string(&mode).unwrap(), "600\n700\n");
     let _ = std::fs::remove_dir_all(Path::new(args.trim()).parent().unwrap());
 }
+
+/// Restore to the original location restores exactly the chosen path: a
+/// name with glob characters (`[a]`) must not match its neighbour `a`.
+#[test]
+fn ui_restore_in_place_takes_exact_paths() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a as backed up\n").unwrap();
+    std::fs::write(src.join("[a]"), b"[a] as backed up\n").unwrap();
+    snap.create(&[s(&src)]);
+    std::fs::write(src.join("a"), b"a changed since\n").unwrap();
+    std::fs::write(src.join("[a]"), b"[a] changed since\n").unwrap();
+    let ui = Ui::start(&snap, &[]);
+    let id = snap.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let chosen = src.join("[a]");
+    let form = format!(
+        "snapshot={id}&paths={}&target_kind=original&overwrite=always",
+        s(&chosen).replace('[', "%5B").replace(']', "%5D").replace('/', "%2F")
+    );
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let preview = request(
+        &ui.addr,
+        "POST",
+        "/restore/preview",
+        std::slice::from_ref(&bearer),
+        &form,
+    );
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert!(
+        preview.body.contains("[a]") && !preview.body.contains(&format!("{}/a<", s(&src))),
+        "{}",
+        preview.body
+    );
+    let run = request(&ui.addr, "POST", "/restore/run", std::slice::from_ref(&bearer), &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let job = run.header("location").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let page = request(&ui.addr, "GET", &job, std::slice::from_ref(&bearer), "");
+        if page.body.contains("Finished.") || page.body.contains("Failed") {
+            assert!(page.body.contains("id=\"result\""), "{}", page.body);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the restore did not end");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read(src.join("[a]")).unwrap(), b"[a] as backed up\n");
+    assert_eq!(
+        std::fs::read(src.join("a")).unwrap(),
+        b"a changed since\n",
+        "a pattern matched `a`"
+    );
+}

@@ -75,8 +75,8 @@ impl Choice {
     }
 
     /// The restorer's options: to the original location, the whole
-    /// snapshot lands at `/` under its full paths (narrowed to the chosen
-    /// paths by include patterns); elsewhere, each chosen path lands in the
+    /// snapshot lands at `/` under its full paths, or the chosen paths (of
+    /// one directory) land in that directory; elsewhere, each chosen path lands in the
     /// target under its own name (all of the snapshot under full paths).
     fn options(&self, dry_run: bool) -> Result<RestoreOptions, Fail> {
         let mut paths = Vec::new();
@@ -91,8 +91,22 @@ impl Choice {
             other => return Err(Fail::bad(format!("unknown overwrite policy {other:?}"))),
         };
         let (target, paths, includes) = if self.original() {
-            let includes = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            (PathBuf::from("/"), Vec::new(), includes)
+            // Exact paths, never patterns: a name with `[`, `*` or `?` as an
+            // include pattern would match other files. Each path lands in
+            // the target under its own name, so the target is their parent.
+            let paths: Vec<PathBuf> = paths.into_iter().filter(|p| p.parent().is_some()).collect();
+            match paths.first().and_then(|p| p.parent()) {
+                None => (PathBuf::from("/"), Vec::new(), Vec::new()),
+                Some(parent) => {
+                    if paths.iter().any(|p| p.parent() != Some(parent)) {
+                        return Err(Fail::bad(
+                            "to the original location, the paths of one restore must share a directory: \
+                             restore the others one at a time",
+                        ));
+                    }
+                    (parent.to_path_buf(), paths.clone(), Vec::new())
+                }
+            }
         } else {
             let target = PathBuf::from(self.target.trim());
             if !target.is_absolute() {
