@@ -199,7 +199,17 @@ fn ui_refuses_without_token_and_cross_site_posts() {
     // Same origin with the token: accepted (the backup runs as a job).
     let accepted = request(addr, "POST", "/backup", &[cookie.clone(), origin.clone()], &form);
     assert_eq!(accepted.status, 303, "{}", accepted.body);
-    assert!(accepted.header("location").unwrap().starts_with("/jobs/"));
+    let job = accepted.header("location").unwrap();
+    assert!(job.starts_with("/jobs/"));
+    // One backup at a time: wait for this one to end before the next.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !request(addr, "GET", &job, std::slice::from_ref(&cookie), "")
+        .body
+        .contains("Finished.")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // So is a script's bearer request, which no browser sends by itself.
     let bearer = request(
         addr,
@@ -398,4 +408,184 @@ fn ui_time_to_first_byte() {
         }
         eprintln!("{what}: first byte {:?}, whole page {:?} (best of 5)", best.0, best.1);
     }
+}
+
+/// After `?token=` the UI redirects to the requested path: never to
+/// another host (`//host/`, `/\host/`). Under --htpasswd the Authorization
+/// header carries Basic, so scripts send the token as X-Snap-Token.
+#[test]
+fn ui_redirect_stays_local_and_htpasswd_takes_x_snap_token() {
+    let snap = Snap::init(&[]);
+    let src = source_tree(snap.scratch());
+    snap.create(&[s(&src)]);
+    let htpasswd = snap.scratch().join("htpasswd");
+    std::fs::write(&htpasswd, format!("ana:{}\n", bcrypt::hash("s3cret", 4).unwrap())).unwrap();
+    let ui = Ui::start(&snap, &["--htpasswd", s(&htpasswd)]);
+    let addr = &ui.addr;
+    // base64("ana:s3cret")
+    let basic = "Authorization: Basic YW5hOnMzY3JldA==".to_string();
+
+    let evil = request(
+        addr,
+        "GET",
+        &format!("//evil.example/?token={TOKEN}"),
+        std::slice::from_ref(&basic),
+        "",
+    );
+    assert_eq!(evil.status, 303, "{}", evil.head);
+    assert_eq!(evil.header("location").as_deref(), Some("/"));
+    let evil = request(
+        addr,
+        "GET",
+        &format!("/\\evil.example/?token={TOKEN}"),
+        std::slice::from_ref(&basic),
+        "",
+    );
+    let location = evil.header("location").unwrap_or_default();
+    assert!(
+        !location.starts_with("//") && !location.starts_with("/\\"),
+        "{}",
+        evil.head
+    );
+    let fine = request(
+        addr,
+        "GET",
+        &format!("/snapshots?token={TOKEN}"),
+        std::slice::from_ref(&basic),
+        "",
+    );
+    assert_eq!(fine.header("location").as_deref(), Some("/snapshots"));
+
+    let token = format!("X-Snap-Token: {TOKEN}");
+    assert_eq!(
+        request(addr, "GET", "/", &[basic.clone(), token.clone()], "").status,
+        200
+    );
+    assert_eq!(request(addr, "GET", "/", std::slice::from_ref(&token), "").status, 401);
+    assert_eq!(
+        request(
+            addr,
+            "GET",
+            "/",
+            &[basic.clone(), "X-Snap-Token: wrong-token-0123456789".into()],
+            ""
+        )
+        .status,
+        401
+    );
+    assert_eq!(request(addr, "GET", "/", std::slice::from_ref(&basic), "").status, 401);
+    let form = format!("paths={}", s(&src));
+    let posted = request(addr, "POST", "/backup", &[basic, token], &form);
+    assert_eq!(posted.status, 303, "{}", posted.body);
+}
+
+/// `--open` hands xdg-open a private file, never the token itself (command
+/// lines are readable by every local user).
+#[test]
+fn ui_open_keeps_the_token_off_command_lines() {
+    use std::os::unix::fs::PermissionsExt;
+    let snap = Snap::init(&[]);
+    let bin = snap.scratch().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = snap.scratch().join("seen");
+    let fake = bin.join("xdg-open");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" > '{0}.args'\ncat \"$1\" > '{0}.page'\nstat -c %a \"$1\" > '{0}.mode'\nstat -c %a \"$(dirname \"$1\")\" >> '{0}.mode'\n",
+            s(&seen)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    let token_file = snap.scratch().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut child = snap
+        .command()
+        .env("PATH", path)
+        .args([
+            "ui",
+            "--open",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            s(&token_file),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mode = seen.with_extension("mode");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&mode).map_or(true, |m| m.lines().count() < 2) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let args = std::fs::read_to_string(seen.with_extension("args")).expect("xdg-open ran");
+    assert!(!args.contains(TOKEN), "the token on xdg-open's command line: {args}");
+    let page = std::fs::read_to_string(seen.with_extension("page")).unwrap();
+    assert!(
+        page.contains("http-equiv=refresh") && page.contains(&format!("?token={TOKEN}")),
+        "{page}"
+    );
+    assert_eq!(std::fs::read_to_string(&mode).unwrap(), "600\n700\n");
+    let _ = std::fs::remove_dir_all(Path::new(args.trim()).parent().unwrap());
+}
+
+/// Restore to the original location restores exactly the chosen path: a
+/// name with glob characters (`[a]`) must not match its neighbour `a`.
+#[test]
+fn ui_restore_in_place_takes_exact_paths() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a as backed up\n").unwrap();
+    std::fs::write(src.join("[a]"), b"[a] as backed up\n").unwrap();
+    snap.create(&[s(&src)]);
+    std::fs::write(src.join("a"), b"a changed since\n").unwrap();
+    std::fs::write(src.join("[a]"), b"[a] changed since\n").unwrap();
+    let ui = Ui::start(&snap, &[]);
+    let id = snap.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let chosen = src.join("[a]");
+    let form = format!(
+        "snapshot={id}&paths={}&target_kind=original&overwrite=always",
+        s(&chosen).replace('[', "%5B").replace(']', "%5D").replace('/', "%2F")
+    );
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let preview = request(
+        &ui.addr,
+        "POST",
+        "/restore/preview",
+        std::slice::from_ref(&bearer),
+        &form,
+    );
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    assert!(
+        preview.body.contains("[a]") && !preview.body.contains(&format!("{}/a<", s(&src))),
+        "{}",
+        preview.body
+    );
+    let run = request(&ui.addr, "POST", "/restore/run", std::slice::from_ref(&bearer), &form);
+    assert_eq!(run.status, 303, "{}", run.body);
+    let job = run.header("location").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let page = request(&ui.addr, "GET", &job, std::slice::from_ref(&bearer), "");
+        if page.body.contains("Finished.") || page.body.contains("Failed") {
+            assert!(page.body.contains("id=\"result\""), "{}", page.body);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the restore did not end");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(std::fs::read(src.join("[a]")).unwrap(), b"[a] as backed up\n");
+    assert_eq!(
+        std::fs::read(src.join("a")).unwrap(),
+        b"a changed since\n",
+        "a pattern matched `a`"
+    );
 }

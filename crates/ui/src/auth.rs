@@ -223,7 +223,7 @@ async fn check(auth: &Auth, request: Request, next: Next) -> Response {
             return refuse(StatusCode::UNAUTHORIZED, "wrong token");
         }
         let (id, _) = auth.new_session();
-        let location = format!("{}{}", request.uri().path(), without_token(&query));
+        let location = format!("{}{}", local_path(request.uri().path()), without_token(&query));
         let secure = if auth.tls { "; Secure" } else { "" };
         let cookie = format!("{}={id}; Path=/; HttpOnly; SameSite=Strict{secure}", auth.cookie_name());
         let mut response = Response::builder()
@@ -236,8 +236,11 @@ async fn check(auth: &Auth, request: Request, next: Next) -> Response {
         }
         return response;
     }
+    // With --htpasswd the one Authorization header carries Basic, so a
+    // script sends the token in X-Snap-Token instead.
     let bearer = authorization
         .and_then(|a| a.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-snap-token").and_then(|v| v.to_str().ok()))
         .is_some_and(|t| same(t.trim(), &auth.token));
     let session = if bearer {
         // A script's request: no cookie was involved, so no cross-site
@@ -249,7 +252,7 @@ async fn check(auth: &Auth, request: Request, next: Next) -> Response {
             None => {
                 return refuse(
                     StatusCode::UNAUTHORIZED,
-                    "open the URL `snap ui` printed (it carries the token), or send Authorization: Bearer TOKEN",
+                    "open the URL `snap ui` printed (it carries the token), or send Authorization: Bearer TOKEN (or X-Snap-Token: TOKEN)",
                 )
             }
         }
@@ -263,6 +266,18 @@ async fn check(auth: &Auth, request: Request, next: Next) -> Response {
     }
     request.extensions_mut().insert(session);
     next.run(request).await
+}
+
+/// The redirect after `?token=` goes back to the requested path, but only
+/// as a path on this server: `//host/` or `/\host/` would be read by the
+/// browser as another site (an open redirect), so those go to `/`.
+fn local_path(path: &str) -> &str {
+    let mut chars = path.chars();
+    match (chars.next(), chars.next()) {
+        (Some('/'), Some('/' | '\\')) => "/",
+        (Some('/'), _) => path,
+        _ => "/",
+    }
 }
 
 /// A state-changing request from a session: same origin, and the CSRF token.
@@ -319,5 +334,15 @@ mod tests {
         assert!(token_is_strong(&new_token()));
         assert!(!token_is_strong("short"));
         assert!(!token_is_strong("has spaces in it, long enough"));
+    }
+
+    #[test]
+    fn redirect_stays_on_this_server() {
+        assert_eq!(local_path("/snapshots"), "/snapshots");
+        assert_eq!(local_path("/"), "/");
+        assert_eq!(local_path("//evil.example/"), "/");
+        assert_eq!(local_path("/\\evil.example/"), "/");
+        assert_eq!(local_path(""), "/");
+        assert_eq!(local_path("evil"), "/");
     }
 }

@@ -1,16 +1,19 @@
 //! Long operations (backup, restore, verify) as jobs: each runs on a
 //! blocking thread and reports through a [`Progress`] impl into shared
 //! counters; its page (`/jobs/ID`) follows them over server-sent events
-//! (`/jobs/ID/events`) and shows the result when the job ends. Jobs live
-//! as long as the process; there are few of them (one per button press).
+//! (`/jobs/ID/events`) and shows the result when the job ends. One job of
+//! each kind runs at a time (another press gets 409, not a second thread
+//! on the same repository); finished jobs are kept for [`KEEP_FOR`], at most
+//! [`KEEP_FINISHED`] of them, so a long-running UI does not grow.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -28,8 +31,14 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// How long a finished job's page stays reachable, and how many are kept.
+pub const KEEP_FOR: Duration = Duration::from_secs(30 * 60);
+pub const KEEP_FINISHED: usize = 20;
+
 pub struct Job {
     pub title: String,
+    kind: &'static str,
+    ended: Mutex<Option<Instant>>,
     total_bytes: AtomicU64,
     total_items: AtomicU64,
     bytes: AtomicU64,
@@ -40,9 +49,11 @@ pub struct Job {
 }
 
 impl Job {
-    fn new(title: String) -> Self {
+    fn new(kind: &'static str, title: String) -> Self {
         Job {
             title,
+            kind,
+            ended: Mutex::new(None),
             total_bytes: AtomicU64::new(0),
             total_items: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -104,27 +115,60 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Starts `work` on a blocking thread; returns the job's page.
-    pub fn start(&self, title: String, work: impl FnOnce(&Job) -> Result<Markup, String> + Send + 'static) -> Redirect {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let job = Arc::new(Job::new(title));
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, job.clone());
+    /// Starts `work` on a blocking thread; returns the job's page, or 409
+    /// while a job of the same `kind` (backup, restore, verify) still runs.
+    pub fn start(
+        &self,
+        kind: &'static str,
+        title: String,
+        work: impl FnOnce(&Job) -> Result<Markup, String> + Send + 'static,
+    ) -> Result<Redirect, Fail> {
+        let job = Arc::new(Job::new(kind, title));
+        let id = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((running, _)) = jobs.iter().find(|(_, j)| j.kind == kind && !j.finished()) {
+                return Err(Fail(
+                    StatusCode::CONFLICT,
+                    format!("a {kind} is already running (job {running}): wait for it to finish"),
+                ));
+            }
+            prune(&mut jobs, Instant::now());
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            jobs.insert(id, job.clone());
+            id
+        };
         tokio::task::spawn_blocking(move || {
             let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&job))) {
                 Ok(Ok(markup)) => Outcome::Done(markup),
                 Ok(Err(message)) => Outcome::Failed(message),
                 Err(_) => Outcome::Failed("the operation panicked (a bug: please report it)".into()),
             };
+            *job.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             *job.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
         });
-        Redirect::to(&format!("/jobs/{id}"))
+        Ok(Redirect::to(&format!("/jobs/{id}")))
     }
 
     fn get(&self, id: u64) -> Option<Arc<Job>> {
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+}
+
+/// Drops finished jobs older than [`KEEP_FOR`], then all but the newest
+/// [`KEEP_FINISHED`] finished ones. Running jobs always stay.
+fn prune(jobs: &mut HashMap<u64, Arc<Job>>, now: Instant) {
+    let ended = |job: &Job| *job.ended.lock().unwrap_or_else(|e| e.into_inner());
+    jobs.retain(|_, job| ended(job).is_none_or(|at| now.saturating_duration_since(at) < KEEP_FOR));
+    let mut finished: Vec<u64> = jobs
+        .iter()
+        .filter(|(_, j)| ended(j).is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    if finished.len() > KEEP_FINISHED {
+        finished.sort_unstable();
+        for id in &finished[..finished.len() - KEEP_FINISHED] {
+            jobs.remove(id);
+        }
     }
 }
 
@@ -193,4 +237,59 @@ async fn job_events(State(app): State<Arc<App>>, Path(id): Path<u64>) -> Respons
         Some((Ok::<_, Infallible>(event), (job, done)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(kind: &'static str, ago: Option<Duration>, now: Instant) -> Arc<Job> {
+        let job = Job::new(kind, kind.into());
+        *job.ended.lock().unwrap() = ago.map(|a| now - a);
+        Arc::new(job)
+    }
+
+    #[test]
+    fn one_job_of_a_kind_at_a_time() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let jobs = Jobs::default();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        assert!(jobs
+            .start("backup", "first".into(), move |_| {
+                let _ = wait.lock().unwrap().recv();
+                Ok(html! {})
+            })
+            .is_ok());
+        let refused = jobs.start("backup", "second".into(), |_| Ok(html! {}));
+        assert_eq!(refused.err().map(|f| f.0), Some(StatusCode::CONFLICT));
+        assert!(jobs.start("verify", "other kind".into(), |_| Ok(html! {})).is_ok());
+        release.send(()).unwrap();
+        let first = jobs.get(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !first.finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(jobs.start("backup", "after".into(), |_| Ok(html! {})).is_ok());
+    }
+
+    #[test]
+    fn finished_jobs_are_dropped_by_age_and_count() {
+        let now = Instant::now() + KEEP_FOR * 2;
+        let mut jobs = HashMap::new();
+        jobs.insert(1, ended("backup", Some(KEEP_FOR + Duration::from_secs(1)), now));
+        jobs.insert(2, ended("backup", None, now));
+        for id in 3..40 {
+            jobs.insert(id, ended("verify", Some(Duration::from_secs(1)), now));
+        }
+        prune(&mut jobs, now);
+        assert!(!jobs.contains_key(&1), "too old");
+        assert!(jobs.contains_key(&2), "still running");
+        assert_eq!(jobs.len(), 1 + KEEP_FINISHED);
+        assert!(jobs.contains_key(&39) && !jobs.contains_key(&19), "the newest are kept");
+    }
 }

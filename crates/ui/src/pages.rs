@@ -196,7 +196,7 @@ async fn backup(State(app): State<Arc<App>>, Form(form): Form<BackupForm>) -> Pa
     );
     Ok(app
         .jobs
-        .start(title, move |job| {
+        .start("backup", title, move |job| {
             use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
             let lock = repo
                 .lock(snap_core::lock::LockKind::Shared, "ui backup", wait, stop)
@@ -230,7 +230,7 @@ async fn backup(State(app): State<Arc<App>>, Form(form): Form<BackupForm>) -> Pa
                     ul.warnings { @for (p, m) in &result.warnings { li { (p.display()) ": " (m) } } }
                 }
             })
-        })
+        })?
         .into_response())
 }
 
@@ -968,7 +968,7 @@ async fn verify_run(State(app): State<Arc<App>>, Form(form): Form<VerifyForm>) -
     let read_data = form.read_data.is_some().then_some(DataSubset::All);
     Ok(app
         .jobs
-        .start("Verify".into(), move |job| {
+        .start("verify", "Verify".into(), move |job| {
             let _lock = repo.read_lock("ui verify", wait, stop).map_err(|e| e.to_string())?;
             let report = verify::verify(&repo, &VerifyOptions { read_data }, job, stop).map_err(|e| e.to_string())?;
             let s = &report.stats;
@@ -981,7 +981,7 @@ async fn verify_run(State(app): State<Arc<App>>, Form(form): Form<VerifyForm>) -
                         tbody { @for p in &report.problems { tr { td { (format!("{:?}", p.severity)) } td.mono { (p.object) } td { (p.message) } } } } }
                 }
             })
-        })
+        })?
         .into_response())
 }
 

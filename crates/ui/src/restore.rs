@@ -75,8 +75,8 @@ impl Choice {
     }
 
     /// The restorer's options: to the original location, the whole
-    /// snapshot lands at `/` under its full paths (narrowed to the chosen
-    /// paths by include patterns); elsewhere, each chosen path lands in the
+    /// snapshot lands at `/` under its full paths, or the chosen paths (of
+    /// one directory) land in that directory; elsewhere, each chosen path lands in the
     /// target under its own name (all of the snapshot under full paths).
     fn options(&self, dry_run: bool) -> Result<RestoreOptions, Fail> {
         let mut paths = Vec::new();
@@ -91,8 +91,22 @@ impl Choice {
             other => return Err(Fail::bad(format!("unknown overwrite policy {other:?}"))),
         };
         let (target, paths, includes) = if self.original() {
-            let includes = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            (PathBuf::from("/"), Vec::new(), includes)
+            // Exact paths, never patterns: a name with `[`, `*` or `?` as an
+            // include pattern would match other files. Each path lands in
+            // the target under its own name, so the target is their parent.
+            let paths: Vec<PathBuf> = paths.into_iter().filter(|p| p.parent().is_some()).collect();
+            match paths.first().and_then(|p| p.parent()) {
+                None => (PathBuf::from("/"), Vec::new(), Vec::new()),
+                Some(parent) => {
+                    if paths.iter().any(|p| p.parent() != Some(parent)) {
+                        return Err(Fail::bad(
+                            "to the original location, the paths of one restore must share a directory: \
+                             restore the others one at a time",
+                        ));
+                    }
+                    (parent.to_path_buf(), paths.clone(), Vec::new())
+                }
+            }
         } else {
             let target = PathBuf::from(self.target.trim());
             if !target.is_absolute() {
@@ -202,9 +216,12 @@ async fn step2(
     Form(choice): Form<Choice>,
 ) -> PageResult {
     let options = choice.options(true)?;
-    let (repo, stop) = (app.repo.clone(), app.stop);
+    let (repo, stop, wait) = (app.repo.clone(), app.stop, app.retry_lock);
     let spec = choice.snapshot.clone();
     let result = blocking(move || {
+        // The plan reads the snapshot's trees and blobs: a prune must not
+        // remove them meanwhile (the shared lock, as the run takes).
+        let _lock = repo.read_lock("ui restore preview", wait, stop)?;
         let (_, s) = load_snapshot(&repo, &spec)?;
         Ok(restorer::restore_with(
             &repo,
@@ -249,7 +266,7 @@ async fn step3(State(app): State<Arc<App>>, Form(choice): Form<Choice>) -> PageR
     let summary = choice.describe();
     Ok(app
         .jobs
-        .start("Restore".into(), move |job| {
+        .start("restore", "Restore".into(), move |job| {
             let lock = repo.read_lock("ui restore", wait, stop).map_err(|e| e.to_string())?;
             let (id, s) = load_snapshot(&repo, &choice.snapshot).map_err(|f| f.1)?;
             let take = |paths: &[PathBuf]| safety_snapshot(&repo, lock.as_ref(), paths, stop);
@@ -270,7 +287,7 @@ async fn step3(State(app): State<Arc<App>>, Form(choice): Form<Choice>) -> PageR
                 } @else { p #safety { "Nothing was replaced or deleted: no safety snapshot was needed." } }
                 @for (path, message) in &result.errors { p.error { (path.display()) ": " (message) } }
             })
-        })
+        })?
         .into_response())
 }
 

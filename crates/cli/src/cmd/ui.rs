@@ -14,7 +14,8 @@ pub struct Args {
     /// loopback it needs --tls-cert, --tls-key and --htpasswd.
     #[arg(long, default_value = "127.0.0.1:8123", value_name = "ADDR")]
     listen: String,
-    /// Open the URL in a browser (xdg-open).
+    /// Open the UI in a browser (xdg-open), through a private redirect file so
+    /// the token never appears on a command line.
     #[arg(long)]
     open: bool,
     /// Read the access token from the first line of this file (at least 16
@@ -58,13 +59,19 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         // Scripts (and the tests) read the address from this line.
         let _ = outln!("snap ui on {url}");
         if open {
-            if let Err(e) = std::process::Command::new("xdg-open")
-                .arg(&url)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-            {
-                errln!("cannot start a browser (xdg-open: {e}); open the URL above yourself");
+            // The command lines of xdg-open and the browser are readable by
+            // every local user (/proc/PID/cmdline): they get the path of a
+            // 0600 file in a 0700 directory that redirects to the URL.
+            let started = redirect_file(&url).and_then(|file| {
+                std::process::Command::new("xdg-open")
+                    .arg(&file)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .context("xdg-open")
+            });
+            if let Err(e) = started {
+                errln!("cannot start a browser ({e:#}); open the URL above yourself");
             }
         }
     })?;
@@ -73,4 +80,33 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     } else {
         crate::exit::OK
     })
+}
+
+/// Writes a page that sends the browser on to `url` into a new private
+/// directory under the temporary directory, and returns its path. It is
+/// left for the browser to read; the directory only the user can enter.
+fn redirect_file(url: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = std::env::temp_dir().join(format!("snap-ui-{}", &snap_ui::new_token()[..16]));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join("open.html");
+    // The URL holds only the address and the token (hex or A-Za-z0-9-_):
+    // nothing to escape in an attribute, but be strict anyway.
+    let escaped = url.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;");
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={escaped}\">\
+         <title>snap ui</title><a href=\"{escaped}\">open snap ui</a>\n"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(page.as_bytes()))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(file)
 }
