@@ -702,7 +702,8 @@ fn mount_find_cat_cmp_and_stat_against_the_source() {
     erofs(std::fs::create_dir(inside.join("newdir")), "mkdir");
     erofs(std::fs::rename(inside.join("empty"), inside.join("moved")), "rename");
 
-    // SIGTERM unmounts and exits 130.
+    // SIGTERM unmounts and exits 130 (once nothing holds the mount busy).
+    drop(f);
     assert_eq!(running.terminate(), Some(130));
     assert!(!is_mounted(&mnt), "still mounted after SIGTERM");
     assert!(
