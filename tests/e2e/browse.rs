@@ -128,10 +128,10 @@ impl Response {
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut req = format!("{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n", body.len());
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -445,6 +445,69 @@ fn webdav_basic_auth_and_clean_stop() {
     assert_eq!(server.terminate(), Some(130));
 }
 
+#[test]
+fn webdav_refuses_a_foreign_host_and_an_open_non_loopback_listen() {
+    let (snap, src) = repo_with_snapshot();
+    let (mut server, addr) = start_webdav(&snap, &[]);
+    let port = addr.rsplit_once(':').unwrap().1;
+    let path = dav_path(&src.join("a/small.txt"));
+    // DNS rebinding: a web page reaching 127.0.0.1 under its own name.
+    let foreign = format!("evil.example:{port}");
+    for host in ["evil.example", foreign.as_str(), "127.0.0.1:1"] {
+        let got = http(&addr, "GET", &path, &[("Host", host)], b"");
+        assert_eq!(got.status, 421, "Host {host}: {}", got.text());
+        assert!(!got.text().contains("hello, snapshot"));
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_string(),
+    ] {
+        let got = http(&addr, "GET", &path, &[("Host", &host)], b"");
+        assert_eq!(
+            (got.status, got.text()),
+            (200, "hello, snapshot\n".to_string()),
+            "Host {host}"
+        );
+    }
+    assert_eq!(server.terminate(), Some(130));
+    // Anywhere but loopback needs credentials; refused before the repository opens.
+    let out = snap.run_code(&["webdav", "--listen", "0.0.0.0:0"], 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--htpasswd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn webdav_refuses_infinite_depth_and_caps_ranges() {
+    let (snap, src) = repo_with_snapshot();
+    let (mut server, addr) = start_webdav(&snap, &[]);
+    // X-Litmus made dav-server walk the whole tree; missing Depth means infinity.
+    for headers in [
+        vec![("Depth", "infinity"), ("X-Litmus", "props: 1")],
+        vec![("Depth", "Infinity")],
+        vec![("X-Litmus", "x")],
+    ] {
+        let got = http(&addr, "PROPFIND", "/", &headers, b"");
+        assert_eq!(got.status, 403, "{headers:?}: {}", got.text());
+        assert!(got.text().contains("propfind-finite-depth"), "{}", got.text());
+    }
+    let got = http(&addr, "PROPFIND", "/", &[("Depth", "1")], b"");
+    assert_eq!(got.status, 207, "{}", got.text());
+    let path = dav_path(&src.join("a/small.txt"));
+    let want = std::fs::read(src.join("a/small.txt")).unwrap();
+    // Many ranges: the whole file, once.
+    let many = format!("bytes={}", vec!["0-"; 200].join(","));
+    let got = http(&addr, "GET", &path, &[("Range", &many)], b"");
+    assert_eq!((got.status, &got.body), (200, &want));
+    // A few ranges are still served as ranges.
+    let got = http(&addr, "GET", &path, &[("Range", "bytes=0-4")], b"");
+    assert_eq!((got.status, &got.body[..]), (206, &want[..5]));
+    assert_eq!(server.terminate(), Some(130));
+}
+
 fn base64_encode(data: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -537,12 +600,18 @@ fn is_mounted(mountpoint: &Path) -> bool {
 /// Starts `snap mount` on a fresh directory; `None` when mounting is not
 /// possible here (reported, or fails under SNAP_TEST_REQUIRE_ALL=1).
 fn start_mount(snap: &Snap) -> Option<(Running, PathBuf)> {
+    start_mount_with(snap, &[])
+}
+
+fn start_mount_with(snap: &Snap, extra: &[&str]) -> Option<(Running, PathBuf)> {
     if !fuse_available() {
         return None;
     }
     let mnt = snap.scratch().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    let running = Running::start(snap, &["mount", s(&mnt)]);
+    let mut args = vec!["mount", s(&mnt)];
+    args.extend_from_slice(extra);
+    let running = Running::start(snap, &args);
     assert!(running.line.starts_with("mounted"), "{:?}", running.line);
     assert!(is_mounted(&mnt), "not in /proc/self/mounts after the mounted line");
     Some((running, mnt))
@@ -633,13 +702,32 @@ fn mount_find_cat_cmp_and_stat_against_the_source() {
     erofs(std::fs::create_dir(inside.join("newdir")), "mkdir");
     erofs(std::fs::rename(inside.join("empty"), inside.join("moved")), "rename");
 
-    // SIGTERM unmounts and exits 130.
+    // SIGTERM unmounts and exits 130 (once nothing holds the mount busy).
+    drop(f);
     assert_eq!(running.terminate(), Some(130));
     assert!(!is_mounted(&mnt), "still mounted after SIGTERM");
     assert!(
         std::fs::read_dir(&mnt).unwrap().next().is_none(),
         "the mount point is empty again"
     );
+}
+
+#[test]
+fn mount_allow_other_has_the_kernel_check_permissions() {
+    let (snap, _src) = repo_with_snapshot();
+    let Some((mut running, mnt)) = start_mount_with(&snap, &["--allow-other"]) else {
+        return;
+    };
+    // Without default_permissions every local user could read every file.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(s(&mnt)))
+        .unwrap_or_else(|| panic!("{} not in {mounts}", mnt.display()));
+    let options: Vec<&str> = line.split_whitespace().nth(3).unwrap().split(',').collect();
+    assert!(options.contains(&"default_permissions"), "{line}");
+    assert!(options.contains(&"allow_other"), "{line}");
+    assert_eq!(running.terminate(), Some(130));
 }
 
 #[test]

@@ -271,6 +271,10 @@ pub fn mount(
     ];
     if options.allow_other {
         config.acl = fuser::SessionACL::All;
+        // Without it the kernel lets every local user open every file: this
+        // filesystem does no permission checks of its own, so the kernel must
+        // check the modes and owners the snapshot recorded.
+        config.mount_options.push(MountOption::DefaultPermissions);
     }
     config.n_threads = Some(2);
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;

@@ -326,6 +326,10 @@ pub fn serve(
                     let handler = handler.clone();
                     let users = users.clone();
                     async move {
+                        if let Some(refused) = screen(&req, addr) {
+                            return Ok::<_, std::convert::Infallible>(refused);
+                        }
+                        let req = limit_ranges(req);
                         if let Some(users) = &users {
                             let given = req
                                 .headers()
@@ -348,6 +352,87 @@ pub fn serve(
             });
         }
     })
+}
+
+/// Most ranges a GET may ask for; past that the Range header is dropped and
+/// the whole file is sent once (RFC 9110 lets a server ignore Range), since
+/// dav-server reads the file once per range (`bytes=0-,0-,...`).
+const MAX_RANGES: usize = 16;
+
+/// Refusals made before dav-server sees a request: a Host that is not a
+/// loopback name on a loopback listen (a web page reaching us by DNS
+/// rebinding sends its own name; 421), and a PROPFIND of unbounded depth
+/// (dav-server walks the whole tree for it when an `X-Litmus` header is
+/// present, whatever that header holds; 403 with the RFC 4918 precondition).
+fn screen<B>(req: &http::Request<B>, addr: SocketAddr) -> Option<http::Response<dav_server::body::Body>> {
+    if addr.ip().is_loopback() && !host_ok(req.headers(), addr.port()) {
+        return Some(refusal(
+            http::StatusCode::MISDIRECTED_REQUEST,
+            "421: Host is not a loopback name\n",
+        ));
+    }
+    let depth = req
+        .headers()
+        .get("depth")
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    let unbounded = match depth.as_deref() {
+        Some("infinity") => true,
+        // RFC 4918: a PROPFIND without Depth means infinity.
+        None => req.method().as_str() == "PROPFIND",
+        Some(_) => false,
+    };
+    if unbounded {
+        let mut response = refusal(
+            http::StatusCode::FORBIDDEN,
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:error xmlns:D=\"DAV:\"><D:propfind-finite-depth/></D:error>\n",
+        );
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        return Some(response);
+    }
+    None
+}
+
+/// Whether the Host header names this loopback server: localhost,
+/// 127.0.0.1 or [::1], with our port or none.
+fn host_ok(headers: &http::HeaderMap, port: u16) -> bool {
+    let Some(host) = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let host = host.trim().to_ascii_lowercase();
+    let name = match host.rsplit_once(':') {
+        Some((name, p)) if !host.ends_with(']') => {
+            if p != port.to_string() {
+                return false;
+            }
+            name
+        }
+        _ => host.as_str(),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// The request without its Range header when it asks for too many ranges.
+fn limit_ranges<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let too_many = req
+        .headers()
+        .get_all(http::header::RANGE)
+        .iter()
+        .map(|v| v.as_bytes().iter().filter(|&&b| b == b',').count() + 1)
+        .sum::<usize>()
+        > MAX_RANGES;
+    if too_many {
+        req.headers_mut().remove(http::header::RANGE);
+    }
+    req
+}
+
+fn refusal(status: http::StatusCode, body: &'static str) -> http::Response<dav_server::body::Body> {
+    let mut response = http::Response::new(dav_server::body::Body::from(body));
+    *response.status_mut() = status;
+    response
 }
 
 fn unauthorized() -> http::Response<dav_server::body::Body> {

@@ -14,7 +14,9 @@ pub struct Args {
     /// An existing, empty directory to mount on.
     mountpoint: PathBuf,
     /// Let other users use the mount too (needs `user_allow_other` in
-    /// /etc/fuse.conf unless run as root). Off: only you can.
+    /// /etc/fuse.conf unless run as root). Off: only you can. On: the
+    /// kernel checks the modes and owners the snapshot recorded
+    /// (`default_permissions`), as for the files they came from.
     #[arg(long)]
     allow_other: bool,
     #[command(flatten)]

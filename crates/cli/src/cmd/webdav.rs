@@ -63,7 +63,36 @@ impl ViewArgs {
     }
 }
 
+/// Whether every address `listen` names is a loopback one. An address that
+/// does not resolve counts as not loopback (binding reports the real error).
+fn listen_is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
+    // Checked before the repository opens: a usage error costs no password.
+    // Without credentials anyone who can connect reads every decrypted file,
+    // so only loopback (guarded by the Host check in crates/mount) goes open.
+    if !listen_is_loopback(&args.listen) {
+        if args.htpasswd.is_none() {
+            anyhow::bail!(snap_core::Error::InvalidArgument(format!(
+                "--listen {} is not a loopback address: anyone who can connect would read every file; \
+                 give --htpasswd FILE (and put TLS in front: passwords and files cross the network in clear)",
+                args.listen
+            )));
+        }
+        errln!(
+            "warning: serving on {} without TLS: passwords and file contents cross the network in clear",
+            args.listen
+        );
+    }
     super::mount::stop_on_sigterm();
     let repo = global.open()?;
     let _lock = global.read_lock(&repo, "webdav")?;
