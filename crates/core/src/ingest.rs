@@ -50,6 +50,10 @@ struct Block {
     rest: usize,
     /// The reader has ended: `buf` was cut to its end.
     eof: bool,
+    /// The reader failed after the content in `buf`. The chunks cut before
+    /// it are still stored, so a retry (a dump whose command failed at its
+    /// end) finds them in the index, as the sequential path did.
+    error: Option<io::Error>,
 }
 
 impl Block {
@@ -60,6 +64,7 @@ impl Block {
             chunks: Vec::new(),
             rest: 0,
             eof: false,
+            error: None,
         }
     }
 
@@ -70,11 +75,12 @@ impl Block {
 
     /// Starts the block with `carry` (the previous block's uncut rest), fills
     /// it from `reader` up to its capacity or the reader's end, and cuts it.
-    fn refill(&mut self, carry: &[u8], reader: &mut impl Read, chunker: &Chunker) -> io::Result<()> {
+    fn refill(&mut self, carry: &[u8], reader: &mut impl Read, chunker: &Chunker) {
         self.buf[..carry.len()].copy_from_slice(carry);
         self.len = carry.len();
         self.chunks.clear();
         self.eof = false;
+        self.error = None;
         while self.len < self.buf.len() {
             match reader.read(&mut self.buf[self.len..]) {
                 Ok(0) => {
@@ -83,7 +89,10 @@ impl Block {
                 }
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.error = Some(e);
+                    break;
+                }
             }
         }
         let max = chunker.params().max_size as usize;
@@ -94,7 +103,6 @@ impl Block {
             at += len;
         }
         self.rest = at;
-        Ok(())
     }
 
     fn bytes(&self) -> u64 {
@@ -120,9 +128,7 @@ pub fn store_content(
     let capacity = block_size(chunker);
     let mut current = Block::new(capacity);
     let mut next = Block::new(capacity);
-    current
-        .refill(&[], &mut reader, chunker)
-        .map_err(|e| Error::io("", e))?;
+    current.refill(&[], &mut reader, chunker);
     let mut ids = Vec::new();
     let mut total = 0u64;
     loop {
@@ -130,8 +136,7 @@ pub fn store_content(
             return Err(Error::Interrupted);
         }
         let mut stored: Result<Vec<BlobId>> = Ok(Vec::new());
-        let mut refilled = Ok(());
-        let more = !current.eof;
+        let more = !current.eof && current.error.is_none();
         rayon::in_place_scope(|scope| {
             let block = &current;
             let stored = &mut stored;
@@ -149,12 +154,14 @@ pub fn store_content(
                     .collect();
             });
             if more {
-                refilled = next.refill(current.rest(), &mut reader, chunker);
+                next.refill(current.rest(), &mut reader, chunker);
             }
         });
         ids.extend(stored?);
         total += current.bytes();
-        refilled.map_err(|e| Error::io("", e))?;
+        if let Some(error) = current.error.take() {
+            return Err(Error::io("", error));
+        }
         if !more {
             break;
         }
