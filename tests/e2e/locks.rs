@@ -271,6 +271,14 @@ fn backup_checks_its_reused_blobs_are_still_indexed() {
     fs::remove_dir_all(&locks).unwrap();
     copy_dir(&aside, &locks);
     let out = backup.finish();
+    // The stalled backup may not have looked its chunks up before the prune
+    // (a stream is cut a block at a time, and its index reader renews): then
+    // it stores them again and its snapshot must be whole. If it did reuse
+    // them, it must notice they are gone and write no snapshot.
+    if out.status.code() == Some(0) {
+        restores_to(&snap, &data);
+        return;
+    }
     assert_code(&out, 1);
     assert!(stderr(&out).contains("snapshot not written"), "{}", describe(&out));
     assert!(snap.snapshots().is_empty(), "no snapshot over deleted data");
