@@ -575,6 +575,21 @@ fn metrics_are_served_and_written_as_prometheus_text() {
         "{body}"
     );
     assert!(body.contains("snap_backup_last_files{profile=\"docs\"} 1"), "{body}");
+    // The size metric is the repository's, as `stats` reports it.
+    let size: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("snap_repository_size_bytes{profile=\"docs\"} "))
+        .unwrap_or_else(|| panic!("no repository size in {body}"))
+        .parse()
+        .unwrap();
+    let stats = setup.run(&["--profile", "docs", "stats", "--json"]);
+    assert_code(&stats, 0);
+    assert_eq!(
+        parse_json(&stats)["repository"]["pack_bytes"].as_u64(),
+        Some(size),
+        "{body}"
+    );
+    assert!(size > 0);
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
     let file = fs::read_to_string(&textfile).unwrap();
     daemon.stop(Duration::from_secs(30));
@@ -589,6 +604,7 @@ fn metrics_are_served_and_written_as_prometheus_text() {
                 "snap_backup_last_read_bytes",
                 "snap_backup_last_added_bytes",
                 "snap_backup_last_errors",
+                "snap_repository_size_bytes",
             ] {
                 // prometheus_client drops a counter's `_total` and a
                 // gauge keeps its name.
@@ -679,6 +695,62 @@ fn schedule_list_and_install_dry_run() {
         err.contains("docs") && err.contains("backup") && err.contains("every soon"),
         "{err}"
     );
+}
+
+#[test]
+fn schedule_install_quotes_odd_paths_and_passes_daemon_flags_on() {
+    let setup = Setup::new();
+    setup.write_config(&setup.profile("docs", "0 2 * * *", "", 3, ""));
+    let odd = setup.snap.scratch().join("50% of $HOME's \"state\"");
+    let metrics = setup.snap.scratch().join("prom").join("snap.prom");
+    let flags = [
+        "--state-dir",
+        s(&odd),
+        "--metrics-listen",
+        "127.0.0.1:9911",
+        "--metrics-textfile",
+        s(&metrics),
+    ];
+    let mut cron = vec!["schedule", "install", "--cron", "--dry-run"];
+    cron.extend(flags);
+    let out = setup.run(&cron);
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("@reboot "))
+        .unwrap_or_else(|| panic!("no crontab line in {text}"));
+    // A bare `%` would end cron's command; undo cron's `\%`, then let sh
+    // split the words as it will at boot.
+    assert!(!line.replace("\\%", "").contains('%'), "{line}");
+    let script = format!("set -- {}; printf '%s\\n' \"$@\"", line.replace("\\%", "%"));
+    let words = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let words = String::from_utf8(words.stdout).unwrap();
+    let words: Vec<&str> = words.lines().collect();
+    assert_eq!(&words[1..4], ["--config", s(&setup.config), "daemon"], "{line}");
+    assert_eq!(&words[4..], flags, "{line}");
+
+    // Every `%` and `$` in the unit is doubled, so systemd expands none.
+    let home = tempdir();
+    let mut systemd = vec!["schedule", "install", "--systemd", "--dry-run"];
+    systemd.extend(flags);
+    let out = setup
+        .command()
+        .env("XDG_CONFIG_HOME", home.path())
+        .args(&systemd)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains("50%% of $$HOME's \\\"state\\\""), "{exec}");
+    assert!(exec.contains("--metrics-listen 127.0.0.1:9911"), "{exec}");
+
+    // A line break cannot be written into either file.
+    let broken = setup.snap.scratch().join("a\nb");
+    let out = setup.run(&["schedule", "install", "--cron", "--dry-run", "--state-dir", s(&broken)]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("line break"), "{}", describe(&out));
 }
 
 #[test]

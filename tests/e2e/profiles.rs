@@ -364,7 +364,7 @@ command = "cat > {notice}"
     let config = config.replace(&url, "http://127.0.0.1:1/closed");
     fs::write(&home.config, config).unwrap();
     let out = home.code(&["--profile", "p", "create"], 10);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("notification to http://127.0.0.1:1/closed failed"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("notification to http://127.0.0.1:1/*** failed"));
 }
 
 /// A webhook server that reads the request, then answers a 200 one byte
@@ -411,7 +411,7 @@ timeout = "2s"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(took < Duration::from_secs(12), "took {took:?}\n{stderr}");
     assert!(
-        stderr.contains(&format!("notification to http://***@127.0.0.1:{port}/drip failed")),
+        stderr.contains(&format!("notification to http://***@127.0.0.1:{port}/*** failed")),
         "{stderr}"
     );
     assert!(stderr.contains("timed out"), "{stderr}");
@@ -449,6 +449,16 @@ fn config_check_and_show() {
     super::util::chmod(&home.config, 0o600);
     let shown = home.code(&["config", "show", "docs", "--json"], 0);
     assert!(!String::from_utf8_lossy(&shown.stdout).contains("hunter2"));
+
+    // A webhook's credentials and path (often its token) are not shown either.
+    let hooked = minimal_in(root) + "\n[profile.docs.notify]\nwebhook = \"https://ana:pw1@hooks.example/T0/tok3n\"\n";
+    fs::write(&home.config, hooked).unwrap();
+    for args in [&["config", "check"][..], &["config", "show", "docs", "--json"]] {
+        let out = home.code(args, 0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("https://***@hooks.example/***"), "{text}");
+        assert!(!text.contains("pw1") && !text.contains("tok3n"), "{text}");
+    }
 
     // Bad values name file, line and key, for every command that reads the profile.
     let bad = minimal_in(root).replace("keep-last = 3", "keep-last = -1");

@@ -249,19 +249,21 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// `url` without its user info (`http://***@host/...`),
-/// for messages: a webhook URL may carry credentials.
+/// `url` as messages may show it: scheme and host only
+/// (`https://***@HOST/***`). User info and path both go: a webhook's
+/// secret is often its path (`/services/T0/B0/TOKEN`) or a user name.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return "***".to_string();
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        // A user name alone may be the secret (a token), so all of it goes.
-        Some(at) => format!("{scheme}://***@{}{tail}", &authority[at + 1..]),
-        None => url.to_string(),
-    }
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = if tail.is_empty() || tail == "/" { tail } else { "/***" };
+    format!("{scheme}://{host}{tail}")
 }
 
 #[cfg(test)]
@@ -270,9 +272,11 @@ mod tests {
 
     #[test]
     fn redact_hides_url_passwords() {
-        assert_eq!(redact("http://u:p@host:8/x?y"), "http://***@host:8/x?y");
-        assert_eq!(redact("https://token@host/a@b"), "https://***@host/a@b");
-        assert_eq!(redact("http://host/a@b"), "http://host/a@b");
-        assert_eq!(redact("nonsense"), "nonsense");
+        assert_eq!(redact("http://u:p@host:8/x?y"), "http://***@host:8/***");
+        assert_eq!(redact("https://token@host/a@b"), "https://***@host/***");
+        assert_eq!(redact("http://host/a@b"), "http://host/***");
+        assert_eq!(redact("https://host/"), "https://host/");
+        assert_eq!(redact("https://host?k=v"), "https://host/***");
+        assert_eq!(redact("nonsense u:p@h"), "***");
     }
 }

@@ -194,6 +194,28 @@ pub fn render(state: &State, profiles: &[String], running: &Running) -> String {
             }
         }
     }
+    type Size = fn(&crate::state::BackupSummary) -> Option<u64>;
+    let repository: [(&str, &str, Size); 2] = [
+        (
+            "snap_repository_size_bytes",
+            "Bytes of the repository's packs after the last backup.",
+            |b| b.repository_bytes,
+        ),
+        (
+            "snap_repository_packs",
+            "Packs in the repository after the last backup.",
+            |b| b.repository_packs,
+        ),
+    ];
+    for (name, help, field) in &repository {
+        let mut f = family(&mut out, name, "gauge", help);
+        for profile in profiles {
+            let last = state.profiles.get(profile).and_then(|p| p.last_backup.as_ref());
+            if let Some(v) = last.and_then(field) {
+                f.sample(name, &[("profile", profile)], v as f64);
+            }
+        }
+    }
     out
 }
 

@@ -80,34 +80,56 @@ pub struct Profile {
     pub notify: Notify,
 }
 
-/// The retention policy `forget` applies when given no policy flag.
-#[derive(Debug, Clone, Default, Serialize)]
+/// A retention policy: a profile's `[retention]` table, and `forget`'s
+/// `--keep-*` flags (one struct, so the two cannot drift apart).
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
 #[serde(rename_all = "kebab-case")]
 pub struct Retention {
+    /// Keep the N newest snapshots (`unlimited` for all).
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_last: Option<Count>,
+    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_hourly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N days with snapshots.
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_daily: Option<Count>,
+    /// Keep the newest snapshot of each of the last N weeks with snapshots.
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_weekly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N months with snapshots.
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_monthly: Option<Count>,
+    /// Keep the newest snapshot of each of the last N years with snapshots.
+    #[arg(long, value_name = "N")]
     #[serde(serialize_with = "opt_display")]
     pub keep_yearly: Option<Count>,
+    /// Keep every snapshot within this duration of the newest, e.g. `1y2m3d4h`.
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within_hourly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within_daily: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within_weekly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within_monthly: Option<CalendarDuration>,
+    #[arg(long, value_name = "DURATION")]
     #[serde(serialize_with = "opt_calendar")]
     pub keep_within_yearly: Option<CalendarDuration>,
+    /// Keep snapshots with these tags (`a,b` needs both; repeatable).
+    #[arg(long = "keep-tag", value_name = "TAGS")]
     pub keep_tag: Vec<String>,
 }
 
@@ -176,7 +198,8 @@ impl Hooks {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Notify {
-    /// URLs that get a JSON POST.
+    /// URLs that get a JSON POST (shown redacted: they may hold secrets).
+    #[serde(serialize_with = "redacted_urls")]
     pub webhook: Vec<String>,
     /// A shell command that gets the same JSON on standard input.
     pub command: Option<String>,
@@ -809,9 +832,10 @@ impl<'de> Deserialize<'de> for Url {
         let rest = text.strip_prefix("http://").or_else(|| text.strip_prefix("https://"));
         match rest {
             Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(Url(text)),
-            _ => Err(serde::de::Error::custom(format!(
-                "{text:?} is not a webhook URL (expected http://HOST/... or https://HOST/...)"
-            ))),
+            // The value is not quoted: a mistyped URL still holds its secrets.
+            _ => Err(serde::de::Error::custom(
+                "not a webhook URL (expected http://HOST/... or https://HOST/...)",
+            )),
         }
     }
 }
@@ -836,6 +860,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 // ---- How `config show` writes values.
+
+fn redacted_urls<S: Serializer>(urls: &[String], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| crate::hooks::redact(u)))
+}
 
 fn mask<S: Serializer>(value: &Option<String>, s: S) -> std::result::Result<S::Ok, S::Error> {
     match value {
@@ -1046,6 +1074,13 @@ retention.keep-last = 2
                 "{bad}: {message}"
             );
         }
+        // A mistyped webhook URL's secrets stay out of the message.
+        let message = error("[profile.a.notify]\nwebhook = \"htps://ana:s3cret@host/T0/tok3n\"\n");
+        assert!(message.contains("profile.a.notify.webhook"), "{message}");
+        assert!(
+            !message.contains("s3cret") && !message.contains("tok3n") && !message.contains("ana"),
+            "{message}"
+        );
         assert!(load("[profile.\"a-b.c_1\"]\n")
             .unwrap()
             .profiles

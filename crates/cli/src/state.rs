@@ -61,6 +61,10 @@ pub struct BackupSummary {
     pub bytes_read: u64,
     pub bytes_added: u64,
     pub bytes_total: u64,
+    /// Bytes of the repository's packs after the backup (absent from a
+    /// state written before snap reported it).
+    pub repository_bytes: Option<u64>,
+    pub repository_packs: Option<u64>,
 }
 
 impl JobState {

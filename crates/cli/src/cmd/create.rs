@@ -122,6 +122,10 @@ impl Args {
 struct CreateJson<'a> {
     #[serde(flatten)]
     result: &'a snap_core::archiver::ArchiveResult,
+    /// What the repository holds after the backup (absent on a dry run or
+    /// when the index cannot say): the daemon's size metric comes from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<snap_core::stats::RepositorySize>,
     requests: snap_core::backend::counting::RequestStats,
 }
 
@@ -226,9 +230,15 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
     };
     let result = result.context("backup failed")?;
     let s = &result.snapshot;
+    // Read from the local index (no storage request); a failure here must
+    // not fail a backup that is already written.
+    let repository = (!result.dry_run)
+        .then(|| snap_core::stats::repository_size(&repo).ok())
+        .flatten();
     if !result.dry_run {
         let summary = serde_json::to_value(CreateJson {
             result: &result,
+            repository,
             requests: crate::global::REQUESTS.stats(),
         })?;
         crate::hooks::record_summary(result.id.to_string(), summary);
@@ -237,6 +247,7 @@ pub fn run(global: &GlobalArgs, mut args: Args) -> Result<i32> {
         // The documented form is the engine's (snap_core::archiver::ArchiveResult).
         super::print_json(&CreateJson {
             result: &result,
+            repository,
             requests: crate::global::REQUESTS.stats(),
         })?;
     } else if !global.quiet {

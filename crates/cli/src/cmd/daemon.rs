@@ -751,6 +751,8 @@ fn summary(stdout: &str) -> Option<BackupSummary> {
         bytes_read: n("bytes_read"),
         bytes_added: n("bytes_added_stored"),
         bytes_total: n("bytes_total"),
+        repository_bytes: json["repository"]["pack_bytes"].as_u64(),
+        repository_packs: json["repository"]["packs"].as_u64(),
     })
 }
 
@@ -769,12 +771,13 @@ mod tests {
 
     #[test]
     fn the_create_summary_is_read_from_its_json() {
-        let json = r#"{"id":"abcdef0123","time":"2026-01-01T00:00:00Z","summary":{"files_new":2,"files_changed":1,"files_unmodified":4,"errors":1,"bytes_read":10,"bytes_total":30,"bytes_added_stored":7}}"#;
+        let json = r#"{"id":"abcdef0123","time":"2026-01-01T00:00:00Z","summary":{"files_new":2,"files_changed":1,"files_unmodified":4,"errors":1,"bytes_read":10,"bytes_total":30,"bytes_added_stored":7},"repository":{"packs":2,"pack_bytes":99,"blobs":5}}"#;
         let s = summary(&format!("noise\n{json}\n")).unwrap();
         assert_eq!(
             (s.files, s.errors, s.bytes_read, s.bytes_added, s.bytes_total),
             (7, 1, 10, 7, 30)
         );
+        assert_eq!((s.repository_bytes, s.repository_packs), (Some(99), Some(2)));
         assert_eq!(s.snapshot_id, "abcdef0123");
         assert!(summary("not json").is_none());
     }

@@ -12,40 +12,8 @@ use crate::global::GlobalArgs;
 pub struct Args {
     /// Snapshots to remove (ids or unique prefixes), instead of a policy.
     ids: Vec<String>,
-    /// Keep the N newest snapshots (`unlimited` for all).
-    #[arg(long, value_name = "N")]
-    keep_last: Option<Count>,
-    /// Keep the newest snapshot of each of the last N hours with snapshots.
-    #[arg(long, value_name = "N")]
-    keep_hourly: Option<Count>,
-    /// Keep the newest snapshot of each of the last N days with snapshots.
-    #[arg(long, value_name = "N")]
-    keep_daily: Option<Count>,
-    /// Keep the newest snapshot of each of the last N weeks with snapshots.
-    #[arg(long, value_name = "N")]
-    keep_weekly: Option<Count>,
-    /// Keep the newest snapshot of each of the last N months with snapshots.
-    #[arg(long, value_name = "N")]
-    keep_monthly: Option<Count>,
-    /// Keep the newest snapshot of each of the last N years with snapshots.
-    #[arg(long, value_name = "N")]
-    keep_yearly: Option<Count>,
-    /// Keep every snapshot within this duration of the newest, e.g. `1y2m3d4h`.
-    #[arg(long, value_name = "DURATION")]
-    keep_within: Option<CalendarDuration>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_hourly: Option<CalendarDuration>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_daily: Option<CalendarDuration>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_weekly: Option<CalendarDuration>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_monthly: Option<CalendarDuration>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_yearly: Option<CalendarDuration>,
-    /// Keep snapshots with these tags (`a,b` needs both; repeatable).
-    #[arg(long = "keep-tag", value_name = "TAGS")]
-    keep_tags: Vec<String>,
+    #[command(flatten)]
+    keep: crate::profile::Retention,
     /// Apply the policy per group of snapshots with equal host, paths, tags.
     #[arg(long, default_value = "host,paths", value_parser = policy::parse_group_by)]
     group_by: GroupBy,
@@ -72,40 +40,9 @@ impl Args {
     /// policy (README "Profiles").
     pub fn apply_profile(&mut self, profile: &crate::profile::Profile) {
         if let Some(retention) = &profile.retention {
-            if self.ids.is_empty() && self.rules().is_empty() {
-                let r = retention.rules();
-                self.keep_last = r.last;
-                self.keep_hourly = r.hourly;
-                self.keep_daily = r.daily;
-                self.keep_weekly = r.weekly;
-                self.keep_monthly = r.monthly;
-                self.keep_yearly = r.yearly;
-                self.keep_within = r.within;
-                self.keep_within_hourly = r.within_hourly;
-                self.keep_within_daily = r.within_daily;
-                self.keep_within_weekly = r.within_weekly;
-                self.keep_within_monthly = r.within_monthly;
-                self.keep_within_yearly = r.within_yearly;
-                self.keep_tags = r.tags;
+            if self.ids.is_empty() && self.keep.rules().is_empty() {
+                self.keep = retention.clone();
             }
-        }
-    }
-
-    fn rules(&self) -> KeepRules {
-        KeepRules {
-            last: self.keep_last,
-            hourly: self.keep_hourly,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            yearly: self.keep_yearly,
-            within: self.keep_within,
-            within_hourly: self.keep_within_hourly,
-            within_daily: self.keep_within_daily,
-            within_weekly: self.keep_within_weekly,
-            within_monthly: self.keep_within_monthly,
-            within_yearly: self.keep_within_yearly,
-            tags: self.keep_tags.clone(),
         }
     }
 }
@@ -113,7 +50,7 @@ impl Args {
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let repo = global.open()?;
     let lock = global.lock(&repo, LockKind::Exclusive, "forget")?;
-    let rules = args.rules();
+    let rules = args.keep.rules();
     let mut to_remove: Vec<SnapshotId> = Vec::new();
     if !args.ids.is_empty() {
         if !rules.is_empty() {

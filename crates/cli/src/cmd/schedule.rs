@@ -39,7 +39,20 @@ enum Sub {
         /// Passed on to the daemon.
         #[arg(long, value_name = "DIR", env = "SNAP_STATE_DIR")]
         state_dir: Option<PathBuf>,
+        /// Passed on to the daemon: serve /metrics on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+        /// Passed on to the daemon: write a node_exporter textfile here.
+        #[arg(long, value_name = "FILE")]
+        metrics_textfile: Option<PathBuf>,
     },
+}
+
+/// What `schedule install` passes on to the daemon it installs.
+struct DaemonArgs<'a> {
+    state_dir: Option<&'a Path>,
+    metrics_listen: Option<&'a str>,
+    metrics_textfile: Option<&'a Path>,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
@@ -49,8 +62,17 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
             cron,
             dry_run,
             state_dir,
+            metrics_listen,
+            metrics_textfile,
             ..
-        } => install(global, cron, dry_run, state_dir.as_deref()),
+        } => {
+            let daemon = DaemonArgs {
+                state_dir: state_dir.as_deref(),
+                metrics_listen: metrics_listen.as_deref(),
+                metrics_textfile: metrics_textfile.as_deref(),
+            };
+            install(global, cron, dry_run, &daemon)
+        }
     }
 }
 
@@ -134,20 +156,42 @@ fn list(global: &GlobalArgs, state_dir: Option<&Path>) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// A word for sh or systemd's ExecStart: quoted only when it needs to be.
-fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
-    {
+/// A word for sh: quoted only when it needs to be.
+fn sh_quote(word: &str) -> String {
+    if is_plain(word) {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
-fn install(global: &GlobalArgs, cron: bool, dry_run: bool, state_dir: Option<&Path>) -> Result<i32> {
+/// A word for systemd's ExecStart, which has its own rules: `%` starts a
+/// specifier and `$` a variable (both doubled), and inside double quotes a
+/// backslash escapes (systemd.service(5), "Command lines").
+fn systemd_quote(word: &str) -> String {
+    let word = word.replace('%', "%%").replace('$', "$$");
+    if is_plain(&word) {
+        word
+    } else {
+        format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// A command for a crontab line: sh words, and every `%` escaped, since
+/// cron turns an unescaped one into a newline (crontab(5)).
+fn cron_command(words: &[String]) -> String {
+    let words: Vec<String> = words.iter().map(|w| sh_quote(w)).collect();
+    words.join(" ").replace('%', "\\%")
+}
+
+fn is_plain(word: &str) -> bool {
+    !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b))
+}
+
+fn install(global: &GlobalArgs, cron: bool, dry_run: bool, daemon: &DaemonArgs) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the snap binary")?;
     let config = std::path::absolute(crate::profile::Config::locate(global.config.as_deref())?)?;
     // The file must load now: a unit that fails at every boot helps no one.
@@ -158,14 +202,26 @@ fn install(global: &GlobalArgs, cron: bool, dry_run: bool, state_dir: Option<&Pa
         config.to_string_lossy().into_owned(),
         "daemon".to_string(),
     ];
-    if let Some(dir) = state_dir {
+    if let Some(dir) = daemon.state_dir {
         command.push("--state-dir".into());
         command.push(std::path::absolute(dir)?.to_string_lossy().into_owned());
     }
-    let command: Vec<String> = command.iter().map(|w| quote(w)).collect();
-    let command = command.join(" ");
+    if let Some(addr) = daemon.metrics_listen {
+        command.push("--metrics-listen".into());
+        command.push(addr.into());
+    }
+    if let Some(file) = daemon.metrics_textfile {
+        command.push("--metrics-textfile".into());
+        command.push(std::path::absolute(file)?.to_string_lossy().into_owned());
+    }
+    // Neither a unit file nor a crontab can carry a newline in a word.
+    if let Some(word) = command.iter().find(|w| w.contains(['\n', '\r'])) {
+        bail!(snap_core::Error::InvalidArgument(format!(
+            "cannot install a command with a line break in {word:?}"
+        )));
+    }
     if cron {
-        let line = format!("@reboot {command}");
+        let line = format!("@reboot {}", cron_command(&command));
         if dry_run {
             outln!("would add to the crontab of this user:")?;
             outln!("{line}")?;
@@ -207,6 +263,8 @@ fn install(global: &GlobalArgs, cron: bool, dry_run: bool, state_dir: Option<&Pa
         .join("systemd")
         .join("user");
     let unit_path = unit_dir.join("snap-daemon.service");
+    let exec_start: Vec<String> = command.iter().map(|w| systemd_quote(w)).collect();
+    let exec_start = exec_start.join(" ");
     let unit = format!(
         "[Unit]\n\
          Description=snap backups on their schedules (snap daemon)\n\
@@ -214,7 +272,7 @@ fn install(global: &GlobalArgs, cron: bool, dry_run: bool, state_dir: Option<&Pa
          \n\
          [Service]\n\
          Type=simple\n\
-         ExecStart={command}\n\
+         ExecStart={exec_start}\n\
          ExecReload=/bin/kill -HUP $MAINPID\n\
          # SIGTERM to the daemon alone: it interrupts its running backup itself\n\
          # (which stops at its next safe point) and waits for it.\n\
@@ -241,9 +299,25 @@ fn install(global: &GlobalArgs, cron: bool, dry_run: bool, state_dir: Option<&Pa
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn quoting_leaves_plain_words_alone() {
-        assert_eq!(super::quote("/usr/bin/snap"), "/usr/bin/snap");
-        assert_eq!(super::quote("/home/a b/c'd"), "'/home/a b/c'\\''d'");
+    fn sh_quoting_leaves_plain_words_alone() {
+        assert_eq!(sh_quote("/usr/bin/snap"), "/usr/bin/snap");
+        assert_eq!(sh_quote("/home/a b/c'd"), "'/home/a b/c'\\''d'");
+    }
+
+    #[test]
+    fn systemd_words_escape_specifiers_variables_and_quotes() {
+        assert_eq!(systemd_quote("/usr/bin/snap"), "/usr/bin/snap");
+        assert_eq!(systemd_quote("/srv/100%"), "\"/srv/100%%\"");
+        assert_eq!(systemd_quote("/home/a b/$x"), "\"/home/a b/$$x\"");
+        assert_eq!(systemd_quote("c'd\"e\\f"), "\"c'd\\\"e\\\\f\"");
+    }
+
+    #[test]
+    fn cron_commands_escape_percent() {
+        let words = ["/usr/bin/snap".to_string(), "/srv/50% off".to_string()];
+        assert_eq!(cron_command(&words), "/usr/bin/snap '/srv/50\\% off'");
     }
 }
