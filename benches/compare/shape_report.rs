@@ -229,7 +229,8 @@ pub fn markdown(runs: &[ShapeRun], targets: &[Target], rounds: usize, scale: f64
             for t in &run.tools {
                 let Some(r) = t.steps.iter().find(|r| r.step.key == step.key) else {
                     let why = match &t.outcome {
-                        Outcome::Skipped(why) => format!("skipped: {why}"),
+                        // Said once, under the table.
+                        Outcome::Skipped(_) => continue,
                         Outcome::Failed(why) => format!("FAILED: {}", why.lines().next().unwrap_or("")),
                         Outcome::Ok => "not run".into(),
                     };
@@ -260,6 +261,11 @@ pub fn markdown(runs: &[ShapeRun], targets: &[Target], rounds: usize, scale: f64
                     r.added
                         .map_or("—".into(), |a| format!("{:+.1} MiB", a as f64 / (1 << 20) as f64)),
                 );
+            }
+        }
+        for t in &run.tools {
+            if let Outcome::Skipped(why) = &t.outcome {
+                let _ = writeln!(out, "\n{} skipped: {why}", t.kind.name());
             }
         }
         if run.shape == Shape::Files {

@@ -178,6 +178,7 @@ pub fn race(ctx: &Ctx, shape: Shape, tools: &[Tool], skipped: &[(Kind, String)])
     for entry in &mut run.tools {
         entry.steps = aggregate(shape, &entry.rounds);
     }
+    run.tools.sort_by_key(|t| Kind::ALL.iter().position(|k| *k == t.kind));
     remove_if_exists(&dir)?;
     Ok(run)
 }
