@@ -17,10 +17,17 @@ torture:
 bench:
     cargo bench --bench throughput
 
-# Race against restic, borg and rustic on a generated 1 GiB data set; writes
-# target/bench/compare.md and docs/performance.md (SNAP_BENCH_SCALE=0.1 for a quick run).
+# Race against restic, borg and rustic on a generated 1 GiB data set and on
+# the three shapes of real data (one 2 GiB file, the cargo registry's sources,
+# 100k small files; SNAP_BENCH_SHAPE picks); writes target/bench/compare.md
+# and docs/performance.md (SNAP_BENCH_SCALE=0.1 for a quick run).
 bench-compare:
     cargo bench --bench compare
+
+# Only the shapes of real data (issue 11), restores into a fresh loop-mounted
+# ext4 each (root); SNAP_BENCH_FILES=1000000 for the 1M-file run.
+bench-shapes:
+    SNAP_BENCH_SHAPE=bigfile,tree,files cargo bench --bench compare
 
 # Every fuzz target for a bounded time each (cargo install cargo-fuzz; the
 # sanitizer flags need RUSTC_BOOTSTRAP on a stable toolchain).

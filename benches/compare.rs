@@ -21,18 +21,34 @@
 //! - `SNAP_BENCH_DOCS`: `1` or `0` to rewrite `docs/performance.md` or not
 //!   (default: only at scale 1 with every tool run);
 //! - `SNAP_BENCH_QUIET_WAIT`: seconds to wait before each step for other work
-//!   to leave the CPUs alone (default 120; 0 to never wait).
+//!   to leave the CPUs alone (default 120; 0 to never wait);
+//! - `SNAP_BENCH_SHAPE`: comma-separated subset of `generated,bigfile,tree,files`
+//!   (default: all): the generated race above and the three shapes of real
+//!   data of issue 11 (`compare/shapes.rs`: one big file, a real source tree,
+//!   many small files), each with its own steps, restores into a freshly made
+//!   ext4 per tool;
+//! - `SNAP_BENCH_TREE`: the real tree of the `tree` shape (default `~/.cargo/registry/src`;
+//!   the scale takes that share of its bytes);
+//! - `SNAP_BENCH_FILES`: files of the `files` shape at scale 1 (default 100000).
 
 #[path = "compare/dataset.rs"]
 mod dataset;
 #[path = "compare/limit.rs"]
 mod limit;
+#[path = "compare/loopfs.rs"]
+mod loopfs;
 #[path = "compare/measure.rs"]
 mod measure;
 #[path = "compare/report.rs"]
 mod report;
 #[path = "compare/rng.rs"]
 mod rng;
+#[path = "compare/shape_report.rs"]
+mod shape_report;
+#[path = "compare/shape_run.rs"]
+mod shape_run;
+#[path = "compare/shapes.rs"]
+mod shapes;
 #[path = "compare/tools.rs"]
 mod tools;
 #[path = "compare/verify.rs"]
@@ -177,6 +193,10 @@ pub struct Config {
     pub write_docs: Option<bool>,
     /// How long to wait, before each step, for other work to stop using the CPUs.
     pub quiet_wait: Duration,
+    /// Whether the generated race runs, and which shapes of real data.
+    pub generated: bool,
+    pub shapes: Vec<shapes::Shape>,
+    pub shape_params: shapes::Params,
 }
 
 /// Other work may use at most this share of the CPUs when a step starts (if it
@@ -210,7 +230,20 @@ impl Config {
             Ok("0") => Some(false),
             _ => None,
         };
+        let (generated, shape_list) =
+            shapes::parse_selection(&env::var("SNAP_BENCH_SHAPE").unwrap_or_else(|_| "all".into()))?;
+        let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+        let tree_src = env::var_os("SNAP_BENCH_TREE").map_or_else(|| home.join(".cargo/registry/src"), |d| cwd.join(d));
+        let files = ((number("SNAP_BENCH_FILES", "100000")? * scale).round() as u64).max(1000);
         Ok(Config {
+            generated,
+            shapes: shape_list,
+            shape_params: shapes::Params {
+                seed,
+                scale,
+                tree_src,
+                files,
+            },
             root,
             target_dir,
             work,
@@ -273,6 +306,11 @@ fn run() -> Result<bool> {
             "cannot be dropped here (not root?): steps run with a warm cache"
         }
     );
+
+    let shape_out = race_shapes(&cfg, &snap, may_drop)?;
+    if !cfg.generated {
+        return write_shapes_only(&cfg, shape_out);
+    }
 
     let (v1_dir, mut data) = prepare_dataset(&cfg)?;
     println!(
@@ -346,8 +384,84 @@ fn run() -> Result<bool> {
     remove_if_exists(&cfg.src())?;
 
     let report = report::Report::new(&cfg, &data, &limit, may_drop, &runs, load_before, snap_source);
-    report.write()?;
-    Ok(!runs.iter().any(ToolRun::failed))
+    report.write(&shape_out.markdown, shape_out.json.clone())?;
+    Ok(!runs.iter().any(ToolRun::failed) && shape_out.ok)
+}
+
+/// The shapes' part of the report.
+struct ShapeOutput {
+    markdown: String,
+    json: serde_json::Value,
+    ok: bool,
+}
+
+/// Races the selected tools on each selected shape of real data. The cheap-KDF
+/// run of snap is left out unless named: `SNAP_DEBUG_RSS` gives snap's
+/// working set after the key directly.
+fn race_shapes(cfg: &Config, snap: &Path, may_drop: bool) -> Result<ShapeOutput> {
+    if cfg.shapes.is_empty() {
+        return Ok(ShapeOutput {
+            markdown: String::new(),
+            json: serde_json::Value::Null,
+            ok: true,
+        });
+    }
+    let (mut tools, mut skipped) = (Vec::new(), Vec::new());
+    for kind in Kind::ALL {
+        let chosen = match &cfg.only {
+            Some(only) => only.iter().any(|s| s == kind.slug()),
+            None => kind != Kind::SnapCheapKdf,
+        };
+        if !chosen {
+            continue;
+        }
+        match tools::discover(kind, snap) {
+            Ok(tool) => tools.push(tool),
+            Err(why) => {
+                println!("{:<17} skipped: {why}", kind.name());
+                skipped.push((kind, why));
+            }
+        }
+    }
+    let ctx = shape_run::Ctx {
+        work: &cfg.work,
+        params: &cfg.shape_params,
+        rounds: cfg.rounds,
+        may_drop,
+        quiet_wait: cfg.quiet_wait,
+    };
+    let mut runs = Vec::new();
+    for &shape in &cfg.shapes {
+        runs.push(shape_run::race(&ctx, shape, &tools, &skipped)?);
+    }
+    let targets = shape_report::evaluate(&runs);
+    println!("\n{}", shape_report::targets_md(&targets));
+    Ok(ShapeOutput {
+        markdown: shape_report::markdown(&runs, &targets, cfg.rounds, cfg.shape_params.scale),
+        json: shape_report::json(&runs, &targets),
+        ok: !runs.iter().flat_map(|r| &r.tools).any(shape_run::ShapeToolRun::failed),
+    })
+}
+
+/// compare.md and compare.json when only shapes ran (docs/performance.md
+/// keeps the last full run of everything).
+fn write_shapes_only(cfg: &Config, out: ShapeOutput) -> Result<bool> {
+    let dir = cfg.target_dir.join("bench");
+    fs::create_dir_all(&dir)?;
+    let md = format!(
+        "# snap against restic, borg and rustic\n\n{} ({} CPUs); snap at {}.\n\n{}",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        report::git_state(&cfg.root),
+        out.markdown
+    );
+    fs::write(dir.join("compare.md"), md)?;
+    fs::write(
+        dir.join("compare.json"),
+        serde_json::to_string_pretty(&out.json)? + "\n",
+    )?;
+    println!("wrote {}", dir.join("compare.md").display());
+    Ok(out.ok)
 }
 
 /// The release snap binary, built now so that it is the current source's,

@@ -286,14 +286,14 @@ impl Layout {
 /// Text-like bytes: lines of words drawn with a Zipf distribution from a
 /// vocabulary of 4,096 made-up words, which zstd compresses about as well as
 /// prose or source code.
-struct Text {
+pub struct Text {
     bytes: Vec<u8>,
     words: Vec<(u32, u32)>,
     zipf: Vec<u16>,
 }
 
 impl Text {
-    fn new(seed: u64) -> Text {
+    pub fn new(seed: u64) -> Text {
         const WORDS: usize = 4096;
         let mut rng = Rng::new(seed, "vocabulary", 0);
         let mut bytes = Vec::new();
@@ -328,7 +328,7 @@ impl Text {
     }
 
     /// Replaces `out` with `len` bytes of text.
-    fn fill(&self, rng: &mut Rng, out: &mut Vec<u8>, len: usize) {
+    pub fn fill(&self, rng: &mut Rng, out: &mut Vec<u8>, len: usize) {
         out.clear();
         let (mut column, mut line) = (0, 8);
         while out.len() < len {

@@ -41,6 +41,8 @@ pub struct Cmd {
     pub args: Vec<OsString>,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// A file to read standard input from (none: /dev/null).
+    pub stdin: Option<PathBuf>,
 }
 
 impl Cmd {
@@ -50,6 +52,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            stdin: None,
         }
     }
 
@@ -73,6 +76,11 @@ impl Cmd {
         self
     }
 
+    pub fn stdin(mut self, file: &Path) -> Cmd {
+        self.stdin = Some(file.to_owned());
+        self
+    }
+
     /// The command as one would type it (without the password variables' values).
     pub fn display(&self) -> String {
         let mut out = String::new();
@@ -88,6 +96,9 @@ impl Cmd {
         for arg in &self.args {
             out.push(' ');
             out += &arg.to_string_lossy();
+        }
+        if let Some(file) = &self.stdin {
+            out += &format!(" < {}", file.display());
         }
         if self.cwd.is_some() {
             out.push(')');
@@ -118,6 +129,10 @@ impl Sample {
 pub fn run_timed(cmd: &Cmd, log: &Path) -> Result<Sample> {
     let report_path = log.with_extension("time");
     let out = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let stdin = match &cmd.stdin {
+        Some(file) => Stdio::from(File::open(file).with_context(|| format!("cannot open {}", file.display()))?),
+        None => Stdio::null(),
+    };
     let mut command = Command::new(TIME);
     command
         .arg("-v")
@@ -125,7 +140,7 @@ pub fn run_timed(cmd: &Cmd, log: &Path) -> Result<Sample> {
         .arg(&report_path)
         .arg(&cmd.program)
         .args(&cmd.args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(out.try_clone()?)
         .stderr(out);
     for key in UNSET {

@@ -128,13 +128,20 @@ impl<'a> Report<'a> {
 
     /// Writes compare.md and compare.json (and docs/performance.md when due),
     /// and prints the targets.
-    pub fn write(&self) -> Result<()> {
+    /// `shapes_md` and `shapes_json` are the shapes' results (empty and null when none ran).
+    pub fn write(&self, shapes_md: &str, shapes_json: Value) -> Result<()> {
         let out = self.cfg.target_dir.join("bench");
         fs::create_dir_all(&out)?;
-        let body = self.body();
+        let body = format!(
+            "{}{}{shapes_md}",
+            self.body(),
+            if shapes_md.is_empty() { "" } else { "\n" }
+        );
         let md = format!("# snap against restic, borg and rustic\n\n{body}");
         fs::write(out.join("compare.md"), md)?;
-        let json = serde_json::to_string_pretty(&self.json())?;
+        let mut json = self.json();
+        json["real_data_shapes"] = shapes_json;
+        let json = serde_json::to_string_pretty(&json)?;
         fs::write(out.join("compare.json"), json + "\n")?;
         println!("\n{}", self.targets_md());
         println!(
@@ -585,8 +592,33 @@ impl<'a> Report<'a> {
              neither counts as a result. snap runs a second time with a cheap KDF (`snap init --kdf-memory-kib 1024 \
              --kdf-iterations 1`) to show its working set without argon2's 64 MiB. In the tables, \"s/p\" is \
              snap's figure over the peer's (time, CPU, RSS, size: below 1 favours snap).\n\n\
+             ## Shapes of real data\n\n\
+             Three more races (issue 11; `SNAP_BENCH_SHAPE` picks among `generated,bigfile,tree,files`, \
+             source in `benches/compare/shapes.rs`), each tool in a fresh repository, page cache dropped \
+             before every step, restores into a freshly made ext4 on a loop device per restore (made with \
+             `mkfs.ext4 -E lazy_itable_init=0,lazy_journal_init=0`, unmounted and deleted after; a directory \
+             of the work file system when not root), every restore compared byte for byte:\n\n\
+             - **bigfile**: one 2 GiB file (times the scale): slices of 256 KiB-4 MiB of the first 512 MiB of a \
+             tar of `~/.cargo/registry/src`, random filler of 256 KiB-2 MiB between them; first backup; 16 \
+             scattered 4 KiB writes, then a backup (the repository bytes added are reported); the same \
+             file through standard input into a new repository (snap and restic `--stdin`, borg `-`, rustic `-`); \
+             restore;\n\
+             - **tree**: a copy of `~/.cargo/registry/src` (`SNAP_BENCH_TREE`; below scale 1, its first \
+             packages by name up to that share of its bytes); first backup; unchanged re-backup; every \
+             file's mtime changed and one file in 500 edited, then a backup; restore;\n\
+             - **files**: 100k distinct text-like files of 1-6 KiB, 1000 a directory (`SNAP_BENCH_FILES`, \
+             times the scale; 1000000 for 1M); first backup; unchanged; 100 files rewritten; restore.\n\n\
+             ### Working set after the KDF\n\n\
+             With `SNAP_DEBUG_RSS=1` in its environment, snap prints to stderr \
+             `snap-debug-rss: after-key VmRSS=… VmHWM=… hwm-reset=yes` as soon as the repository's key is \
+             open, and `snap-debug-rss: exit VmRSS=… VmHWM=…` just before it exits (both from \
+             `/proc/self/status`). After the first line it resets the kernel's high-water mark \
+             (`/proc/self/clear_refs`, 5), so the exit line's `VmHWM` is the peak after the key: the \
+             working set, without argon2's 64 MiB. The reset also hides argon2's peak from a parent's \
+             `getrusage`, so the bench's peak RSS for snap is the larger of `/usr/bin/time`'s figure and \
+             the first line's `VmHWM`. The shapes set it on every snap step; it is meant for measuring only.\n\n\
              ## Latest run\n\n{}",
-            body.replace("\n## ", "\n### ")
+            body.replace("\n### ", "\n#### ").replace("\n## ", "\n### ")
         )
     }
 

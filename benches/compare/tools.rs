@@ -218,3 +218,20 @@ impl Tool {
         }
     }
 }
+
+impl Tool {
+    /// A backup of `input` read through standard input, stored under the
+    /// file name `name` (a database dump piped into the tool).
+    pub fn stdin_command(&self, p: &Paths, input: &Path, name: &str) -> Cmd {
+        let base = self.base(p).stdin(input);
+        match self.kind {
+            Kind::Snap | Kind::SnapCheapKdf => base.args(["create", "--stdin", "--stdin-filename", name]),
+            Kind::Restic => base.args(["backup", "--stdin", "--stdin-filename", name]),
+            Kind::Borg => base
+                .args(["create", "--stdin-name", name])
+                .arg(format!("{}::stdin", p.repo.display()))
+                .arg("-"),
+            Kind::Rustic => base.args(["backup", "--stdin-filename", name, "-"]),
+        }
+    }
+}

@@ -183,6 +183,9 @@ impl GlobalArgs {
                 )
             },
         );
+        if opened.is_ok() {
+            crate::debug_rss::after_key();
+        }
         match opened {
             Ok(Opened::Existing(repo)) => Ok(repo),
             Ok(Opened::Created(repo)) => {

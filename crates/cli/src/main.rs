@@ -8,6 +8,7 @@
 #[macro_use]
 mod term;
 mod cmd;
+mod debug_rss;
 mod exit;
 mod global;
 mod hooks;
@@ -144,6 +145,7 @@ fn main() {
             exit::code_for(&error)
         }
     };
+    debug_rss::at_exit();
     std::process::exit(code);
 }
 
