@@ -8,6 +8,7 @@
 #[macro_use]
 mod term;
 mod cmd;
+mod config_edit;
 mod exit;
 mod global;
 mod hooks;
