@@ -17,6 +17,11 @@ torture:
 bench:
     cargo bench --bench throughput
 
+# Time to first byte of the UI's snapshots page (1,000 snapshots) and of a
+# 10,000-entry directory (printed; docs/performance.md "UI and browsing").
+bench-ui:
+    cargo test --test tests e2e::ui::ui_time_to_first_byte -- --ignored --nocapture
+
 # Race against restic, borg and rustic on a generated 1 GiB data set and on
 # the three shapes of real data (one 2 GiB file, the cargo registry's sources,
 # 100k small files; SNAP_BENCH_SHAPE picks); writes target/bench/compare.md

@@ -153,7 +153,14 @@ impl<'a> Report<'a> {
         let full_run = self.cfg.spec.scale == 1.0 && self.cfg.only.is_none();
         if self.cfg.write_docs.unwrap_or(full_run) {
             let path = self.cfg.root.join("docs/performance.md");
-            fs::write(&path, self.performance_md(&body)).with_context(|| format!("writing {}", path.display()))?;
+            // The sections other benchmarks fill in (from "## UI and browsing"
+            // on, `just bench-ui`) are not this bench's to drop.
+            let kept = fs::read_to_string(&path)
+                .ok()
+                .and_then(|old| old.find("\n## UI and browsing").map(|i| old[i..].to_string()))
+                .unwrap_or_default();
+            fs::write(&path, self.performance_md(&body) + &kept)
+                .with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {}", path.display());
         } else {
             println!(

@@ -6,7 +6,8 @@ the repository, started the UI and checks the restored tree afterwards.
 Arguments (JSON on argv[1]): url (with ?token=), snapshots (how many the
 repository holds), source (a backed-up directory), subdir (a directory
 below it), file (a file in subdir), restore_target, backup_path,
-screenshots (directory), downloads (directory).
+screenshots (directory), downloads (directory), profile (a profile of the
+config file the UI reads, whose daemon state records a failed backup).
 """
 import json
 import os
@@ -38,7 +39,8 @@ wait = WebDriverWait(driver, 90)
 
 def check(cond, what):
     if not cond:
-        raise AssertionError(what + " (at " + driver.current_url + ")")
+        page = driver.find_element(By.TAG_NAME, "body").text[:800]
+        raise AssertionError(what + " (at " + driver.current_url + "):\n" + page)
     print("ok:", what, flush=True)
 
 
@@ -48,6 +50,14 @@ def shots(name):
         driver.set_window_size(w, h)
         driver.save_screenshot(os.path.join(args["screenshots"], f"{name}-{label}.png"))
     driver.set_window_size(1280, 800)
+
+
+def wait_for(cond):
+    """What `cond` returns once it is truthy, or [] after the wait's timeout."""
+    try:
+        return wait.until(cond)
+    except Exception:
+        return []
 
 
 def job_or_result():
@@ -80,21 +90,21 @@ try:
     rows = driver.find_elements(By.CSS_SELECTOR, "#snapshots tbody tr")
     check(len(rows) == args["snapshots"], f"the table lists the {args['snapshots']} snapshots")
     driver.find_element(By.LINK_TEXT, "Size").click()
-    check("sort=size" in driver.current_url, "sorting by size")
+    check(wait_for(lambda d: "sort=size" in d.current_url), "sorting by size")
     shots("snapshots")
 
     # Browse down to the source directory, into its subdirectory, download a file.
     rows[0]  # the newest snapshot
     driver.get(base + "/snapshots")
     driver.find_element(By.CSS_SELECTOR, "#snapshots tbody tr td a").click()
-    check(driver.find_elements(By.ID, "entries"), "the snapshot's root directory")
+    check(wait_for(lambda d: d.find_elements(By.ID, "entries")), "the snapshot's root directory")
     for name in [c for c in args["source"].split("/") if c]:
         driver.find_element(By.LINK_TEXT, name + "/").click()
     shots("browse")
     driver.find_element(By.LINK_TEXT, args["subdir"] + "/").click()
-    check(driver.find_elements(By.LINK_TEXT, args["file"]), "browsed into " + args["subdir"])
+    check(wait_for(lambda d: d.find_elements(By.LINK_TEXT, args["file"])), "browsed into " + args["subdir"])
     driver.find_element(By.LINK_TEXT, args["file"]).click()
-    check(driver.title.startswith("File"), "the file's details")
+    check(wait_for(lambda d: d.title.startswith("File")), "the file's details")
     shots("file")
     driver.find_element(By.ID, "download").click()
     target = os.path.join(args["downloads"], args["file"])
@@ -114,7 +124,7 @@ try:
     Select(driver.find_element(By.ID, "overwrite")).select_by_value("if-changed")
     shots("restore-choose")
     driver.find_element(By.ID, "preview").click()
-    check(driver.find_elements(By.ID, "plan"), "the restore preview lists the plan")
+    check(wait_for(lambda d: d.find_elements(By.ID, "plan")), "the restore preview lists the plan")
     totals = driver.find_element(By.ID, "totals").text
     check("new" in totals, "the preview counts new entries: " + totals.replace("\n", "; "))
     check(not os.path.exists(args["restore_target"]), "the preview restored nothing")
@@ -143,7 +153,8 @@ try:
     # Diff of the last two, forget preview, verify, schedules.
     driver.get(base + "/diff")
     driver.find_element(By.CSS_SELECTOR, "form[action='/diff'] button").click()
-    check(driver.find_elements(By.ID, "diff-stats"), "the diff of the two newest snapshots")
+    # A click does not wait for the page it loads: wait for the result.
+    check(wait_for(lambda d: d.find_elements(By.ID, "diff-stats")), "the diff of the two newest snapshots")
     shots("diff")
     driver.get(base + "/forget?last=1")
     check("remove" in driver.page_source, "the forget preview shows what it removes")
@@ -153,9 +164,30 @@ try:
     wait_result()
     check("No problems found" in driver.find_element(By.ID, "result").text, "verify found no problems")
     shots("verify")
+    # Schedules: the profile's schedule, retention and last run; a valid
+    # edit is saved, an invalid one refused with the reason.
+    profile = args["profile"]
     driver.get(base + "/schedules")
-    check("No profiles configured" in driver.page_source, "schedules: the empty state")
+    check(driver.find_elements(By.ID, "profile-" + profile), "schedules: the profile " + profile)
+    check("create exited with 1" in driver.page_source, "schedules: the last run's error")
     shots("schedules")
+    keep = driver.find_element(By.ID, profile + "-retention-keep-last")
+    keep.clear()
+    keep.send_keys("4")
+    driver.find_element(By.CSS_SELECTOR, f"#profile-{profile} form button").click()
+    check(wait_for(lambda d: d.find_elements(By.ID, "saved")), "schedules: the edit was saved")
+    check(driver.find_element(By.ID, profile + "-retention-keep-last").get_attribute("value") == "4",
+          "schedules: the page shows the saved keep-last")
+    backup = driver.find_element(By.ID, profile + "-schedule-backup")
+    backup.clear()
+    backup.send_keys("every 0s")
+    driver.find_element(By.CSS_SELECTOR, f"#profile-{profile} form button").click()
+    refused = wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, ".refused"))
+    check(refused and "at least 1s" in refused[0].text, "schedules: an invalid schedule is refused")
+    shots("schedules-refused")
+    driver.get(base + "/")
+    check(driver.find_elements(By.ID, "profiles"), "the dashboard lists the profile's next run")
+    shots("dashboard-profiles")
     print("browser test passed", flush=True)
 finally:
     driver.quit()

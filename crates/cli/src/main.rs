@@ -9,6 +9,7 @@
 mod term;
 mod cmd;
 mod debug_rss;
+mod config_edit;
 mod exit;
 mod global;
 mod hooks;

@@ -26,6 +26,7 @@ pub mod copy;
 pub mod crypto;
 pub mod damaged;
 pub mod diff;
+pub mod display;
 pub mod error;
 pub mod export;
 pub mod failpoint;
@@ -50,6 +51,7 @@ pub mod prune;
 pub mod repair;
 pub mod repo;
 pub mod restorer;
+pub mod safety;
 pub mod snapshot;
 pub mod stats;
 #[cfg(test)]

@@ -237,6 +237,41 @@ pub fn list_all(repo: &Repository) -> Result<Listing> {
     Ok(listing)
 }
 
+/// The ids of the snapshots the repository holds now, without reading
+/// them (names that are not ids are left out: [`list_all`] reports those),
+/// so a caller that keeps the snapshots it read can load only new ones (a
+/// snapshot object never changes: its name is the hash of its content).
+pub fn ids(repo: &Repository) -> Result<Vec<SnapshotId>> {
+    let names = repo.backend().list(ObjectKind::Snapshot)?;
+    Ok(names
+        .iter()
+        .filter_map(|i| SnapshotId::from_hex(&i.name).ok())
+        .collect())
+}
+
+/// Reads `ids` in parallel, in no particular order. Snapshots gone since
+/// the listing (forgotten by another process) are left out, and so are
+/// damaged ones, with a warning as in [`list`]; storage errors still fail.
+pub fn load_many(repo: &Repository, ids: &[SnapshotId]) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let loaded = ids
+        .par_iter()
+        .map(|id| (*id, Snapshot::load(repo, id)))
+        .collect::<Vec<_>>();
+    let mut out = Vec::with_capacity(loaded.len());
+    for (id, result) in loaded {
+        match result {
+            Ok(snapshot) => out.push((id, snapshot)),
+            Err(Error::Backend(e)) if e.is_not_found() => {}
+            Err(Error::Corrupt { reason, .. }) => tracing::warn!(
+                "snapshot {} is damaged and left out: {reason} (`snap repair snapshots` removes it)",
+                id.to_hex()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Every readable snapshot in the repository, oldest first. Damaged snapshot
 /// objects are left out with a warning (see [`list_all`]).
 pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {

@@ -115,26 +115,8 @@ impl IntoResponse for Fail {
 
 pub type PageResult = Result<Response, Fail>;
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-pub fn local_time(t: &jiff::Timestamp) -> String {
-    t.to_zoned_datetime(jiff::tz::TimeZone::system())
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
+// The CLI's own, so a size or time reads the same on a page as in a terminal.
+pub use snap_core::display::{human_bytes, local_time};
 
 pub fn time_ns(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))

@@ -13,10 +13,12 @@
 //! process: no page, header or cookie carries it.
 
 mod auth;
+mod cache;
 mod html;
 mod jobs;
 mod pages;
 mod restore;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use snap_core::repo::Repository;
 
 pub use auth::new_token;
+pub use schedules::{BackupView, JobView, ProfileList, ProfileSource, ProfileView, Setting};
 
 /// How to serve the UI.
 pub struct UiOptions {
@@ -40,6 +43,9 @@ pub struct UiOptions {
     pub htpasswd: Option<PathBuf>,
     /// How long an operation waits for a conflicting repository lock.
     pub retry_lock: Duration,
+    /// The profiles of the config file, for the schedules page and the
+    /// dashboard (none: those show an empty state).
+    pub profiles: Option<Arc<dyn ProfileSource>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,9 @@ pub(crate) struct App {
     pub jobs: jobs::Jobs,
     pub stop: &'static AtomicBool,
     pub retry_lock: Duration,
+    pub profiles: Option<Arc<dyn ProfileSource>>,
+    /// The snapshots read so far (see [`cache`]).
+    pub snapshots: cache::SnapshotCache,
 }
 
 /// Serves until `stop` becomes true. `on_listening` gets the bound address
@@ -106,6 +115,8 @@ pub fn serve(
         jobs: jobs::Jobs::default(),
         stop,
         retry_lock: options.retry_lock,
+        profiles: options.profiles.clone(),
+        snapshots: Default::default(),
     });
     let router = pages::router(app.clone())
         .merge(restore::router(app.clone()))

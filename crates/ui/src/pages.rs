@@ -47,7 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/backup", post(backup))
         .route("/diff", get(diff))
         .route("/verify", get(verify_page).post(verify_run))
-        .route("/schedules", get(schedules))
+        .route("/schedules", get(crate::schedules::page).post(crate::schedules::save))
         .with_state(app)
 }
 
@@ -105,9 +105,10 @@ fn summary_cells(s: &Snapshot) -> (String, String, String) {
 }
 
 async fn dashboard(State(app): State<Arc<App>>, Extension(session): Extension<Session>) -> PageResult {
-    let repo = app.repo.clone();
-    let (location, all) = blocking(move || Ok((repo.location(), snap_core::snapshot::list(&repo)?))).await?;
+    let shared = app.clone();
+    let (location, all) = blocking(move || Ok((shared.repo.location(), shared.list_snapshots()?))).await?;
     let last = all.iter().rev().find(|(_, s)| !s.is_checkpoint());
+    let profiles = crate::schedules::load(&app).await;
     let body = html! {
         section.card {
             h2 { "Repository" }
@@ -149,10 +150,7 @@ async fn dashboard(State(app): State<Arc<App>>, Extension(session): Extension<Se
                 button type="submit" { "Back up now" }
             }
         }
-        section.card {
-            h2 { "Schedule" }
-            (html::empty("No profiles configured: scheduled backups and retention come from profiles (see Schedules)."))
-        }
+        (crate::schedules::dashboard_card(&profiles))
     };
     Ok(html::page("Dashboard", "/", &session, body))
 }
@@ -269,8 +267,8 @@ async fn snapshots(
         .unwrap_or((SortKey::Time, "time"));
     let desc = query_str(q, "dir").as_deref() != Some("asc");
     let page: usize = query_str(q, "page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
-    let repo = app.repo.clone();
-    let mut all = blocking(move || Ok(snap_core::snapshot::list(&repo)?)).await?;
+    let shared = app.clone();
+    let mut all = blocking(move || Ok(shared.list_snapshots()?)).await?;
     all.sort_by(|(ia, a), (ib, b)| {
         let order = match sort {
             SortKey::Time => a.time.cmp(&b.time),
@@ -878,9 +876,9 @@ async fn diff(
     let q = query.as_deref();
     let from = query_str(q, "from").filter(|s| !s.is_empty());
     let to = query_str(q, "to").filter(|s| !s.is_empty());
-    let (repo, stop) = (app.repo.clone(), app.stop);
+    let (shared, repo, stop) = (app.clone(), app.repo.clone(), app.stop);
     let (all, result) = blocking(move || {
-        let all = snap_core::snapshot::list(&repo)?;
+        let all = shared.list_snapshots()?;
         let result = match (&from, &to) {
             (Some(from), Some(to)) => {
                 let (fid, f) = load_snapshot(&repo, from)?;
@@ -983,11 +981,4 @@ async fn verify_run(State(app): State<Arc<App>>, Form(form): Form<VerifyForm>) -
             })
         })?
         .into_response())
-}
-
-async fn schedules(Extension(session): Extension<Session>) -> PageResult {
-    let body = html! {
-        (html::empty("No profiles configured. Schedules and retention are read from profiles; until one is configured, back up from the dashboard and forget from the snapshots page."))
-    };
-    Ok(html::page("Schedules", "/schedules", &session, body))
 }

@@ -158,8 +158,8 @@ async fn step1(
     let q = query.as_deref();
     let chosen = query_str(q, "snapshot");
     let path = query_str(q, "path").filter(|p| p != "/");
-    let repo = app.repo.clone();
-    let all = blocking(move || Ok(snap_core::snapshot::list(&repo)?)).await?;
+    let shared = app.clone();
+    let all = blocking(move || Ok(shared.list_snapshots()?)).await?;
     let body = html! {
         ol.steps { li.current { "Choose" } li { "Preview" } li { "Restore" } }
         @if all.is_empty() {
@@ -291,46 +291,18 @@ async fn step3(State(app): State<Arc<App>>, Form(choice): Form<Choice>) -> PageR
         .into_response())
 }
 
-/// What `snap restore` takes before it replaces or deletes anything: a
-/// backup of those target paths, tagged `safety`.
+/// What `snap restore` takes before it replaces or deletes anything
+/// (snap-core's `safety`); none without a lock (a read-only repository).
 fn safety_snapshot(
     repo: &Repository,
     lock: Option<&LockGuard>,
     paths: &[PathBuf],
     stop: &std::sync::atomic::AtomicBool,
 ) -> snap_core::Result<SnapshotId> {
-    use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
-    use snap_core::Error;
-    let failed = |reason: String| Error::SafetySnapshot { reason };
     let Some(lock) = lock else {
-        return Err(failed("the repository is read-only here".into()));
+        return Err(snap_core::Error::SafetySnapshot {
+            reason: "the repository is read-only here".into(),
+        });
     };
-    let options = ArchiveOptions {
-        source: Source::Paths(paths.to_vec()),
-        excludes: Vec::new(),
-        exclude_files: Vec::new(),
-        one_file_system: false,
-        tags: vec![restorer::SAFETY_TAG.to_string()],
-        host: snap_core::snapshot::hostname(),
-        parent: ParentChoice::None,
-        compression: None,
-        threads: 0,
-        checkpoint_interval: None,
-        selection: archiver::Selection {
-            skip_snapignore: true,
-            ..archiver::Selection::default()
-        },
-        description: Some("files a restore replaced or deleted".into()),
-        dry_run: false,
-        list_changes: false,
-    };
-    let result = match archiver::archive(repo, options, &snap_core::progress::NoProgress, stop, lock) {
-        Ok(result) => result,
-        Err(e @ (Error::Interrupted | Error::LockLost { .. })) => return Err(e),
-        Err(e) => return Err(failed(e.to_string())),
-    };
-    if let Some((path, message)) = result.warnings.first() {
-        return Err(failed(format!("{}: {message}", path.display())));
-    }
-    Ok(result.id)
+    snap_core::safety::safety_snapshot(repo, lock, paths, 0, stop)
 }

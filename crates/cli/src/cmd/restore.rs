@@ -154,59 +154,20 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Backs up `paths` (what the restore is about to replace or delete) as a
-/// snapshot tagged `pre-restore`, under the restore's shared lock. Anything
-/// it could not read fails it: an incomplete safety snapshot could not undo
-/// the restore.
+/// The safety snapshot of `paths` (snap-core's `safety`); none without a
+/// lock, on a repository opened read-only.
 fn safety_snapshot(
     repo: &snap_core::repo::Repository,
     lock: Option<&snap_core::lock::LockGuard>,
     paths: &[PathBuf],
     threads: usize,
 ) -> snap_core::error::Result<snap_core::id::SnapshotId> {
-    use snap_core::archiver::{self, ArchiveOptions, ParentChoice, Source};
-    use snap_core::Error;
-    let failed = |reason: String| Error::SafetySnapshot { reason };
     let Some(lock) = lock else {
-        return Err(failed(
-            "the repository is read-only here (--no-safety-snapshot restores without one)".into(),
-        ));
+        return Err(snap_core::Error::SafetySnapshot {
+            reason: "the repository is read-only here (--no-safety-snapshot restores without one)".into(),
+        });
     };
-    let options = ArchiveOptions {
-        source: Source::Paths(paths.to_vec()),
-        excludes: Vec::new(),
-        exclude_files: Vec::new(),
-        one_file_system: false,
-        tags: vec![restorer::SAFETY_TAG.to_string()],
-        host: snap_core::snapshot::hostname(),
-        parent: ParentChoice::None,
-        compression: None,
-        threads,
-        checkpoint_interval: None,
-        // Everything about to be replaced is kept, whatever `.snapignore`
-        // files in the target say.
-        selection: archiver::Selection {
-            skip_snapignore: true,
-            ..archiver::Selection::default()
-        },
-        description: Some("files a restore replaced or deleted".into()),
-        dry_run: false,
-        list_changes: false,
-    };
-    let result = match archiver::archive(repo, options, &snap_core::progress::NoProgress, &CANCEL, lock) {
-        Ok(result) => result,
-        Err(e @ (Error::Interrupted | Error::LockLost { .. })) => return Err(e),
-        Err(e) => return Err(failed(e.to_string())),
-    };
-    if let Some((path, message)) = result.warnings.first() {
-        return Err(failed(format!(
-            "{}: {message} ({} problem(s) in all; the incomplete snapshot {} can be forgotten)",
-            path.display(),
-            result.warnings.len(),
-            result.id.short()
-        )));
-    }
-    Ok(result.id)
+    snap_core::safety::safety_snapshot(repo, lock, paths, threads, &CANCEL)
 }
 
 fn print_text(

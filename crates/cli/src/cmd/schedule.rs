@@ -100,13 +100,7 @@ fn list(global: &GlobalArgs, state_dir: Option<&Path>) -> Result<i32> {
         .filter(|s| global.profile.as_ref().is_none_or(|p| *p == s.profile))
     {
         let job = state.profiles.get(&spec.profile).and_then(|p| p.jobs.get(spec.job));
-        // The daemon's next run while the schedule is the one it computed it
-        // from; else what the daemon would compute at start-up.
-        let next_run = match job.filter(|j| j.schedule == spec.expr.text()).and_then(|j| j.next_run) {
-            Some(next) => Some(next),
-            None if spec.expr.runs_at_first_start() && job.and_then(|j| j.last_start).is_none() => Some(now),
-            None => spec.expr.next_after(now, job.and_then(|j| j.last_scheduled)).ok(),
-        };
+        let next_run = next_run(spec, job, now);
         rows.push(Row {
             profile: spec.profile.clone(),
             job: spec.job,
@@ -154,6 +148,17 @@ fn list(global: &GlobalArgs, state_dir: Option<&Path>) -> Result<i32> {
         outln!("{}", cells.join("  ").trim_end())?;
     }
     Ok(exit::OK)
+}
+
+/// The next run of a job (`schedule list`, the UI): the daemon's, while the
+/// schedule is the one it computed it from; else what the daemon would
+/// compute at start-up.
+pub fn next_run(spec: &super::daemon::JobSpec, job: Option<&state::JobState>, now: Timestamp) -> Option<Timestamp> {
+    match job.filter(|j| j.schedule == spec.expr.text()).and_then(|j| j.next_run) {
+        Some(next) => Some(next),
+        None if spec.expr.runs_at_first_start() && job.and_then(|j| j.last_start).is_none() => Some(now),
+        None => spec.expr.next_after(now, job.and_then(|j| j.last_scheduled)).ok(),
+    }
 }
 
 /// A word for sh: quoted only when it needs to be.
