@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use snap_core::forget::{self, ForgetEntry, ForgetGroup, PolicyOptions};
 use snap_core::id::SnapshotId;
 use snap_core::lock::LockKind;
-use snap_core::policy::{self, CalendarDuration, Count, GroupBy, GroupKey, KeepRules};
+use snap_core::policy::{self, GroupBy, GroupKey, KeepRules};
 
 use crate::global::GlobalArgs;
 
