@@ -489,6 +489,10 @@ impl Plan {
     }
 }
 
+/// A planned file once its batch is done: the name it has now (`None` if
+/// it was not restored), its id, and whether it is damaged.
+type Finished = (Option<Vec<u8>>, Option<FileId>, bool);
+
 /// A directory whose entries the planning walk is going through.
 struct Frame {
     dir: usize,
@@ -1208,7 +1212,7 @@ impl Restorer<'_> {
 
     /// Carries out one batch of the plan (its directories are made): per
     /// planned file, the name it has now, its id, and whether it is damaged.
-    fn restore_batch(&self, plan: &mut Plan) -> Result<Vec<(Option<Vec<u8>>, Option<FileId>, bool)>> {
+    fn restore_batch(&self, plan: &mut Plan) -> Result<Vec<Finished>> {
         self.remove_leftovers(plan);
         let specials = self.make_specials(plan);
         let restored = plan.files.iter().filter(|f| f.keep.is_none());
@@ -2082,13 +2086,7 @@ impl Restorer<'_> {
     /// metadata (of directories: at the end, see `finish_dirs`). Returns,
     /// per planned file, the name it has now (`None` if it was not
     /// restored), its id and whether it is damaged.
-    #[allow(clippy::type_complexity)]
-    fn finish(
-        &self,
-        plan: &Plan,
-        files: &FileSlots,
-        specials: &[Option<FileId>],
-    ) -> Vec<(Option<Vec<u8>>, Option<FileId>, bool)> {
+    fn finish(&self, plan: &Plan, files: &FileSlots, specials: &[Option<FileId>]) -> Vec<Finished> {
         let chown = self.chown;
         // The name each file has now: `None` if it was not restored.
         let mut damaged_paths = Vec::new();
