@@ -99,7 +99,34 @@ pub struct RestoreOptions {
     /// Read every written file back and check it against its blob ids
     /// before it is renamed into place.
     pub verify: bool,
+    /// Where the plan's entries go as they are decided; `None` keeps them
+    /// all in [`RestoreResult::entries`].
+    pub entry_sink: Option<EntrySink>,
+    /// Entries planned and carried out at a time (0: [`BATCH_ENTRIES`]).
+    pub batch_entries: usize,
 }
+
+/// Receives the plan's entries one by one, in path order, on the planning
+/// thread, instead of [`RestoreResult::entries`] holding them all: a restore
+/// then holds no state per restored file past its batch.
+#[derive(Clone)]
+pub struct EntrySink(pub Arc<dyn Fn(&PlanEntry) + Send + Sync>);
+
+impl std::fmt::Debug for EntrySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntrySink")
+    }
+}
+
+/// Entries (files, links, symlinks, special files, deletions) planned before
+/// the restore carries them out and forgets them: what it holds at once,
+/// whatever the snapshot's size.
+pub const BATCH_ENTRIES: usize = 16384;
+/// Distinct blobs planned before a batch is carried out (a few large files
+/// fill a batch by their blobs).
+const BATCH_BLOBS: usize = 65536;
+/// Directory listings loaded ahead of the planning walk at once.
+const PREFETCH_TREES: usize = 32;
 
 /// `--overwrite`: what restore does with an entry that already exists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -220,8 +247,14 @@ pub struct RestoreResult {
     /// they were given (`NAME.damaged`, never `NAME`); each is in `errors`
     /// too, under its snapshot name.
     pub damaged: Vec<PathBuf>,
-    /// The plan, entry by entry, in walk order (deletions after the rest).
+    /// The plan, entry by entry, in path order; empty when the entries went
+    /// to [`RestoreOptions::entry_sink`].
     pub entries: Vec<PlanEntry>,
+    /// Per action (indexed as [`Action::ALL`]): how many entries, and the
+    /// size of their files.
+    pub totals: [Total; 6],
+    /// The most state held at once (see [`RestorePeaks`]).
+    pub peaks: RestorePeaks,
     /// The snapshot of what this restore replaced or deleted.
     pub safety_snapshot: Option<crate::id::SnapshotId>,
     pub dry_run: bool,
@@ -236,15 +269,24 @@ pub struct Total {
     pub bytes: u64,
 }
 
+/// The most a restore held at once: bounded by the batch size and the
+/// tree's shape (its depth, its widest directory), not by its file count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestorePeaks {
+    /// Entries planned and not yet carried out.
+    pub planned: u64,
+    /// Distinct blobs planned and not yet restored.
+    pub blobs: u64,
+    /// Directory listings loaded ahead of the walk.
+    pub trees: u64,
+    /// Directories known to the restore (their metadata is applied at the
+    /// end, deepest first).
+    pub dirs: u64,
+}
+
 impl RestoreResult {
     pub fn total(&self, action: Action) -> Total {
-        self.entries
-            .iter()
-            .filter(|e| e.action == action)
-            .fold(Total::default(), |t, e| Total {
-                count: t.count + 1,
-                bytes: t.bytes + e.size,
-            })
+        self.totals[action as usize]
     }
 }
 
@@ -328,6 +370,8 @@ struct PlannedDir {
     needed: bool,
     /// It existed in the target when the plan was made.
     existed: bool,
+    /// Created (or opened) by a batch already carried out.
+    made: bool,
 }
 
 struct PlannedFile {
@@ -361,10 +405,31 @@ struct PlannedEntry {
 struct PlannedLink {
     dir: usize,
     name: Vec<u8>,
-    /// The planned file restored under the first name.
-    first: usize,
+    /// The file restored under the first name.
+    first: FirstName,
     /// The existing entry stays (unchanged or skipped).
     keep: bool,
+}
+
+/// The first name of a group of hard links: a planned file of the current
+/// batch, or one an earlier batch restored (then only what linking to it
+/// needs is kept: one record per hard-linked file, not per file).
+#[derive(Clone)]
+enum FirstName {
+    Planned(usize),
+    Done(Arc<DoneFile>),
+}
+
+struct DoneFile {
+    dir: usize,
+    /// Its name in the snapshot, for messages.
+    name: Vec<u8>,
+    /// The name it was given (`NAME.damaged` for a damaged file); `None`
+    /// if it was not restored.
+    now: Option<Vec<u8>>,
+    id: Option<FileId>,
+    damaged: bool,
+    keep: Option<FileId>,
 }
 
 /// An entry of the target that `delete` removes: `rel` are the names from
@@ -405,21 +470,36 @@ struct Plan {
     deletions: Vec<Deletion>,
     /// Temporary files of an earlier, killed restore: (directory, name).
     leftovers: Vec<(usize, Vec<u8>)>,
-    entries: Vec<PlanEntry>,
     /// Target paths of what is replaced or deleted: the safety snapshot's.
     safety_paths: Vec<PathBuf>,
     /// Numbers the temporary names.
     temps: u64,
-    /// (device, inode) of multiply-linked files -> the planned file of the
-    /// first name.
-    first_links: HashMap<(u64, u64), usize>,
+    /// (device, inode) of multiply-linked files -> the first name.
+    first_links: HashMap<(u64, u64), FirstName>,
     blobs: HashMap<BlobId, PlannedBlob>,
+    /// Sizes of what the batches carried out so far added up to (progress).
+    total_bytes: u64,
+    total_items: u64,
 }
+
+impl Plan {
+    /// Entries planned and not yet carried out.
+    fn batch_len(&self) -> usize {
+        self.files.len() + self.links.len() + self.symlinks.len() + self.specials.len() + self.deletions.len()
+    }
+}
+
+/// A planned file once its batch is done: the name it has now (`None` if
+/// it was not restored), its id, and whether it is damaged.
+type Finished = (Option<Vec<u8>>, Option<FileId>, bool);
 
 /// A directory whose entries the planning walk is going through.
 struct Frame {
     dir: usize,
     nodes: std::vec::IntoIter<Node>,
+    /// Entries of the target directory that `delete` removes, by name, with
+    /// their plan entries: listed among the tree's entries in name order.
+    deleted: std::collections::VecDeque<(Vec<u8>, Vec<PlanEntry>)>,
     /// An include pattern matched this directory or one above.
     selected: bool,
     /// Its name was pushed onto the walk's source path.
@@ -587,6 +667,21 @@ struct Restorer<'a> {
     /// Trees loaded ahead of the planning walk (see `prefetch_trees`); the
     /// walk takes each one out as it plans it.
     trees: Mutex<HashMap<BlobId, Tree>>,
+    pool: &'a rayon::ThreadPool,
+    mode: Pass,
+    chown: bool,
+    verify: bool,
+    batch: usize,
+    sink: Option<EntrySink>,
+    /// The entries, when there is no sink.
+    kept: Mutex<Vec<PlanEntry>>,
+    totals: Mutex<[Total; 6]>,
+    /// Files and other non-directories restored (or that would be), and
+    /// directories.
+    counts: Mutex<(u64, u64, u64)>,
+    damaged: Mutex<Vec<PathBuf>>,
+    verified: AtomicU64,
+    peaks: Mutex<RestorePeaks>,
     progress: &'a dyn Progress,
     cancel: &'a AtomicBool,
     includes: Option<Gitignore>,
@@ -604,6 +699,19 @@ struct Restorer<'a> {
     /// never backed up as directories: the rest of the target there is not
     /// the snapshot's to judge. `None`: anywhere in the restored subtrees.
     delete_within: Option<Vec<PathBuf>>,
+}
+
+/// What the planning walk's batches are for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pass {
+    /// Reported, not carried out.
+    DryRun,
+    /// A first walk that only collects what the restore would replace or
+    /// delete, for the safety snapshot (taken before anything is touched);
+    /// reports nothing, as the restore's own walk reports it all.
+    Survey,
+    /// Carried out, batch by batch.
+    Restore,
 }
 
 fn matcher(patterns: &[String]) -> Result<Gitignore> {
@@ -674,10 +782,40 @@ pub fn restore_with(
         rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::io(Path::new("/"), e.into()))
     };
+    let pool = crate::pool::workers(options.threads, "restorer")?;
+    let chown = options
+        .ownership
+        .unwrap_or_else(|| rustix::process::geteuid().is_root());
+    // A restore into an empty (or new) target replaces nothing: no survey.
+    let target_empty = match std::fs::read_dir(&options.target) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(_) => true,
+    };
     let mut restorer = Restorer {
         repo,
         index: repo.index()?.reader()?,
         trees: Mutex::new(HashMap::new()),
+        pool: &pool,
+        mode: if options.dry_run {
+            Pass::DryRun
+        } else if safety.is_some() && !target_empty {
+            Pass::Survey
+        } else {
+            Pass::Restore
+        },
+        chown,
+        verify: options.verify,
+        batch: match options.batch_entries {
+            0 => BATCH_ENTRIES,
+            n => n,
+        },
+        sink: options.entry_sink.clone(),
+        kept: Mutex::new(Vec::new()),
+        totals: Mutex::new([Total::default(); 6]),
+        counts: Mutex::new((0, 0, 0)),
+        damaged: Mutex::new(Vec::new()),
+        verified: AtomicU64::new(0),
+        peaks: Mutex::new(RestorePeaks::default()),
         progress,
         cancel,
         includes: if options.includes.is_empty() {
@@ -697,21 +835,6 @@ pub fn restore_with(
         delete: options.delete,
         delete_within: None,
     };
-    let pool = crate::pool::workers(options.threads, "restorer")?;
-    let chown = options
-        .ownership
-        .unwrap_or_else(|| rustix::process::geteuid().is_root());
-
-    let mut plan = Plan::default();
-    plan.dirs.push(PlannedDir {
-        parent: 0,
-        name: Vec::new(),
-        node: None,
-        id: target_id,
-        failed: false,
-        needed: true,
-        existed: target_id.is_some(),
-    });
     // `--path /` is the whole snapshot.
     let whole = options.paths.is_empty()
         || options
@@ -720,18 +843,11 @@ pub fn restore_with(
             .any(|p| tree::path_components(p).is_some_and(|c| c.is_empty()));
     if whole {
         restorer.delete_within = Some(snapshot.paths.iter().map(PathBuf::from).collect());
-        pool.install(|| restorer.prefetch_trees(vec![snapshot.tree]))?;
-        let root = restorer.load_tree(&snapshot.tree)?;
-        // The whole snapshot is the target's whole content.
-        restorer.scan(&mut plan, 0, &root, Path::new("/"), restorer.includes.is_none());
-        let frame = Frame {
-            dir: 0,
-            nodes: root.nodes.into_iter(),
-            selected: false,
-            pushed: false,
-        };
-        restorer.walk(&mut plan, frame, &mut PathBuf::from("/"))?;
-    } else {
+    }
+    // The selected paths, each landing under its own name: in name order,
+    // so that the entries come in path order.
+    let mut selected = Vec::new();
+    if !whole {
         let mut seen_names = std::collections::HashSet::new();
         for path in &options.paths {
             let components = tree::path_components(path)
@@ -744,138 +860,62 @@ pub fn restore_with(
                     node.name_lossy()
                 )));
             }
-            let mut source = PathBuf::from("/").join(OsStr::from_bytes(&components.join(&b'/')));
-            if let Some(subtree) = node.subtree {
-                pool.install(|| restorer.prefetch_trees(vec![subtree]))?;
-            }
-            if let Some(frame) = restorer.plan_node(&mut plan, 0, node, &source, false)? {
-                restorer.walk(&mut plan, frame, &mut source)?;
+            let source = PathBuf::from("/").join(OsStr::from_bytes(&components.join(&b'/')));
+            selected.push((node, source));
+        }
+        selected.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    }
+
+    let mut safety_snapshot = None;
+    if restorer.mode == Pass::Survey {
+        // What the restore will replace or delete, backed up before
+        // anything is touched; the restore then walks the snapshot again.
+        let plan = restorer.plan_all(snapshot, whole, &selected, target_id)?;
+        if let Some(take) = safety {
+            if !plan.safety_paths.is_empty() {
+                safety_snapshot = Some(take(&plan.safety_paths)?);
             }
         }
+        restorer.trees.lock().expect("trees lock").clear();
+        restorer.dir_fds.reset();
+        restorer.mode = Pass::Restore;
     }
-    // What the walk did not take (excluded directories) is not needed.
-    restorer.trees.lock().expect("trees lock").clear();
-    for index in 1..plan.dirs.len() {
-        let dir = &plan.dirs[index];
-        let action = if dir.existed { Action::Unchanged } else { Action::New };
-        plan.entries.push(PlanEntry {
-            path: restorer.dir_path(&plan.dirs, index),
-            kind: "dir",
-            action,
-            size: 0,
-        });
+    let mut plan = restorer.plan_all(snapshot, whole, &selected, target_id)?;
+    if restorer.mode == Pass::Restore {
+        pool.install(|| restorer.finish_dirs(&plan));
     }
-    let mut entries = std::mem::take(&mut plan.entries);
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let counted = |kinds: &dyn Fn(&str) -> bool| {
-        entries
-            .iter()
-            .filter(|e| kinds(e.kind) && matches!(e.action, Action::New | Action::Overwritten | Action::Unchanged))
-            .count() as u64
-    };
-    let (n_files, n_other) = (counted(&|k| k == "file"), counted(&|k| k != "file" && k != "dir"));
-    if options.dry_run {
-        let mut errors = restorer.errors.into_inner().expect("errors lock");
-        // The restore reports these as errors (exit 3): so does its preview.
-        for (path, message) in &plan.conflicts {
-            progress.event(Event::Warning {
-                path,
-                message: message.clone(),
-            });
-        }
-        errors.extend(std::mem::take(&mut plan.conflicts));
-        errors.sort_by(|a, b| a.0.cmp(&b.0));
-        return Ok(RestoreResult {
-            files: n_files,
-            dirs: plan.dirs.len() as u64 - 1,
-            other: n_other,
-            bytes: 0,
-            errors,
-            damaged: Vec::new(),
-            entries,
-            safety_snapshot: None,
-            dry_run: true,
-            verified: 0,
-        });
-    }
-
-    let safety_snapshot = match safety {
-        Some(take) if !plan.safety_paths.is_empty() => Some(take(&plan.safety_paths)?),
-        _ => None,
-    };
-
-    // Carry the plan out. Directory descriptors opened while planning are
-    // dropped: every directory is opened again as it is created.
-    restorer.dir_fds.reset();
-    restorer.make_dirs(&mut plan);
-    for (path, message) in std::mem::take(&mut plan.conflicts) {
-        restorer.error(&path, message);
-    }
-    restorer.remove_leftovers(&plan);
-    let specials = restorer.make_specials(&plan);
-    let total: u64 = plan
-        .files
-        .iter()
-        .filter(|f| f.keep.is_none())
-        .map(|f| f.node.size)
-        .sum();
-    progress.event(Event::Total {
-        bytes: total,
-        items: plan.files.iter().filter(|f| f.keep.is_none()).count() as u64,
-    });
-
-    let files = FileSlots {
-        slots: plan
-            .files
-            .iter()
-            .map(|f| {
-                let failed = plan.dirs[f.dir].failed;
-                Mutex::new(FileSlot {
-                    handle: match (failed, f.keep) {
-                        (true, _) => Handle::Failed,
-                        (false, Some(_)) => Handle::Closed,
-                        (false, None) => Handle::New,
-                    },
-                    remaining: if f.keep.is_some() || failed { 0 } else { f.writes },
-                    id: f.keep,
-                    damaged: f.incomplete,
-                })
-            })
-            .collect(),
-        open: AtomicUsize::new(0),
-        budget: open_file_budget(),
-    };
-    if let Err(e) = pool.install(|| restorer.write_content(&plan, &files)) {
-        restorer.discard_temps(&plan, &files);
-        return Err(e);
-    }
-    restorer.delete(&plan);
-    let verified = if options.verify {
-        pool.install(|| restorer.verify(&plan, &files))
-    } else {
-        0
-    };
-    let damaged = pool.install(|| restorer.finish(&plan, &files, &specials, chown));
+    plan.safety_paths.clear();
 
     let mut errors = restorer.errors.into_inner().expect("errors lock");
     errors.sort_by(|a, b| a.0.cmp(&b.0));
     errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    let mut damaged = restorer.damaged.into_inner().expect("damaged lock");
+    damaged.sort();
+    let (files, other, dirs) = restorer.counts.into_inner().expect("counts lock");
+    let mut peaks = restorer.peaks.into_inner().expect("peaks lock");
+    peaks.dirs = plan.dirs.len() as u64;
     Ok(RestoreResult {
-        files: n_files,
-        dirs: plan.dirs.len() as u64 - 1,
-        other: n_other,
+        files,
+        dirs,
+        other,
         bytes: restorer.bytes.load(Ordering::Relaxed),
         errors,
         damaged,
-        entries,
+        entries: restorer.kept.into_inner().expect("entries lock"),
+        totals: restorer.totals.into_inner().expect("totals lock"),
+        peaks,
         safety_snapshot,
-        dry_run: false,
-        verified,
+        dry_run: options.dry_run,
+        verified: restorer.verified.load(Ordering::Relaxed),
     })
 }
 
 impl Restorer<'_> {
     fn error(&self, path: &Path, message: String) {
+        if self.mode == Pass::Survey {
+            // The restore's own walk reports it.
+            return;
+        }
         self.progress.event(Event::Warning {
             path,
             message: message.clone(),
@@ -911,9 +951,57 @@ impl Restorer<'_> {
         self.entry_path(&plan.dirs, file.dir, &file.name)
     }
 
+    /// One walk of the snapshot (or the selected paths) against the target,
+    /// carried out (or reported) a batch at a time as `self.mode` says. The
+    /// plan that is left holds the directories (their metadata is applied
+    /// last) and, on a survey, the paths for the safety snapshot.
+    fn plan_all(
+        &self,
+        snapshot: &Snapshot,
+        whole: bool,
+        selected: &[(Node, PathBuf)],
+        target_id: Option<FileId>,
+    ) -> Result<Plan> {
+        let mut plan = Plan::default();
+        plan.dirs.push(PlannedDir {
+            parent: 0,
+            name: Vec::new(),
+            node: None,
+            id: target_id,
+            failed: false,
+            needed: true,
+            existed: target_id.is_some(),
+            made: true,
+        });
+        if whole {
+            let root = self.load_tree(&snapshot.tree)?;
+            // The whole snapshot is the target's whole content.
+            let deleted = self.scan(&mut plan, 0, &root, Path::new("/"), self.includes.is_none());
+            let frame = Frame {
+                dir: 0,
+                nodes: root.nodes.into_iter(),
+                deleted: deleted.into(),
+                selected: false,
+                pushed: false,
+            };
+            self.walk(&mut plan, frame, &mut PathBuf::from("/"))?;
+        } else {
+            for (node, source) in selected {
+                let mut source = source.clone();
+                if let Some(frame) = self.plan_node(&mut plan, 0, node.clone(), &source, false)? {
+                    self.walk(&mut plan, frame, &mut source)?;
+                }
+                self.flush_if_full(&mut plan)?;
+            }
+        }
+        self.flush(&mut plan)?;
+        Ok(plan)
+    }
+
     /// Plans everything below `first` (a directory already planned), depth
     /// first with a stack of its own. `source` is the snapshot path of
-    /// `first`, extended and shortened as the walk goes.
+    /// `first`, extended and shortened as the walk goes. Batches are carried
+    /// out as they fill.
     fn walk(&self, plan: &mut Plan, first: Frame, source: &mut PathBuf) -> Result<()> {
         let mut stack = vec![first];
         while let Some(frame) = stack.last_mut() {
@@ -922,6 +1010,9 @@ impl Restorer<'_> {
             }
             let Some(node) = frame.nodes.next() else {
                 let done = stack.pop().expect("the stack is not empty");
+                for (_, entries) in done.deleted {
+                    entries.iter().for_each(|e| self.emit(e));
+                }
                 if done.pushed {
                     source.pop();
                 }
@@ -929,11 +1020,20 @@ impl Restorer<'_> {
                 // selected, and nothing was: it is not created.
                 if done.dir != 0 && !plan.dirs[done.dir].needed {
                     plan.dirs.truncate(done.dir);
+                    plan.leftovers.retain(|(dir, _)| *dir < done.dir);
                     self.dir_fds.forget_from(done.dir);
                 }
                 continue;
             };
+            // What `delete` removes here comes in name order among the rest.
+            while frame.deleted.front().is_some_and(|(name, _)| *name < node.name) {
+                let (_, entries) = frame.deleted.pop_front().expect("checked");
+                entries.iter().for_each(|e| self.emit(e));
+            }
             let (dir, selected) = (frame.dir, frame.selected);
+            if node.kind == NodeKind::Dir {
+                self.prefetch_ahead(&node, &stack);
+            }
             source.push(OsStr::from_bytes(&node.name));
             match self.plan_node(plan, dir, node, source, selected)? {
                 Some(mut child) => {
@@ -944,39 +1044,86 @@ impl Restorer<'_> {
                     source.pop();
                 }
             }
+            self.flush_if_full(plan)?;
         }
         Ok(())
     }
 
-    /// Loads every tree below `roots` on the pool's threads, a level of the
-    /// hierarchy at a time, so that the planning walk (one thread, depth
-    /// first) finds them in memory instead of waiting for each read in turn.
-    /// A tree that fails to load is left out: the walk loads it again and
-    /// reports the error where it belongs.
-    fn prefetch_trees(&self, roots: Vec<BlobId>) -> Result<()> {
-        let mut seen: std::collections::HashSet<BlobId> = roots.iter().copied().collect();
-        let mut level = roots;
-        while !level.is_empty() {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            let loaded: Vec<(BlobId, Tree)> = level
-                .par_iter()
-                .filter_map(|id| Tree::load(self.repo, id).ok().map(|tree| (*id, tree)))
-                .collect();
-            level = Vec::new();
-            let mut trees = self.trees.lock().expect("trees lock");
-            for (id, tree) in loaded {
-                level.extend(
-                    tree.nodes
-                        .iter()
-                        .filter_map(|n| n.subtree)
-                        .filter(|id| seen.insert(*id)),
-                );
-                trees.insert(id, tree);
+    /// Hands one plan entry on (to the sink, or to the result), counted.
+    fn emit(&self, entry: &PlanEntry) {
+        if self.mode == Pass::Survey {
+            return;
+        }
+        {
+            let mut totals = self.totals.lock().expect("totals lock");
+            let total = &mut totals[entry.action as usize];
+            total.count += 1;
+            total.bytes += entry.size;
+        }
+        if matches!(entry.action, Action::New | Action::Overwritten | Action::Unchanged) {
+            let mut counts = self.counts.lock().expect("counts lock");
+            match entry.kind {
+                "file" => counts.0 += 1,
+                "dir" => counts.2 += 1,
+                _ => counts.1 += 1,
             }
         }
-        Ok(())
+        match &self.sink {
+            Some(sink) => (sink.0)(entry),
+            None => self.kept.lock().expect("entries lock").push(entry.clone()),
+        }
+    }
+
+    /// The plan entry of directory `index`, once it is known to be restored.
+    fn emit_dir(&self, plan: &Plan, index: usize) {
+        let action = if plan.dirs[index].existed {
+            Action::Unchanged
+        } else {
+            Action::New
+        };
+        self.emit(&PlanEntry {
+            path: self.dir_path(&plan.dirs, index),
+            kind: "dir",
+            action,
+            size: 0,
+        });
+    }
+
+    /// Loads the listings the walk needs next on the pool's threads: the
+    /// directory `next` and the directories after it in the walk (its
+    /// siblings, then those of the directories above), at most
+    /// `PREFETCH_TREES`, and only once those loaded before are used up. The
+    /// planning walk (one thread, depth first) then finds them in memory
+    /// instead of waiting for each read in turn, and holds few at a time.
+    /// A tree that fails to load is left out: the walk loads it again and
+    /// reports the error where it belongs.
+    fn prefetch_ahead(&self, next: &Node, stack: &[Frame]) {
+        if !self.trees.lock().expect("trees lock").is_empty() {
+            return;
+        }
+        let mut ids: Vec<BlobId> = Vec::with_capacity(PREFETCH_TREES);
+        let pending = stack.iter().rev().flat_map(|f| f.nodes.as_slice().iter());
+        for id in std::iter::once(next).chain(pending).filter_map(|n| n.subtree) {
+            if ids.len() == PREFETCH_TREES {
+                break;
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.len() < 2 {
+            // One tree: the walk loads it itself.
+            return;
+        }
+        let loaded: Vec<(BlobId, Tree)> = self.pool.install(|| {
+            ids.par_iter()
+                .filter_map(|id| Tree::load(self.repo, id).ok().map(|tree| (*id, tree)))
+                .collect()
+        });
+        let mut trees = self.trees.lock().expect("trees lock");
+        trees.extend(loaded);
+        let mut peaks = self.peaks.lock().expect("peaks lock");
+        peaks.trees = peaks.trees.max(trees.len() as u64);
     }
 
     /// A tree, from the prefetched ones if it is there (the same tree can
@@ -988,13 +1135,138 @@ impl Restorer<'_> {
         }
     }
 
+    fn flush_if_full(&self, plan: &mut Plan) -> Result<()> {
+        if plan.batch_len() >= self.batch || plan.blobs.len() >= BATCH_BLOBS {
+            self.flush(plan)?;
+        }
+        Ok(())
+    }
+
+    /// Carries out (or on a dry run reports, or on a survey forgets) what is
+    /// planned so far, and forgets it but for the directories and the first
+    /// names of hard-linked files.
+    fn flush(&self, plan: &mut Plan) -> Result<()> {
+        {
+            let mut peaks = self.peaks.lock().expect("peaks lock");
+            peaks.planned = peaks.planned.max(plan.batch_len() as u64);
+            peaks.blobs = peaks.blobs.max(plan.blobs.len() as u64);
+        }
+        // Directories are made once something in them is restored, parents
+        // first (indexes are in creation order).
+        let mut now_made = Vec::new();
+        for index in 1..plan.dirs.len() {
+            if plan.dirs[index].needed && !plan.dirs[index].made {
+                plan.dirs[index].made = true;
+                now_made.push(index);
+            }
+        }
+        let conflicts = std::mem::take(&mut plan.conflicts);
+        let mut names = Vec::new();
+        match self.mode {
+            Pass::Survey => {}
+            Pass::DryRun => {
+                // The restore reports these as errors (exit 3): so does its
+                // preview.
+                for (path, message) in conflicts {
+                    self.error(&path, message);
+                }
+            }
+            Pass::Restore => {
+                self.make_dirs(plan, &now_made);
+                for (path, message) in conflicts {
+                    self.error(&path, message);
+                }
+                names = self.restore_batch(plan)?;
+            }
+        }
+        // The first names of this batch, for links in later ones.
+        for first in plan.first_links.values_mut() {
+            if let FirstName::Planned(index) = *first {
+                let file = &plan.files[index];
+                let (now, id, damaged) = names
+                    .get(index)
+                    .cloned()
+                    .unwrap_or((Some(file.name.clone()), None, false));
+                *first = FirstName::Done(Arc::new(DoneFile {
+                    dir: file.dir,
+                    name: file.name.clone(),
+                    now,
+                    id,
+                    damaged,
+                    keep: file.keep,
+                }));
+            }
+        }
+        plan.files.clear();
+        plan.symlinks.clear();
+        plan.specials.clear();
+        plan.links.clear();
+        plan.deletions.clear();
+        plan.blobs = HashMap::new();
+        // Leftovers in directories not made yet wait for them (or go with
+        // them).
+        let dirs = &plan.dirs;
+        plan.leftovers.retain(|(dir, _)| !dirs[*dir].made);
+        Ok(())
+    }
+
+    /// Carries out one batch of the plan (its directories are made): per
+    /// planned file, the name it has now, its id, and whether it is damaged.
+    fn restore_batch(&self, plan: &mut Plan) -> Result<Vec<Finished>> {
+        self.remove_leftovers(plan);
+        let specials = self.make_specials(plan);
+        let restored = plan.files.iter().filter(|f| f.keep.is_none());
+        plan.total_bytes += restored.clone().map(|f| f.node.size).sum::<u64>();
+        plan.total_items += restored.count() as u64;
+        self.progress.event(Event::Total {
+            bytes: plan.total_bytes,
+            items: plan.total_items,
+        });
+        let files = FileSlots {
+            slots: plan
+                .files
+                .iter()
+                .map(|f| {
+                    let failed = plan.dirs[f.dir].failed;
+                    Mutex::new(FileSlot {
+                        handle: match (failed, f.keep) {
+                            (true, _) => Handle::Failed,
+                            (false, Some(_)) => Handle::Closed,
+                            (false, None) => Handle::New,
+                        },
+                        remaining: if f.keep.is_some() || failed { 0 } else { f.writes },
+                        id: f.keep,
+                        damaged: f.incomplete,
+                    })
+                })
+                .collect(),
+            open: AtomicUsize::new(0),
+            budget: open_file_budget(),
+        };
+        if let Err(e) = self.pool.install(|| self.write_content(plan, &files)) {
+            self.discard_temps(plan, &files);
+            return Err(e);
+        }
+        self.delete(plan);
+        if self.verify {
+            let checked = self.pool.install(|| self.verify(plan, &files));
+            self.verified.fetch_add(checked, Ordering::Relaxed);
+        }
+        Ok(self.pool.install(|| self.finish(plan, &files, &specials)))
+    }
+
     /// Marks directory `index` and those above it that the plan left for
     /// later (not selected by an include pattern themselves) as needed.
     fn ensure_dir(&self, plan: &mut Plan, index: usize) {
         let mut at = index;
+        let mut marked = Vec::new();
         while !plan.dirs[at].needed {
             plan.dirs[at].needed = true;
+            marked.push(at);
             at = plan.dirs[at].parent;
+        }
+        for &index in marked.iter().rev() {
+            self.emit_dir(plan, index);
         }
     }
 
@@ -1006,10 +1278,10 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Creates (or opens) the planned directories, parents first. Below one
-    /// that cannot be created (reported once) nothing is restored.
-    fn make_dirs(&self, plan: &mut Plan) {
-        for index in 1..plan.dirs.len() {
+    /// Creates (or opens) the planned directories `indexes`, parents first.
+    /// Below one that cannot be created (reported once) nothing is restored.
+    fn make_dirs(&self, plan: &mut Plan, indexes: &[usize]) {
+        for &index in indexes {
             if plan.dirs[plan.dirs[index].parent].failed {
                 plan.dirs[index].failed = true;
                 continue;
@@ -1091,7 +1363,7 @@ impl Restorer<'_> {
             };
             plan.conflicts.push((path.clone(), message.into()));
         }
-        plan.entries.push(PlanEntry {
+        self.emit(&PlanEntry {
             path,
             kind: crate::ls::kind_name(node.kind),
             action,
@@ -1134,10 +1406,19 @@ impl Restorer<'_> {
     /// Goes through the existing directory `dir` (holding `tree`'s entries,
     /// at snapshot path `source`): notes leftovers of a killed restore, and
     /// with `delete` (and `delete_here`: the directory is restored as a
-    /// whole) every entry the tree does not have.
-    fn scan(&self, plan: &mut Plan, dir: usize, tree: &Tree, source: &Path, delete_here: bool) {
+    /// whole) every entry the tree does not have. Returns the plan entries
+    /// of those deletions by name, in name order.
+    fn scan(
+        &self,
+        plan: &mut Plan,
+        dir: usize,
+        tree: &Tree,
+        source: &Path,
+        delete_here: bool,
+    ) -> Vec<(Vec<u8>, Vec<PlanEntry>)> {
+        let mut deleted = Vec::new();
         if plan.dirs[dir].id.is_none() {
-            return;
+            return deleted;
         }
         let listed = self.dir_fds.get(&plan.dirs, dir).and_then(|fd| {
             let mut names = Vec::new();
@@ -1153,7 +1434,7 @@ impl Restorer<'_> {
             Ok(names) => names,
             Err(e) => {
                 self.error(&self.dir_path(&plan.dirs, dir), format!("cannot list directory: {e}"));
-                return;
+                return deleted;
             }
         };
         let mut names: Vec<Vec<u8>> = names.into_iter().filter(|n| tree.find(n).is_none()).collect();
@@ -1173,8 +1454,10 @@ impl Restorer<'_> {
             if self.excludes.matched(&path, is_dir(&st)).is_ignore() {
                 continue;
             }
-            self.plan_deletion(plan, dir, name, st);
+            let entries = self.plan_deletion(plan, dir, name.clone(), st);
+            deleted.push((name, entries));
         }
+        deleted
     }
 
     /// Whether `delete` may remove entries of the directory at snapshot path `source`.
@@ -1185,9 +1468,11 @@ impl Restorer<'_> {
         }
     }
 
-    /// Plans removing entry `name` of `dir` (`st`) and everything below it.
-    fn plan_deletion(&self, plan: &mut Plan, dir: usize, name: Vec<u8>, st: rustix::fs::Stat) {
+    /// Plans removing entry `name` of `dir` (`st`) and everything below it;
+    /// returns their plan entries, in path order.
+    fn plan_deletion(&self, plan: &mut Plan, dir: usize, name: Vec<u8>, st: rustix::fs::Stat) -> Vec<PlanEntry> {
         plan.safety_paths.push(self.entry_path(&plan.dirs, dir, &name));
+        let mut entries = Vec::new();
         let mut stack = vec![(vec![name], st)];
         while let Some((rel, st)) = stack.pop() {
             let path = self.entry_path(&plan.dirs, dir, &rel.join(&b'/'));
@@ -1198,7 +1483,7 @@ impl Restorer<'_> {
                 id: file_id(&st),
                 is_dir,
             });
-            plan.entries.push(PlanEntry {
+            entries.push(PlanEntry {
                 path: path.clone(),
                 kind: stat_kind(&st),
                 action: Action::Deleted,
@@ -1233,6 +1518,7 @@ impl Restorer<'_> {
                 Err(e) => self.error(&path, format!("cannot list directory: {e}")),
             }
         }
+        entries
     }
 
     /// Opens directory `rel` below planned directory `dir`, one name at a
@@ -1475,11 +1761,16 @@ impl Restorer<'_> {
                 failed: false,
                 needed: now,
                 existed: existing.is_some(),
+                made: false,
             });
-            self.scan(plan, index, &tree, source, now);
+            if now {
+                self.emit_dir(plan, index);
+            }
+            let deleted = self.scan(plan, index, &tree, source, now);
             return Ok(Some(Frame {
                 dir: index,
                 nodes: tree.nodes.into_iter(),
+                deleted: deleted.into(),
                 selected,
                 pushed: false,
             }));
@@ -1544,8 +1835,11 @@ impl Restorer<'_> {
     fn plan_file(&self, plan: &mut Plan, dir: usize, node: Node, existing: Option<rustix::fs::Stat>) {
         if node.links > 1 {
             let key = (node.device, node.inode);
-            if let Some(&first) = plan.first_links.get(&key) {
-                let first_keep = plan.files[first].keep;
+            if let Some(first) = plan.first_links.get(&key).cloned() {
+                let first_keep = match &first {
+                    FirstName::Planned(index) => plan.files[*index].keep,
+                    FirstName::Done(done) => done.keep,
+                };
                 // The name already is a link of the file kept under the first.
                 let action = self.decide(&node, existing.as_ref(), || {
                     existing.as_ref().map(file_id).is_some() && existing.as_ref().map(file_id) == first_keep
@@ -1577,7 +1871,8 @@ impl Restorer<'_> {
         // file left in place (`--overwrite never|if-newer`), whose content
         // is not the snapshot's; the next name then leads the group.
         if node.links > 1 && action != Action::Skipped {
-            plan.first_links.insert((node.device, node.inode), plan.files.len());
+            plan.first_links
+                .insert((node.device, node.inode), FirstName::Planned(plan.files.len()));
         }
         if matches!(action, Action::Unchanged | Action::Skipped) {
             plan.files.push(PlannedFile {
@@ -1787,9 +2082,12 @@ impl Restorer<'_> {
         }
     }
 
-    /// Phase 3: damaged files out of the way, links, symlinks and metadata.
-    /// Returns where the damaged files are.
-    fn finish(&self, plan: &Plan, files: &FileSlots, specials: &[Option<FileId>], chown: bool) -> Vec<PathBuf> {
+    /// Phase 3 of a batch: damaged files out of the way, links, symlinks and
+    /// metadata (of directories: at the end, see `finish_dirs`). Returns,
+    /// per planned file, the name it has now (`None` if it was not
+    /// restored), its id and whether it is damaged.
+    fn finish(&self, plan: &Plan, files: &FileSlots, specials: &[Option<FileId>]) -> Vec<Finished> {
+        let chown = self.chown;
         // The name each file has now: `None` if it was not restored.
         let mut damaged_paths = Vec::new();
         let mut names: Vec<Option<Vec<u8>>> = Vec::with_capacity(plan.files.len());
@@ -1872,8 +2170,23 @@ impl Restorer<'_> {
                 continue;
             }
             let path = self.entry_path(&plan.dirs, link.dir, &link.name);
-            let first_path = self.file_path(plan, link.first);
-            let Some(first_name) = &names[link.first] else {
+            let (first_dir, first_path, first_now, damaged, id) = match &link.first {
+                FirstName::Planned(index) => (
+                    plan.files[*index].dir,
+                    self.file_path(plan, *index),
+                    names[*index].as_ref(),
+                    damaged_of(*index),
+                    files.slots[*index].lock().expect("file slot lock").id,
+                ),
+                FirstName::Done(done) => (
+                    done.dir,
+                    self.entry_path(&plan.dirs, done.dir, &done.name),
+                    done.now.as_ref(),
+                    done.damaged,
+                    done.id,
+                ),
+            };
+            let Some(first_name) = first_now else {
                 self.error(
                     &path,
                     format!(
@@ -1883,17 +2196,14 @@ impl Restorer<'_> {
                 );
                 continue;
             };
-            let damaged = damaged_of(link.first);
             let name = if damaged {
                 damaged_name(&link.name)
             } else {
                 link.name.clone()
             };
-            let first = &plan.files[link.first];
-            let id = files.slots[link.first].lock().expect("file slot lock").id;
             link_temps += 1;
             let temp = [TEMP_PREFIX, format!("{}-l{link_temps}", std::process::id()).as_bytes()].concat();
-            let made = self.dir_fds.get(&plan.dirs, first.dir).and_then(|from| {
+            let made = self.dir_fds.get(&plan.dirs, first_dir).and_then(|from| {
                 let to = self.dir_fds.get(&plan.dirs, link.dir)?;
                 remove_non_dir(to.as_fd(), &temp)?;
                 rustix::fs::linkat(
@@ -2032,11 +2342,40 @@ impl Restorer<'_> {
                 Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
             }
         }
+        self.damaged.lock().expect("damaged lock").extend(damaged_paths);
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(index, now)| {
+                let slot = files.slots[index].lock().expect("file slot lock");
+                (now, slot.id, slot.damaged)
+            })
+            .collect()
+    }
+
+    /// The end of the restore: the metadata of directories, deepest first
+    /// so that their times stick.
+    fn finish_dirs(&self, plan: &Plan) {
+        let apply = Apply {
+            chown: self.chown,
+            times: true,
+        };
+        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed: fsmeta::ApplyErrors| {
+            if !failed.0.is_empty() {
+                self.error(&path(), format!("metadata not restored: {}", failed.0.join(", ")));
+            }
+            if let Some(warning) = fsmeta::clamped_time_warning(node.mtime_ns) {
+                self.progress.event(Event::Warning {
+                    path: &path(),
+                    message: warning.into(),
+                });
+            }
+        };
         for (index, dir) in plan.dirs.iter().enumerate().rev() {
             let Some(node) = &dir.node else {
                 continue;
             };
-            if dir.failed {
+            if dir.failed || !dir.made {
                 continue;
             }
             let path = || self.dir_path(&plan.dirs, index);
@@ -2045,8 +2384,6 @@ impl Restorer<'_> {
                 Err(e) => self.error(&path(), format!("metadata not restored: {e}")),
             }
         }
-        damaged_paths.sort();
-        damaged_paths
     }
 }
 

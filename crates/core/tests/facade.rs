@@ -383,3 +383,131 @@ fn walk_state_is_bounded_by_depth_not_file_count() {
         "the parent's trees were walked in step"
     );
 }
+
+/// A restore holds one batch of planned entries at a time and a bounded
+/// look-ahead of directory listings, not a plan of the whole snapshot: with
+/// a batch of 20 entries, 768 files (and hard links whose names fall into
+/// different batches) come back whole, the entries reach the sink in path
+/// order, and the peaks stay within the batch and the look-ahead.
+#[test]
+fn restore_state_is_bounded_by_batch_and_shape_not_file_count() {
+    use snap_core::restorer::{self, Action, EntrySink, PlanEntry, RestoreOptions};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    let (fanout, files) = (4, 12);
+    let mut count = 0;
+    for a in 0..fanout {
+        for b in 0..fanout {
+            for c in 0..fanout {
+                let leaf = source.join(format!("a{a}/b{b}/c{c}"));
+                std::fs::create_dir_all(&leaf).unwrap();
+                for f in 0..files {
+                    count += 1;
+                    std::fs::write(leaf.join(format!("f{f}")), format!("file {count} ").repeat(20 + f)).unwrap();
+                }
+            }
+        }
+    }
+    // A hard-linked pair far apart in the walk: other batches between them.
+    std::fs::write(source.join("a0/first"), b"linked content").unwrap();
+    std::fs::hard_link(source.join("a0/first"), source.join("a3/b3/second")).unwrap();
+    std::os::unix::fs::symlink("a0/first", source.join("link")).unwrap();
+    let repo = Repository::init(
+        Arc::new(LocalBackend::new(dir.path().join("repo"))),
+        Some(&password()),
+        &options(),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
+    let snapshot = backup(&repo, &source, ParentChoice::None).snapshot;
+    let target = dir.path().join("target");
+    let entries: Arc<Mutex<Vec<PlanEntry>>> = Arc::default();
+    let sink = {
+        let entries = entries.clone();
+        EntrySink(Arc::new(move |e: &PlanEntry| entries.lock().unwrap().push(e.clone())))
+    };
+    let batch = 20;
+    let run = |dry_run: bool| {
+        restorer::restore(
+            &repo,
+            &snapshot,
+            &RestoreOptions {
+                target: target.clone(),
+                threads: 2,
+                dry_run,
+                entry_sink: Some(sink.clone()),
+                batch_entries: batch,
+                ..RestoreOptions::default()
+            },
+            &NoProgress,
+            &NEVER_CANCELLED,
+        )
+        .unwrap()
+    };
+    let preview = run(true);
+    let previewed = std::mem::take(&mut *entries.lock().unwrap());
+    let result = run(false);
+    let streamed = std::mem::take(&mut *entries.lock().unwrap());
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+    assert!(
+        result.entries.is_empty(),
+        "a sink gets the entries, the result keeps none"
+    );
+    assert_eq!(result.files, count as u64 + 2);
+    assert_eq!(previewed, streamed, "the preview lists what the restore does");
+    assert_eq!(preview.total(Action::New), result.total(Action::New));
+    assert_eq!(result.total(Action::New).count, streamed.len() as u64);
+    let mut sorted = streamed.clone();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(
+        streamed.iter().map(|e| &e.path).collect::<Vec<_>>(),
+        sorted.iter().map(|e| &e.path).collect::<Vec<_>>(),
+        "entries come in path order"
+    );
+
+    // Everything came back, the hard link as a link.
+    let restored = target.join(source.strip_prefix("/").unwrap());
+    for a in 0..fanout {
+        for b in 0..fanout {
+            for c in 0..fanout {
+                for f in 0..files {
+                    let rel = format!("a{a}/b{b}/c{c}/f{f}");
+                    assert_eq!(
+                        std::fs::read(restored.join(&rel)).unwrap(),
+                        std::fs::read(source.join(&rel)).unwrap(),
+                        "{rel}"
+                    );
+                }
+            }
+        }
+    }
+    let (first, second) = (
+        std::fs::metadata(restored.join("a0/first")).unwrap(),
+        std::fs::metadata(restored.join("a3/b3/second")).unwrap(),
+    );
+    assert_eq!(first.ino(), second.ino(), "the second name is a hard link of the first");
+    assert_eq!(
+        std::fs::read_link(restored.join("link")).unwrap(),
+        Path::new("a0/first")
+    );
+    assert_eq!(
+        std::fs::metadata(restored.join("a1")).unwrap().mtime(),
+        std::fs::metadata(source.join("a1")).unwrap().mtime(),
+        "directory times are set after their content"
+    );
+
+    // Held at once: one batch, the look-ahead, and the directories.
+    assert!(
+        result.peaks.planned <= batch as u64,
+        "{} entries planned at once (batch {batch})",
+        result.peaks.planned
+    );
+    assert!(result.peaks.trees <= 32, "{} listings loaded ahead", result.peaks.trees);
+    let dirs = (fanout + fanout * fanout + fanout * fanout * fanout + 1) as u64;
+    assert!(
+        result.peaks.dirs <= dirs + source.components().count() as u64 + 1,
+        "{} directories known at once",
+        result.peaks.dirs
+    );
+}

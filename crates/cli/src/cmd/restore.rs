@@ -1,10 +1,12 @@
 //! `snap restore`: write a snapshot, or parts of it, into a directory.
 
+use std::io::{Seek, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use snap_core::restorer::{self, Action, Overwrite, RestoreOptions, Safety};
+use snap_core::restorer::{self, Action, EntrySink, Overwrite, PlanEntry, RestoreOptions, Safety};
 
 use crate::exit;
 use crate::global::{GlobalArgs, CANCEL};
@@ -117,6 +119,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         delete: args.delete,
         dry_run: args.dry_run,
         verify: args.verify,
+        entry_sink: None,
+        batch_entries: 0,
+    };
+    // The plan's entries are not kept: a dry run prints them as they come,
+    // `--json` spools them to a file (the document is written whole, once
+    // the restore is done, or not at all), and a restore forgets them.
+    let spool = Arc::new(Mutex::new(Spool::new(global.json)?));
+    let options = RestoreOptions {
+        entry_sink: Some(entry_sink(&spool, global.json, args.dry_run && !global.quiet)),
+        ..options
     };
     let threads = args.threads;
     let take = |paths: &[PathBuf]| safety_snapshot(&repo, lock.as_ref(), paths, threads);
@@ -125,13 +137,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
     let result = restorer::restore_with(&repo, &snapshot, &options, safety, &bar, &CANCEL);
     bar.finish();
     let result = result.with_context(|| format!("cannot restore snapshot {}", id.short()))?;
+    let mut spool = std::mem::replace(&mut *spool.lock().unwrap_or_else(|e| e.into_inner()), Spool::none());
+    if let Some(e) = spool.failed.take() {
+        return Err(e);
+    }
     if global.json {
-        super::print_json(&RestoreJson {
+        let head = serde_json::to_value(RestoreJson {
             snapshot: id.to_hex(),
             target: args.target.to_string_lossy().into_owned(),
             result: &result,
             requests: crate::global::REQUESTS.stats(),
         })?;
+        spool.print_json(head)?;
     } else if !global.quiet {
         print_text(&result, &id, &args.target)?;
     }
@@ -170,24 +187,142 @@ fn safety_snapshot(
     snap_core::safety::safety_snapshot(repo, lock, paths, threads, &CANCEL)
 }
 
+/// Where the plan's entries go while the restore runs.
+struct Spool {
+    /// `--json`: entries as JSON, comma-separated, in an unlinked file.
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Entries written to `file`.
+    count: u64,
+    /// The first error writing them.
+    failed: Option<anyhow::Error>,
+}
+
+impl Spool {
+    fn none() -> Spool {
+        Spool {
+            file: None,
+            count: 0,
+            failed: None,
+        }
+    }
+
+    fn new(json: bool) -> Result<Spool> {
+        if !json {
+            return Ok(Spool::none());
+        }
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!(
+            "snap-restore-{}-{}.json",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        // Only the open file is used: nothing is left behind.
+        let _ = std::fs::remove_file(&path);
+        Ok(Spool {
+            file: Some(std::io::BufWriter::new(file)),
+            count: 0,
+            failed: None,
+        })
+    }
+
+    /// Prints `head` (the JSON object of the result, whose `entries` are
+    /// empty) with the spooled entries as its `entries`.
+    fn print_json(self, mut head: serde_json::Value) -> Result<()> {
+        if let Some(object) = head.as_object_mut() {
+            object.remove("entries");
+        }
+        let head = serde_json::to_string(&head)?;
+        let head = head.strip_suffix('}').unwrap_or(&head);
+        let sep = if head.ends_with('{') { "" } else { "," };
+        let mut out = std::io::stdout().lock();
+        write!(out, "{head}{sep}\"entries\":[")?;
+        if let Some(file) = self.file {
+            let mut file = file.into_inner().map_err(|e| e.into_error())?;
+            file.rewind()?;
+            std::io::copy(&mut file, &mut out)?;
+        }
+        writeln!(out, "]}}")?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// The JSON form of one plan entry (README, `snap restore --json`).
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    path: std::borrow::Cow<'a, str>,
+    kind: &'static str,
+    action: Action,
+    size: u64,
+}
+
+fn entry_sink(spool: &Arc<Mutex<Spool>>, json: bool, print: bool) -> EntrySink {
+    let spool = spool.clone();
+    EntrySink(Arc::new(move |e: &PlanEntry| {
+        let mut spool = spool.lock().unwrap_or_else(|e| e.into_inner());
+        if spool.failed.is_some() {
+            return;
+        }
+        let written: Result<()> = (|| {
+            if json {
+                let first = spool.count == 0;
+                spool.count += 1;
+                let Some(file) = spool.file.as_mut() else {
+                    return Ok(());
+                };
+                if !first {
+                    file.write_all(b",")?;
+                }
+                let entry = EntryJson {
+                    path: e.path.to_string_lossy(),
+                    kind: e.kind,
+                    action: e.action,
+                    size: e.size,
+                };
+                serde_json::to_writer(&mut *file, &entry)?;
+            } else if print {
+                print_entry(e)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            spool.failed = Some(e.context("cannot list the restore's entries"));
+        }
+    }))
+}
+
+fn print_entry(e: &PlanEntry) -> Result<()> {
+    let size = if e.kind == "file" {
+        super::human_bytes(e.size)
+    } else {
+        e.kind.to_string()
+    };
+    outln!(
+        "{:<11} {:>10}  {}",
+        e.action.name(),
+        size,
+        crate::term::printable(&e.path.to_string_lossy())
+    )?;
+    Ok(())
+}
+
 fn print_text(
     result: &restorer::RestoreResult,
     id: &snap_core::id::SnapshotId,
     target: &std::path::Path,
 ) -> Result<()> {
     if result.dry_run {
+        // The entries were printed as the plan was made.
         for e in &result.entries {
-            let size = if e.kind == "file" {
-                super::human_bytes(e.size)
-            } else {
-                e.kind.to_string()
-            };
-            outln!(
-                "{:<11} {:>10}  {}",
-                e.action.name(),
-                size,
-                crate::term::printable(&e.path.to_string_lossy())
-            )?;
+            print_entry(e)?;
         }
     } else {
         outln!(
