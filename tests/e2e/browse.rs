@@ -713,6 +713,70 @@ fn mount_find_cat_cmp_and_stat_against_the_source() {
 }
 
 #[test]
+fn mount_sigterm_while_busy_detaches_lazily_and_exits_130() {
+    let (snap, src) = repo_with_snapshot();
+    let Some((mut running, mnt)) = start_mount(&snap) else {
+        return;
+    };
+    let inside = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    // One process holds a file open in the mount, another has its working
+    // directory there: either makes a plain unmount EBUSY.
+    let file = inside.join("a/small.txt");
+    let mut holders = vec![
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec sleep 600 < \"$1\"")
+            .arg("sh")
+            .arg(&file)
+            .spawn()
+            .unwrap(),
+        Command::new("sleep")
+            .arg("600")
+            .current_dir(inside.join("a/b"))
+            .spawn()
+            .unwrap(),
+    ];
+    // Wait until the first holder has the file open (its stdin).
+    let fd0 = PathBuf::from(format!("/proc/{}/fd/0", holders[0].id()));
+    let start = Instant::now();
+    while std::fs::read_link(&fd0).ok().as_deref() != Some(file.as_path()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the holder never opened {}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plain = Command::new("umount").arg(&mnt).output().unwrap();
+    assert!(
+        !plain.status.success(),
+        "the mount should be busy: {}",
+        describe(&plain)
+    );
+
+    let code = running.terminate();
+    let log = std::fs::read_to_string(snap.scratch().join("server.log")).unwrap();
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("was busy") && log.contains("detached it lazily"), "{log}");
+    assert!(!log.contains("cannot mount"), "{log}");
+    // Gone from the namespace at once, holders or not.
+    assert!(!is_mounted(&mnt), "still mounted after SIGTERM: {log}");
+    assert!(
+        std::fs::read_dir(&mnt).unwrap().next().is_none(),
+        "the mount point is empty again"
+    );
+    for holder in &mut holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    assert!(!is_mounted(&mnt));
+    // The mount point is usable again.
+    let (mut again, _) = start_mount(&snap).unwrap();
+    assert_eq!(again.terminate(), Some(130));
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
 fn mount_allow_other_has_the_kernel_check_permissions() {
     let (snap, _src) = repo_with_snapshot();
     let Some((mut running, mnt)) = start_mount_with(&snap, &["--allow-other"]) else {

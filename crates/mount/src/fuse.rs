@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -239,16 +239,44 @@ impl Filesystem for SnapFs {
     }
 }
 
+/// How a mount ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Unmounted from outside (`fusermount3 -u`, `umount`).
+    Outside,
+    /// Unmounted on `cancel`.
+    Unmounted,
+    /// On `cancel`, but a process held the mount busy (an open file, a
+    /// working directory in it): detached lazily. The mount point is free
+    /// at once; what is still open there fails once this process exits.
+    Detached,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot mount on {path}: {error}")]
+    Mount { path: PathBuf, error: std::io::Error },
+    #[error("cannot unmount {path}: {error}")]
+    Unmount { path: PathBuf, error: std::io::Error },
+    #[error("the FUSE session on {path} failed: {error}")]
+    Session { path: PathBuf, error: std::io::Error },
+}
+
 /// Mounts `vfs` at `mountpoint` and serves it until `cancel` is set (then
-/// unmounts) or the mount goes away (`fusermount3 -u`). `ready` is called
-/// once it is mounted.
+/// unmounts, lazily when the mount is busy) or the mount goes away
+/// (`fusermount3 -u`). `ready` is called once it is mounted.
 pub fn mount(
     vfs: Arc<Vfs>,
     mountpoint: &Path,
     options: &MountOptions,
     cancel: &AtomicBool,
     ready: impl FnOnce(),
-) -> std::io::Result<()> {
+) -> Result<Ended, MountError> {
+    // fuser mounts the canonical path; unmount the same one.
+    let path = mountpoint.canonicalize().map_err(|error| MountError::Mount {
+        path: mountpoint.to_path_buf(),
+        error,
+    })?;
     let root = vfs.root();
     let fs = SnapFs {
         vfs,
@@ -277,16 +305,100 @@ pub fn mount(
         config.mount_options.push(MountOption::DefaultPermissions);
     }
     config.n_threads = Some(2);
-    let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    let session = fuser::spawn_mount(fs, &path, &config).map_err(|error| MountError::Mount {
+        path: path.clone(),
+        error,
+    })?;
     ready();
+    let session_error = |error| MountError::Session {
+        path: path.clone(),
+        error,
+    };
     loop {
         if session.guard.is_finished() {
             // Unmounted from outside (`fusermount3 -u`).
-            return session.join();
+            session.join().map_err(session_error)?;
+            return Ok(Ended::Outside);
         }
         if cancel.load(Ordering::SeqCst) {
-            return session.umount_and_join();
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // Unmounted here rather than by fuser's `umount_and_join`, which gives
+    // up on a busy mount and leaves it behind, dead (ENOTCONN for all).
+    match unmount(&path, false) {
+        Ok(()) => {
+            // The kernel ends the session: its thread returns.
+            session.join().map_err(session_error)?;
+            Ok(Ended::Unmounted)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            unmount(&path, true).map_err(|error| MountError::Unmount {
+                path: path.clone(),
+                error,
+            })?;
+            // The session lives on until the last holder lets go, which
+            // may be never: no join. Forgotten, not dropped: dropping it
+            // would unmount `path` again, which may by then be another
+            // mount.
+            std::mem::forget(session);
+            Ok(Ended::Detached)
+        }
+        Err(error) => Err(MountError::Unmount { path, error }),
+    }
+}
+
+/// Unmounts `path` (`lazy`: detaches it, MNT_DETACH). A busy mount is
+/// EBUSY. Root calls umount2; anyone else goes through the setuid
+/// `fusermount3 -u [-z]`, as libfuse does.
+fn unmount(path: &Path, lazy: bool) -> std::io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: c_path is a NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    let mut command = std::process::Command::new(fusermount());
+    command.arg("-u");
+    if lazy {
+        command.arg("-z");
+    }
+    let out = command
+        .arg("--")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if said.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(if said.is_empty() {
+        format!("{} failed ({})", fusermount().to_string_lossy(), out.status)
+    } else {
+        said
+    }))
+}
+
+/// The unmount helper: `$FUSERMOUNT_PATH` (as fuser honours it), else
+/// fusermount3 when installed, else fuse 2's fusermount.
+fn fusermount() -> std::ffi::OsString {
+    if let Some(path) = std::env::var_os("FUSERMOUNT_PATH") {
+        return path;
+    }
+    let has = |tool: &str| {
+        std::env::var_os("PATH").is_some_and(|dirs| std::env::split_paths(&dirs).any(|d| d.join(tool).is_file()))
+    };
+    if has("fusermount3") || !has("fusermount") {
+        "fusermount3".into()
+    } else {
+        "fusermount".into()
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use snap_mount::fuse::Ended;
 
 use crate::global::{GlobalArgs, CANCEL};
 
@@ -38,16 +39,24 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<i32> {
         allow_other: args.allow_other,
     };
     let shown = args.mountpoint.display().to_string();
-    snap_mount::fuse::mount(vfs, &args.mountpoint, &options, &CANCEL, || {
+    let ended = snap_mount::fuse::mount(vfs, &args.mountpoint, &options, &CANCEL, || {
         // Scripts (and the tests) wait for this line.
         let _ = outln!("mounted snapshots on {shown} (read-only); Ctrl-C or `fusermount3 -u {shown}` unmounts");
-    })
-    .with_context(|| format!("cannot mount on {shown}"))?;
-    Ok(if CANCEL.load(Ordering::SeqCst) {
-        crate::exit::INTERRUPTED
-    } else {
-        crate::exit::OK
-    })
+    })?;
+    match ended {
+        Ended::Outside => Ok(crate::exit::OK),
+        Ended::Unmounted => {
+            errln!("unmounted {shown}");
+            Ok(crate::exit::INTERRUPTED)
+        }
+        Ended::Detached => {
+            errln!(
+                "{shown} was busy (a process has a file or directory open in it): detached it lazily; \
+                 it is gone from {shown} now, and files still open there fail (ENOTCONN) once snap exits"
+            );
+            Ok(crate::exit::INTERRUPTED)
+        }
+    }
 }
 
 /// SIGTERM sets the interrupt flag as Ctrl-C does, so the mount is undone
