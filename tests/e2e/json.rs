@@ -95,11 +95,14 @@ fn snapshots_json_has_every_field() {
     check_snapshot_fields(&listed[0], &src, &["daily", "db"], t0, t1);
     check_snapshot_fields(&listed[1], &src, &["weekly"], t1, t2);
     // `snapshots --json` repeats what `create --json` said, minus the
-    // warnings and the requests the backup made.
+    // warnings, the requests the backup made and the repository's size.
     for (from_list, from_create) in listed.iter().zip([&first, &second]) {
         let mut expected = from_create.clone();
         expected.as_object_mut().unwrap().remove("warnings");
         expected.as_object_mut().unwrap().remove("requests");
+        let repository = expected.as_object_mut().unwrap().remove("repository");
+        let repository = repository.unwrap_or_else(|| panic!("no repository in {from_create}"));
+        assert!(repository["pack_bytes"].as_u64() > Some(0), "{repository}");
         assert_eq!(from_list, &expected);
     }
 
