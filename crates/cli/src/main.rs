@@ -8,8 +8,8 @@
 #[macro_use]
 mod term;
 mod cmd;
-mod debug_rss;
 mod config_edit;
+mod debug_rss;
 mod exit;
 mod global;
 mod hooks;
