@@ -706,6 +706,9 @@ fn mount_find_cat_cmp_and_stat_against_the_source() {
     drop(f);
     assert_eq!(running.terminate(), Some(130));
     assert!(!is_mounted(&mnt), "still mounted after SIGTERM");
+    // Every close sends a flush: answered, not logged as unimplemented.
+    let log = std::fs::read_to_string(snap.scratch().join("server.log")).unwrap();
+    assert!(!log.contains("Not Implemented"), "{log}");
     assert!(
         std::fs::read_dir(&mnt).unwrap().next().is_none(),
         "the mount point is empty again"

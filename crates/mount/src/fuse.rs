@@ -195,6 +195,20 @@ impl Filesystem for SnapFs {
         }
     }
 
+    /// Sent at every close: a read-only filesystem has nothing to flush
+    /// (fuser's default answers ENOSYS and logs a warning each time).
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    /// access(2) on a file: the kernel already answers EROFS for W_OK on
+    /// this read-only mount and checks modes itself where it must, so yes
+    /// (what fuser's default ENOSYS also means to the kernel, minus a
+    /// warning logged for every call).
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
     fn release(
         &self,
         _req: &Request,
