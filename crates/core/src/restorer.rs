@@ -2273,17 +2273,7 @@ impl Restorer<'_> {
             })
             .collect();
 
-        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed: fsmeta::ApplyErrors| {
-            if !failed.0.is_empty() {
-                self.error(&path(), format!("metadata not restored: {}", failed.0.join(", ")));
-            }
-            if let Some(warning) = fsmeta::clamped_time_warning(node.mtime_ns) {
-                self.progress.event(Event::Warning {
-                    path: &path(),
-                    message: warning.into(),
-                });
-            }
-        };
+        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed| self.report_metadata(path, node, failed);
         plan.files.par_iter().enumerate().for_each(|(index, file)| {
             let Some(name) = &names[index] else {
                 return;
@@ -2353,6 +2343,20 @@ impl Restorer<'_> {
             .collect()
     }
 
+    /// What applying an entry's metadata could not do, and a time the
+    /// filesystem had to clamp, reported against its path.
+    fn report_metadata(&self, path: &dyn Fn() -> PathBuf, node: &Node, failed: fsmeta::ApplyErrors) {
+        if !failed.0.is_empty() {
+            self.error(&path(), format!("metadata not restored: {}", failed.0.join(", ")));
+        }
+        if let Some(warning) = fsmeta::clamped_time_warning(node.mtime_ns) {
+            self.progress.event(Event::Warning {
+                path: &path(),
+                message: warning.into(),
+            });
+        }
+    }
+
     /// The end of the restore: the metadata of directories, deepest first
     /// so that their times stick.
     fn finish_dirs(&self, plan: &Plan) {
@@ -2360,17 +2364,7 @@ impl Restorer<'_> {
             chown: self.chown,
             times: true,
         };
-        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed: fsmeta::ApplyErrors| {
-            if !failed.0.is_empty() {
-                self.error(&path(), format!("metadata not restored: {}", failed.0.join(", ")));
-            }
-            if let Some(warning) = fsmeta::clamped_time_warning(node.mtime_ns) {
-                self.progress.event(Event::Warning {
-                    path: &path(),
-                    message: warning.into(),
-                });
-            }
-        };
+        let report = |path: &dyn Fn() -> PathBuf, node: &Node, failed| self.report_metadata(path, node, failed);
         for (index, dir) in plan.dirs.iter().enumerate().rev() {
             let Some(node) = &dir.node else {
                 continue;
