@@ -210,22 +210,9 @@ impl Spool {
         if !json {
             return Ok(Spool::none());
         }
-        let dir = std::env::temp_dir();
-        let path = dir.join(format!(
-            "snap-restore-{}-{}.json",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        // Only the open file is used: nothing is left behind.
-        let _ = std::fs::remove_file(&path);
+        // Private (0600) and unlinked from the start where the system
+        // allows: the entries name every restored path.
+        let file = tempfile::tempfile().context("cannot create a temporary file for the entries")?;
         Ok(Spool {
             file: Some(std::io::BufWriter::new(file)),
             count: 0,
