@@ -78,20 +78,43 @@ thread_local! {
 /// Compresses `data` with `compression`. Returns `None` when the result would
 /// not be smaller, so the caller stores the blob raw.
 pub fn compress(data: &[u8], compression: Compression) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(data, compression, &mut out).then_some(out)
+}
+
+/// [`compress`] into `out` (replacing its contents), so that a caller
+/// compressing many blobs reuses one buffer instead of faulting in fresh
+/// pages for every blob. Returns whether `out` holds a smaller encoding.
+pub fn compress_into(data: &[u8], compression: Compression, out: &mut Vec<u8>) -> bool {
+    out.clear();
     let Compression::Zstd(level) = compression else {
-        return None;
+        return false;
     };
     if data.len() < 64 {
-        return None;
+        return false;
     }
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.as_ref().map(|(l, _)| *l) != Some(level) {
-            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            match zstd::bulk::Compressor::new(level) {
+                Ok(compressor) => *cell = Some((level, compressor)),
+                Err(_) => return false,
+            }
         }
-        let (_, compressor) = cell.as_mut()?;
-        let out = compressor.compress(data).ok()?;
-        (out.len() < data.len()).then_some(out)
+        let Some((_, compressor)) = cell.as_mut() else {
+            return false;
+        };
+        // Room for one byte less than the input: an encoding that does not
+        // fit is not wanted, and zstd stops with an error instead.
+        out.reserve(data.len() - 1);
+        let fits = match compressor.compress_to_buffer(data, out) {
+            Ok(n) => n < data.len(),
+            Err(_) => false,
+        };
+        if !fits {
+            out.clear();
+        }
+        fits
     })
 }
 

@@ -3,38 +3,50 @@
 //! The chunker is sequential: where a chunk ends depends on the bytes
 //! before it. Nothing after the cut is: hashing, the index lookup,
 //! compression and sealing of one chunk do not depend on any other. So the
-//! content is read in blocks of [`block_size`] bytes; the calling thread
-//! reads and cuts block `n + 1` while the pool's workers store the chunks of
-//! block `n` (a rayon task per block, split chunk by chunk), and the chunk
-//! ids are collected in file order. Two blocks are held at a time, plus the
-//! compressed and sealed copy of each chunk being stored: memory is bounded
-//! whatever the file's size.
+//! calling thread reads the content in blocks of [`block_size`] bytes and
+//! cuts each, and every chunk it cuts becomes a task of its own on the rayon
+//! pool, which stores it and files its id under the chunk's number; the ids
+//! are put back in file order at the end. There is no step at which the
+//! reader waits for a whole block to be stored: up to [`BLOCKS`] blocks are
+//! in use at once (one being filled, the others' chunks being stored), and a
+//! block goes back to the reader when the last task using it ends. Memory is
+//! bounded whatever the file's size.
 //!
-//! The reader never waits for a worker and a worker never waits for the
-//! reader (the block is handed over as a task of a rayon scope, not through
-//! a channel), so a pool whose other threads are busy with other files
-//! cannot deadlock: the calling thread then stores its block itself.
+//! A reader short of a free block does not sleep while work is queued: it
+//! runs the pool's pending tasks itself (`rayon::yield_now`), so a pool whose
+//! other threads are all waiting in the same way (two large files on a small
+//! pool) still drains its queue and cannot deadlock.
 //!
-//! Cut points are exactly those of [`Chunker::chunks`]: a chunk is cut only
-//! from a window of at least the maximum chunk size (or the end of the
-//! data), so a file stored through here deduplicates against the same file
-//! stored the sequential way.
+//! Cut points are exactly those of [`Chunker::chunks`]. A cut is kept only
+//! when more content could not have moved it: the chunker found a boundary
+//! inside the bytes it was given, or it was given a maximum chunk's worth,
+//! or the content ended. Only the uncut rest (shorter than the chunk it will
+//! become) is copied into the next block. So a file stored through here
+//! deduplicates against the same file stored the sequential way.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use rayon::prelude::*;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 
-/// The block read at a time: two maximum-size chunks, at least 8 MiB (the
-/// read calls are then few and large, and each block holds several chunks
-/// for the workers to share).
+/// The block read at a time: a maximum-size chunk plus 2 MiB, at least
+/// 8 MiB. A block must hold a maximum chunk (or the cut could not be known
+/// to be final); the rest is room for the next chunks, as the uncut rest
+/// carried over is usually well under one average chunk.
 pub fn block_size(chunker: &Chunker) -> usize {
-    (2 * chunker.params().max_size as usize).max(8 << 20)
+    (chunker.params().max_size as usize + (2 << 20)).max(8 << 20)
 }
+
+/// Blocks in use at once: one being filled while the chunks of two are
+/// stored, so that no worker idles while the last chunk of a block is
+/// compressed.
+pub const BLOCKS: usize = 3;
+const _: () = assert!(BLOCKS >= 2, "the reader holds one block while it takes the next");
 
 /// A block of content and the chunks cut from it.
 struct Block {
@@ -45,8 +57,7 @@ struct Block {
     len: usize,
     /// `(start, end)` of each chunk cut from `buf`, in order.
     chunks: Vec<(usize, usize)>,
-    /// Where the uncut rest starts (shorter than a maximum chunk; carried
-    /// over into the next block).
+    /// Where the uncut rest starts (carried over into the next block).
     rest: usize,
     /// The reader has ended: `buf` was cut to its end.
     eof: bool,
@@ -97,16 +108,100 @@ impl Block {
         }
         let max = chunker.params().max_size as usize;
         let mut at = 0;
-        while at < self.len && (self.eof || self.len - at >= max) {
+        while at < self.len {
+            let window = self.len - at;
             let len = chunker.cut(&self.buf[at..self.len]);
+            // A boundary found before the window's end is where the chunker
+            // would cut with more content too; a cut at the window's end is
+            // final only at a maximum chunk or the content's end.
+            if len == window && window < max && !self.eof {
+                break;
+            }
             self.chunks.push((at, at + len));
             at += len;
         }
         self.rest = at;
     }
+}
 
-    fn bytes(&self) -> u64 {
-        self.chunks.last().map_or(0, |&(_, end)| end as u64)
+/// A block lent to the tasks storing its chunks; the last one to drop it
+/// hands the buffer back to the reader.
+struct Lent {
+    block: Option<Block>,
+    back: Sender<Block>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            // The reader may have stopped (an error); the buffer is then freed.
+            let _ = self.back.send(block);
+        }
+    }
+}
+
+impl Lent {
+    fn block(&self) -> &Block {
+        self.block.as_ref().expect("lent until dropped")
+    }
+}
+
+/// What the chunk tasks report.
+#[derive(Default)]
+struct Stored {
+    /// `(chunk number, id)`, in the order the tasks ended.
+    ids: Vec<(usize, BlobId)>,
+    /// The first error of a task; later chunks are then skipped.
+    error: Option<Error>,
+}
+
+/// The blocks the reader may use: new ones until [`BLOCKS`] exist, then the
+/// ones the tasks hand back.
+struct Blocks {
+    capacity: usize,
+    made: usize,
+    back: Sender<Block>,
+    returned: Receiver<Block>,
+}
+
+impl Blocks {
+    fn new(capacity: usize) -> Blocks {
+        let (back, returned) = channel();
+        Blocks {
+            capacity,
+            made: 0,
+            back,
+            returned,
+        }
+    }
+
+    /// A free block, running queued pool tasks while none is.
+    fn take(&mut self) -> Block {
+        if let Ok(block) = self.returned.try_recv() {
+            return block;
+        }
+        if self.made < BLOCKS {
+            self.made += 1;
+            return Block::new(self.capacity);
+        }
+        loop {
+            if let Ok(block) = self.returned.try_recv() {
+                return block;
+            }
+            let wait = match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => continue,
+                // Nothing queued: the blocks are with tasks running on other
+                // threads. The timeout only bounds how late a task queued
+                // meanwhile is noticed.
+                Some(rayon::Yield::Idle) => Duration::from_millis(1),
+                // Not on a pool thread: the tasks run on the pool's own
+                // threads, which this one does not hold up.
+                None => Duration::from_secs(3600),
+            };
+            if let Ok(block) = self.returned.recv_timeout(wait) {
+                return block;
+            }
+        }
     }
 }
 
@@ -125,49 +220,70 @@ pub fn store_content(
     content: &mut Vec<BlobId>,
     read: &mut u64,
 ) -> Result<()> {
-    let capacity = block_size(chunker);
-    let mut current = Block::new(capacity);
-    let mut next = Block::new(capacity);
-    current.refill(&[], &mut reader, chunker);
-    let mut ids = Vec::new();
+    let stored = Mutex::new(Stored::default());
+    let failed = AtomicBool::new(false);
+    let mut blocks = Blocks::new(block_size(chunker));
+    let mut chunks = 0usize;
     let mut total = 0u64;
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let mut stored: Result<Vec<BlobId>> = Ok(Vec::new());
-        let more = !current.eof && current.error.is_none();
-        rayon::in_place_scope(|scope| {
-            let block = &current;
-            let stored = &mut stored;
-            scope.spawn(move |_| {
-                *stored = block
-                    .chunks
-                    .par_iter()
-                    .with_max_len(1)
-                    .map(|&(start, end)| {
-                        if cancel.load(Ordering::Relaxed) {
-                            return Err(Error::Interrupted);
-                        }
-                        store(&block.buf[start..end])
-                    })
-                    .collect();
-            });
-            if more {
-                next.refill(current.rest(), &mut reader, chunker);
+    let mut read_error = None;
+    rayon::in_place_scope_fifo(|scope| {
+        let mut previous: Option<Arc<Lent>> = None;
+        loop {
+            if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                break;
             }
-        });
-        ids.extend(stored?);
-        total += current.bytes();
-        if let Some(error) = current.error.take() {
-            return Err(Error::io("", error));
+            let mut block = blocks.take();
+            let carry = previous.as_ref().map_or(&[][..], |lent| lent.block().rest());
+            block.refill(carry, &mut reader, chunker);
+            // Kept here, not with the block, which may outlive this loop in a task.
+            read_error = block.error.take();
+            let last = block.eof || read_error.is_some();
+            let lent = Arc::new(Lent {
+                block: Some(block),
+                back: blocks.back.clone(),
+            });
+            for &(start, end) in &lent.block().chunks {
+                let number = chunks;
+                chunks += 1;
+                total += (end - start) as u64;
+                let lent = Arc::clone(&lent);
+                let (stored, failed) = (&stored, &failed);
+                scope.spawn_fifo(move |_| {
+                    if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let result = store(&lent.block().buf[start..end]);
+                    let mut stored = stored.lock().expect("ingest lock");
+                    match result {
+                        Ok(id) => stored.ids.push((number, id)),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            stored.error.get_or_insert(e);
+                        }
+                    }
+                });
+            }
+            if last {
+                break;
+            }
+            // Its uncut rest is in the new block by now: it may go back.
+            previous = Some(lent);
         }
-        if !more {
-            break;
-        }
-        std::mem::swap(&mut current, &mut next);
+    });
+    let stored = stored.into_inner().expect("ingest lock");
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
     }
-    content.extend(ids);
+    if let Some(e) = stored.error {
+        return Err(e);
+    }
+    if let Some(e) = read_error {
+        return Err(Error::io("", e));
+    }
+    let mut ids = stored.ids;
+    debug_assert_eq!(ids.len(), chunks);
+    ids.sort_unstable_by_key(|&(number, _)| number);
+    content.extend(ids.into_iter().map(|(_, id)| id));
     *read += total;
     Ok(())
 }
@@ -259,6 +375,64 @@ mod tests {
             );
             assert_eq!(got.into_iter().flatten().copied().collect::<Vec<u8>>(), data);
         }
+    }
+
+    /// [`assert_cuts_as_sequential_here`] on a new pool of `threads`.
+    fn assert_cuts_as_sequential(data: &[u8], threads: usize) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| assert_cuts_as_sequential_here(data));
+    }
+
+    /// Cuts `data` through `store_content` on the current pool (the global
+    /// one outside any) and checks the chunks are the sequential chunker's,
+    /// in order.
+    fn assert_cuts_as_sequential_here(data: &[u8]) {
+        let chunker = chunker();
+        let expected: Vec<Vec<u8>> = chunker.chunks(data, None).map(|c| c.unwrap()).collect();
+        let kept = Mutex::new(std::collections::HashMap::new());
+        let store = |chunk: &[u8]| -> Result<BlobId> {
+            let id = BlobId(*blake3::hash(chunk).as_bytes());
+            kept.lock().unwrap().insert(id, chunk.to_vec());
+            Ok(id)
+        };
+        let (mut ids, mut read) = (Vec::new(), 0);
+        store_content(&chunker, data, &AtomicBool::new(false), &store, &mut ids, &mut read).unwrap();
+        let kept = kept.into_inner().unwrap();
+        let got: Vec<&Vec<u8>> = ids.iter().map(|id| &kept[id]).collect();
+        assert_eq!(read, data.len() as u64);
+        assert_eq!(got.len(), expected.len());
+        assert!(got.iter().zip(&expected).all(|(a, b)| *a == b), "chunks differ");
+    }
+
+    #[test]
+    fn long_runs_without_a_boundary_cut_as_the_sequential_chunker_does() {
+        // Zeros have no boundary: maximum chunks, and uncut rests of up to
+        // a maximum chunk carried from block to block; random runs between.
+        let mut data = content(9 << 20);
+        data[(1 << 20)..(5 << 20) + 777].fill(0);
+        data.extend(std::iter::repeat_n(0u8, (3 << 20) + 3));
+        data.extend(content(1 << 20));
+        data.extend(std::iter::repeat_n(0u8, 65536 * 3 + 1));
+        assert_cuts_as_sequential(&data, 3);
+    }
+
+    #[test]
+    fn two_contents_at_once_on_a_one_or_two_thread_pool_finish() {
+        // Each reader waits for its blocks while the other's tasks (and its
+        // own) are queued: it must run them itself, or the pool deadlocks.
+        let a = content(30 << 20);
+        let b = content(21 << 20 | 999);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                rayon::join(
+                    || assert_cuts_as_sequential_here(&a),
+                    || assert_cuts_as_sequential_here(&b),
+                )
+            });
+        }
+        // From a thread outside any pool (the tasks go to the global pool).
+        assert_cuts_as_sequential_here(&b);
     }
 
     #[test]

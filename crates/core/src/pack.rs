@@ -83,15 +83,17 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends one sealed blob.
-    pub fn add(&mut self, id: BlobId, raw_length: u32, encoding: Encoding, sealed: &[u8]) {
-        let offset = u32::try_from(self.buf.len()).expect("packs stay below 4 GiB");
-        self.buf.extend_from_slice(sealed);
+    /// Seals `plaintext` (a blob's stored encoding) straight into the pack
+    /// and lists it: no sealed copy is made on the side.
+    pub fn seal_and_add(&mut self, crypto: &Crypto, id: BlobId, raw_length: u32, encoding: Encoding, plaintext: &[u8]) {
+        let start = self.buf.len();
+        let offset = u32::try_from(start).expect("packs stay below 4 GiB");
+        crypto.seal_into(plaintext, &mut self.buf);
         self.entries.push(PackEntry {
             kind: self.kind,
             id,
             offset,
-            length: u32::try_from(sealed.len()).expect("blobs stay below 4 GiB"),
+            length: u32::try_from(self.buf.len() - start).expect("blobs stay below 4 GiB"),
             raw_length,
             encoding,
         });
@@ -182,7 +184,7 @@ mod tests {
             let crypto = Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305);
             let mut writer = PackWriter::new(BlobKind::Data, 0);
             for blob in &blobs {
-                writer.add(crypto.blob_id(blob), blob.len() as u32, Encoding::Raw, &crypto.seal(blob));
+                writer.seal_and_add(&crypto, crypto.blob_id(blob), blob.len() as u32, Encoding::Raw, blob);
             }
             let pack = writer.finish(&crypto);
             prop_assert_eq!(pack.id, PackId::hash_of(&pack.bytes));
@@ -199,7 +201,7 @@ mod tests {
     fn damaged_header_is_reported() {
         let crypto = Crypto::new(MasterKey::generate(), Encryption::XChaCha20Poly1305);
         let mut writer = PackWriter::new(BlobKind::Tree, 0);
-        writer.add(crypto.blob_id(b"x"), 1, Encoding::Raw, &crypto.seal(b"x"));
+        writer.seal_and_add(&crypto, crypto.blob_id(b"x"), 1, Encoding::Raw, b"x");
         let mut pack = writer.finish(&crypto);
         let n = pack.bytes.len();
         pack.bytes[n - 10] ^= 1;
