@@ -37,8 +37,11 @@ use crate::repo::Repository;
 
 /// Packs listed per merged index file written during a backup.
 pub const PACKS_PER_INDEX: usize = 64;
-/// Full packs waiting for the uploader.
-const UPLOAD_QUEUE: usize = 1;
+/// Full packs waiting for the uploader beyond those it uploads: none, so
+/// that a producer hands its pack over only once an upload slot is free
+/// (packs held at most: the open one, one being handed over, and one per
+/// upload in flight).
+const UPLOAD_QUEUE: usize = 0;
 /// The largest compression buffer a thread keeps between blobs (two average
 /// chunks; larger blobs are rare and get a buffer of their own).
 const SCRATCH_KEPT: usize = 2 << 20;
@@ -375,9 +378,9 @@ impl Drop for Done {
 }
 
 /// Receives finished packs and keeps up to `backend.concurrency()` uploads
-/// in flight, each on its own thread. Memory: the queue's packs plus one per
-/// upload in flight. A pack's index file is written only after the pack is
-/// stored, by the upload that stored it; a checkpoint waits for every upload
+/// in flight, each on its own thread. Memory: one pack per upload in
+/// flight, plus the one being handed over. A pack's index file is written
+/// only after the pack is stored, by the upload that stored it; a checkpoint waits for every upload
 /// before it answers. After the first error no new upload starts; those in
 /// flight finish (and index what they stored, so a retry reuses it), and the
 /// error is returned.
@@ -400,16 +403,21 @@ fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerSt
                 *in_flight -= 1;
             }
         };
-        for message in &receiver {
+        loop {
+            // A slot first, then the next message: a pack received while
+            // every slot is busy would be one more pack held in memory.
+            while done_rx.try_recv().is_ok() {
+                in_flight -= 1;
+            }
+            if in_flight == slots {
+                let _ = done_rx.recv();
+                in_flight -= 1;
+            }
+            let Ok(message) = receiver.recv() else {
+                break;
+            };
             match message {
                 Upload::Pack(pack) => {
-                    while done_rx.try_recv().is_ok() {
-                        in_flight -= 1;
-                    }
-                    if in_flight == slots {
-                        let _ = done_rx.recv();
-                        in_flight -= 1;
-                    }
                     if failed(&shared) {
                         break;
                     }
