@@ -43,7 +43,7 @@ pub fn block_size(chunker: &Chunker) -> usize {
 }
 
 /// Blocks in use at once: one being filled while the chunks of the other
-/// are stored. A third was measured to add 10 MiB to the peak RSS: while the
+/// are stored. A third adds a block (10 MiB) to the peak RSS: while the
 /// last chunks of a block are compressed, the reader and the idle workers
 /// already store the next block's, so two keep both cores busy.
 pub const BLOCKS: usize = 2;
