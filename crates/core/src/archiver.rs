@@ -222,11 +222,10 @@ pub use crate::snapshot::CHECKPOINT_TAG;
 /// of files (it grew by ~500 bytes a file when every file was kept).
 struct Checkpoints {
     interval: std::time::Duration,
-    /// Finished entries by path. A path's descendants sort right after it
-    /// (`Path` orders by components), so a finished directory replaces a
-    /// contiguous range.
-    /// Each with the bytes of the files it stands for.
-    completed: Mutex<BTreeMap<PathBuf, (Node, u64)>>,
+    /// Finished entries by path, keyed by [`record_key`]: a path's
+    /// descendants sort right after it, so a finished directory replaces a
+    /// contiguous range. Each with the bytes of the files it stands for.
+    completed: Mutex<BTreeMap<Vec<u8>, (Node, u64)>>,
     /// The most records `completed` held at once (see [`WalkPeaks`]).
     peak: AtomicU64,
     last: Mutex<Instant>,
@@ -257,7 +256,7 @@ impl Checkpoints {
                     (NodeKind::Dir, Some(sub)) => stack.push((path, sub)),
                     (NodeKind::File, _) => {
                         let size = node.size;
-                        carried.insert(path, (node, size));
+                        carried.insert(record_key(&path), (node, size));
                     }
                     _ => {}
                 }
@@ -273,23 +272,47 @@ impl Checkpoints {
     /// Records a finished entry (a file, or a directory whose tree is
     /// written), dropping the records below it: its node stands for them.
     fn finished(&self, path: &Path, node: &Node) {
+        let key = record_key(path);
+        let record = node.clone();
         let mut completed = self.completed.lock().expect("checkpoint lock");
         let mut size = node.size;
         if node.kind == NodeKind::Dir {
+            // Its descendants are the keys from `key\0` up to `key\x01`.
+            let mut start = key.clone();
+            start.push(0);
+            let mut end = key.clone();
+            end.push(1);
+            let below: Vec<Vec<u8>> = completed.range(start..end).map(|(k, _)| k.clone()).collect();
             size = 0;
-            let below: Vec<PathBuf> = completed
-                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
-                .map(|(p, _)| p)
-                .take_while(|p| p.starts_with(path))
-                .cloned()
-                .collect();
-            for p in below {
-                size += completed.remove(&p).map_or(0, |(_, size)| size);
+            for k in below {
+                size += completed.remove(&k).map_or(0, |(_, size)| size);
             }
         }
-        completed.insert(path.to_path_buf(), (node.clone(), size));
+        completed.insert(key, (record, size));
         self.peak.fetch_max(completed.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// The key of a path in [`Checkpoints::completed`]: its components joined
+/// by NUL bytes, which no name holds and which sort below every other byte,
+/// so that keys compare as bytes in the order of `Path`'s components (a
+/// path's descendants right after it, before its next sibling) without
+/// `Path`'s component-by-component comparison, which made recording a
+/// finished file cost ~13k instructions (callgrind; half the instructions
+/// of an unchanged re-backup after the key derivation).
+///
+/// The walk's paths are absolute and clean, so splitting at `/` finds the
+/// same names as `Path::components` (`.` and `..` would be left out by both).
+fn record_key(path: &Path) -> Vec<u8> {
+    let bytes = path.as_os_str().as_bytes();
+    let mut key = Vec::with_capacity(bytes.len() + 1);
+    for name in bytes.split(|b| *b == b'/') {
+        if !name.is_empty() && name != b"." && name != b".." {
+            key.push(0);
+            key.extend_from_slice(name);
+        }
+    }
+    key
 }
 
 /// The most walk state a backup held at once, for tests and diagnostics:
@@ -323,6 +346,8 @@ impl Gauge {
 /// A parent-snapshot tree, counted in [`Archiver::parent_trees`] while alive.
 struct ParentTree<'g> {
     tree: Tree,
+    /// Its blob id, checked against its bytes when it was read.
+    id: BlobId,
     gauge: &'g Gauge,
 }
 
@@ -939,6 +964,7 @@ impl Archiver<'_> {
                 self.parent_trees.add();
                 Some(ParentTree {
                     tree,
+                    id,
                     gauge: &self.parent_trees,
                 })
             }
@@ -955,6 +981,27 @@ impl Archiver<'_> {
 
     fn save_tree(&self, tree: &Tree) -> Result<BlobId> {
         Ok(self.packer.add(BlobKind::Tree, &tree.encode())?.0)
+    }
+
+    /// Stores a walked directory's tree, or, when its entries are exactly
+    /// the parent snapshot's tree for it, takes that tree's id without
+    /// encoding, hashing or looking it up again.
+    ///
+    /// The reuse is the tree [`Archiver::save_tree`] would store: a tree's
+    /// encoding is a function of its value, and `parent` was decoded from
+    /// the bytes its id was checked against when it was loaded (with
+    /// [`Repository::read_tree_blob`], through the index, so it is indexed:
+    /// the same answer the packer's lookup would give). `Node`'s equality
+    /// covers every field that is encoded. In an unchanged re-backup every
+    /// directory is such a tree; encoding, hashing and the index lookup
+    /// were a third of the instructions left per directory (callgrind).
+    fn save_dir_tree(&self, nodes: Vec<Node>, parent: Option<&ParentTree<'_>>) -> Result<BlobId> {
+        if let Some(parent) = parent {
+            if parent.tree.nodes == nodes {
+                return Ok(parent.id);
+            }
+        }
+        self.save_tree(&Tree { nodes })
     }
 
     /// Archives an ancestor directory of the source paths.
@@ -1010,9 +1057,7 @@ impl Archiver<'_> {
                 }
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
-        self.save_tree(&Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
+        self.save_dir_tree(nodes.into_iter().flatten().collect(), parent_tree.as_ref())
     }
 
     /// Archives a directory's content into a tree blob. `depth`: how many
@@ -1052,9 +1097,7 @@ impl Archiver<'_> {
                 }
             })
             .collect::<Result<Vec<Option<Node>>>>()?;
-        self.save_tree(&Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        })
+        self.save_dir_tree(nodes.into_iter().flatten().collect(), parent_tree.as_ref())
     }
 
     /// The names to archive in an open directory, sorted, without excluded
@@ -1260,7 +1303,7 @@ impl Archiver<'_> {
             let frame = stack.pop().expect("the stack is not empty in the loop");
             let mut nodes = frame.nodes;
             nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-            let id = self.save_tree(&Tree { nodes })?;
+            let id = self.save_dir_tree(nodes, frame.parent_tree.as_ref())?;
             let Some(mut node) = frame.node else {
                 return Ok(id);
             };
@@ -1692,13 +1735,11 @@ impl Archiver<'_> {
         let finished = checkpoints.completed.lock().expect("checkpoint lock").clone();
         let size: u64 = finished.values().map(|(_, size)| size).sum();
         let mut root = BTreeMap::new();
-        for (path, (node, _)) in finished {
-            let mut components: Vec<Vec<u8>> = path
-                .components()
-                .filter_map(|c| match c {
-                    std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
-                    _ => None,
-                })
+        for (key, (node, _)) in finished {
+            let mut components: Vec<Vec<u8>> = key
+                .split(|b| *b == 0)
+                .filter(|name| !name.is_empty())
+                .map(<[u8]>::to_vec)
                 .collect();
             let Some(file_name) = components.pop() else {
                 continue;
@@ -1924,6 +1965,31 @@ mod tests {
         for opened in [through_dir, by_path] {
             let e = opened.expect_err("a FIFO is not opened for backup");
             assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+    }
+
+    /// Checkpoint records are keyed so that bytes compare as `Path`s do,
+    /// and a directory's descendants are the keys between `key\0` and `key\x01`.
+    #[test]
+    fn record_keys_sort_as_paths_and_group_descendants() {
+        let paths = [
+            "/", "/a", "/a/b", "/a/b/c", "/a b", "/a.b", "/a.b/c", "/a\x01", "/ab", "/b", "/a/b.c", "/a/b c",
+        ];
+        let mut by_path: Vec<&Path> = paths.iter().map(Path::new).collect();
+        by_path.sort();
+        let mut by_key = by_path.clone();
+        by_key.sort_by_key(|p| record_key(p));
+        assert_eq!(by_key, by_path);
+        for dir in paths.iter().map(Path::new) {
+            let key = record_key(dir);
+            let (mut start, mut end) = (key.clone(), key);
+            start.push(0);
+            end.push(1);
+            for p in paths.iter().map(Path::new) {
+                let k = record_key(p);
+                let below = k >= start && k < end;
+                assert_eq!(below, p != dir && p.starts_with(dir), "{p:?} below {dir:?}");
+            }
         }
     }
 
