@@ -418,3 +418,78 @@ fn a_time_after_2262_is_clamped_with_a_warning() {
     );
     assert_eq!(fs::read(restored(&target, &f)).unwrap(), b"later");
 }
+
+/// Files of one blob are created without a name and linked in once their
+/// content, owner, mode and times are set (issue 11): every mode comes back
+/// whatever the umask, zeros at the end of a file stay its length, and an
+/// entry already at the name is replaced in one step (no temporary name is
+/// left either way).
+#[test]
+fn small_files_come_back_whole_with_their_metadata_and_replace_what_is_there() {
+    let snap = Snap::init(&[]);
+    let src = snap.scratch().join("src");
+    fs::create_dir(&src).unwrap();
+    let mut tail_zeros = b"data, then zeros".to_vec();
+    tail_zeros.resize(3 * 4096 + 17, 0);
+    let files: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("plain", b"plain text".to_vec(), 0o644),
+        ("group-writable", b"umask would drop a bit".to_vec(), 0o664),
+        ("open", b"everyone".to_vec(), 0o777),
+        ("read-only", b"owner reads".to_vec(), 0o400),
+        ("no-access", b"nobody".to_vec(), 0o000),
+        ("setuid", b"#!/bin/sh\n".to_vec(), 0o4755),
+        ("tail-zeros", tail_zeros, 0o644),
+        ("zeros", vec![0u8; 3 * 4096], 0o640),
+        ("empty", Vec::new(), 0o600),
+    ];
+    for (name, content, _) in &files {
+        fs::write(src.join(name), content).unwrap();
+    }
+    for (name, _, mode) in &files {
+        chmod(&src.join(name), *mode);
+    }
+    set_tree_times(&src);
+    snap.create(&[s(&src)]);
+    let target = snap.scratch().join("t");
+    let check = |round: &str| {
+        let dir = restored(&target, &src);
+        for (name, content, mode) in &files {
+            let (want, got) = (src.join(name), dir.join(name));
+            let (w, g) = (fs::metadata(&want).unwrap(), fs::metadata(&got).unwrap());
+            assert_eq!(g.mode() & 0o7777, *mode, "{round}: mode of {name}");
+            assert_eq!(g.len(), content.len() as u64, "{round}: length of {name}");
+            assert_eq!(
+                (g.mtime(), g.mtime_nsec()),
+                (w.mtime(), w.mtime_nsec()),
+                "{round}: mtime of {name}"
+            );
+            assert_eq!((g.uid(), g.gid()), (w.uid(), w.gid()), "{round}: owner of {name}");
+            assert!(same_content(&want, &got), "{round}: content of {name}");
+        }
+        let temps: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.as_bytes().starts_with(b".snap-restore-"))
+            .collect();
+        assert!(temps.is_empty(), "{round}: temporary names left: {temps:?}");
+        dir
+    };
+    let out = snap.restore("latest", &target, &[]);
+    assert_code(&out, 0);
+    let dir = check("new");
+    let inodes: Vec<u64> = files
+        .iter()
+        .map(|(name, _, _)| fs::metadata(dir.join(name)).unwrap().ino())
+        .collect();
+    // Again over what is there: every name replaced by a new file.
+    let out = snap.restore("latest", &target, &["--overwrite", "always"]);
+    assert_code(&out, 0);
+    check("overwritten");
+    for ((name, _, _), before) in files.iter().zip(inodes) {
+        assert_ne!(
+            fs::metadata(dir.join(name)).unwrap().ino(),
+            before,
+            "{name} not replaced"
+        );
+    }
+}
