@@ -495,19 +495,36 @@ impl Repository {
         let hex = id.to_hex();
         let path = tree_cache_path(dir, &hex);
         if let Ok(sealed) = std::fs::read(&path) {
-            match self.crypto.open(&sealed) {
-                Ok(plain) if self.crypto.blob_id(&plain) == *id => return Ok(plain),
-                _ => {
+            match self
+                .crypto
+                .open(&sealed)
+                .ok()
+                .and_then(|kept| self.cached_tree(id, kept))
+            {
+                Some(plain) => return Ok(plain),
+                None => {
                     tracing::debug!("cached tree {hex} is damaged; reading it again");
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
         let plain = self.read_blob_at(&location)?;
-        if let Err(e) = store_private(&path, &self.crypto.seal(&plain)) {
+        if let Err(e) = store_private(&path, &self.crypto.seal(&compress_tree(&plain))) {
             tracing::debug!("cannot cache tree {hex}: {e}");
         }
         Ok(plain)
+    }
+
+    /// The tree a tree-cache file holds, if it is tree `id`: stored as it
+    /// is (older snap) or compressed ([`compress_tree`]).
+    fn cached_tree(&self, id: &BlobId, kept: Vec<u8>) -> Option<Vec<u8>> {
+        if self.crypto.blob_id(&kept) == *id {
+            return Some(kept);
+        }
+        let rest = kept.strip_prefix(TREE_ZSTD)?;
+        let raw_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+        let plain = crate::compress::decompress(&rest[4..], raw_len as usize).ok()?;
+        (self.crypto.blob_id(&plain) == *id).then_some(plain)
     }
 
     /// Keeps a tree this process just stored in the tree cache, so the next
@@ -517,7 +534,7 @@ impl Repository {
     pub(crate) fn cache_tree(&self, id: &BlobId, plain: &[u8]) {
         let Some(dir) = &self.tree_cache else { return };
         let hex = id.to_hex();
-        if let Err(e) = store_private(&tree_cache_path(dir, &hex), &self.crypto.seal(plain)) {
+        if let Err(e) = store_private(&tree_cache_path(dir, &hex), &self.crypto.seal(&compress_tree(plain))) {
             tracing::debug!("cannot cache tree {hex}: {e}");
         }
     }
@@ -670,7 +687,78 @@ pub fn read_config(backend: &dyn Backend) -> Result<Config> {
     }
 }
 
+/// Marks a compressed tree in the tree cache: the tag, the tree's length
+/// (u32 LE), its zstd frame. A tree kept uncompressed has no tag; it is told
+/// apart by hashing to its id.
+const TREE_ZSTD: &[u8] = b"Z";
+
+/// A tree as the tree cache keeps it: compressed when that is smaller.
+/// Trees are mostly names and metadata; kept as they are, the cached trees
+/// of a first backup of 100k files took 9.4 MB, more than the index.
+fn compress_tree(plain: &[u8]) -> Vec<u8> {
+    match crate::compress::compress(plain, Compression::Zstd(3)) {
+        Some(packed) if u32::try_from(plain.len()).is_ok() => {
+            let mut out = Vec::with_capacity(TREE_ZSTD.len() + 4 + packed.len());
+            out.extend_from_slice(TREE_ZSTD);
+            out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+            out.extend_from_slice(&packed);
+            out
+        }
+        _ => plain.to_vec(),
+    }
+}
+
 /// Where the tree cache keeps tree `hex`: fanned out by its first two digits.
 fn tree_cache_path(dir: &Path, hex: &str) -> PathBuf {
     dir.join(&hex[..2]).join(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::pack::BlobKind;
+
+    /// Trees in the tree cache are kept compressed (before, as they are:
+    /// 9.4 MB for the trees of 100k files, the largest part of the local
+    /// cache), and a tree an older snap kept uncompressed is still served.
+    #[test]
+    fn the_tree_cache_keeps_trees_compressed_and_reads_old_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        let options = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..InitOptions::default()
+        };
+        let password = Password::new("trees");
+        let repo = Repository::init(backend.clone(), Some(&password), &options, &dir.path().join("cache")).unwrap();
+        let tree: Vec<u8> = (0..3000)
+            .flat_map(|i| format!("file-{i:05}.txt 0644 1000\n").into_bytes())
+            .collect();
+        let packer = crate::packer::Packer::new(&repo, Compression::default()).unwrap();
+        let (id, _) = packer.add(BlobKind::Tree, &tree).unwrap();
+        packer.finish().unwrap();
+
+        let path = tree_cache_path(repo.tree_cache.as_ref().unwrap(), &id.to_hex());
+        let kept = repo.crypto.open(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(kept.starts_with(TREE_ZSTD), "kept uncompressed");
+        assert!(
+            kept.len() < tree.len() / 4,
+            "{} bytes kept for {}",
+            kept.len(),
+            tree.len()
+        );
+
+        // With the packs gone, only the cache can answer.
+        for pack in backend.list(ObjectKind::Pack).unwrap() {
+            backend.delete(ObjectKind::Pack, &pack.name).unwrap();
+        }
+        assert_eq!(repo.read_tree_blob(&id).unwrap(), tree);
+        store_private(&path, &repo.crypto.seal(&tree)).unwrap();
+        assert_eq!(repo.read_tree_blob(&id).unwrap(), tree);
+    }
 }
