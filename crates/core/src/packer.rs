@@ -17,7 +17,8 @@
 //! after every pack, so a backup killed at any point keeps every pack it
 //! finished (but the one being indexed) for the next backup to reuse. The
 //! small index files are merged as they accumulate: every
-//! [`PACKS_PER_INDEX`] of them, and at the end, one index file listing
+//! [`PACKS_PER_INDEX`] of them (or fewer holding [`BLOBS_PER_INDEX`]
+//! blobs), and at the end, one index file listing
 //! their packs is written (superseding them) before they are deleted.
 
 use std::collections::HashSet;
@@ -37,6 +38,10 @@ use crate::repo::Repository;
 
 /// Packs listed per merged index file written during a backup.
 pub const PACKS_PER_INDEX: usize = 64;
+/// Blobs listed per merged index file written during a backup, at most: the
+/// entries of the packs not merged yet are held in memory, and 64 packs of
+/// small files are about 640k blobs (36 MB) at a million files.
+pub const BLOBS_PER_INDEX: usize = 100_000;
 /// Full packs waiting for the uploader beyond those it uploads: none, so
 /// that a producer hands its pack over only once an upload slot is free
 /// (packs held at most: the open one, one being handed over, and one per
@@ -355,7 +360,8 @@ fn upload_pack(repo: &Repository, shared: &Mutex<Uploaded>, pack: FinishedPack) 
     });
     // At once: a backup killed from here on still has this pack indexed.
     let indexed = flush(repo, &mut up).and_then(|()| {
-        if up.unmerged.ids.len() >= PACKS_PER_INDEX {
+        let blobs: usize = up.unmerged.packs.iter().map(|pack| pack.blobs.len()).sum();
+        if up.unmerged.ids.len() >= PACKS_PER_INDEX || blobs >= BLOBS_PER_INDEX {
             let Uploaded { unmerged, stats, .. } = &mut *up;
             merge(repo, unmerged, stats)
         } else {
