@@ -117,14 +117,20 @@ fn bench_packs(c: &mut Criterion) {
     let mut group = c.benchmark_group("pack");
     group.throughput(Throughput::Bytes(16 * sealed.len() as u64));
     group.sample_size(10);
-    group.bench_function("write 16 MiB pack to local disk", |b| {
+    group.bench_function("seal 16 MiB into a pack and write it to local disk", |b| {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path().join("repo"));
         backend.create().unwrap();
         b.iter(|| {
             let mut writer = PackWriter::new(BlobKind::Data, 17 << 20);
             for i in 0..16u8 {
-                writer.add(BlobId([i; 32]), blob.len() as u32, compress::Encoding::Raw, &sealed);
+                writer.seal_and_add(
+                    &crypto,
+                    BlobId([i; 32]),
+                    blob.len() as u32,
+                    compress::Encoding::Raw,
+                    &blob,
+                );
             }
             let pack = writer.finish(&crypto);
             backend.write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes).unwrap();
