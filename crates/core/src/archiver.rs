@@ -302,7 +302,8 @@ impl Checkpoints {
 /// of an unchanged re-backup after the key derivation).
 ///
 /// The walk's paths are absolute and clean, so splitting at `/` finds the
-/// same names as `Path::components` (`.` and `..` would be left out by both).
+/// same names as `Path::components` (`.` and `..`, which such paths never
+/// hold, are left out here).
 fn record_key(path: &Path) -> Vec<u8> {
     let bytes = path.as_os_str().as_bytes();
     let mut key = Vec::with_capacity(bytes.len() + 1);

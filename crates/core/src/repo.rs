@@ -518,13 +518,15 @@ impl Repository {
     /// The tree a tree-cache file holds, if it is tree `id`: stored as it
     /// is (older snap) or compressed ([`compress_tree`]).
     fn cached_tree(&self, id: &BlobId, kept: Vec<u8>) -> Option<Vec<u8>> {
-        if self.crypto.blob_id(&kept) == *id {
-            return Some(kept);
-        }
-        let rest = kept.strip_prefix(TREE_ZSTD)?;
-        let raw_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
-        let plain = crate::compress::decompress(&rest[4..], raw_len as usize).ok()?;
-        (self.crypto.blob_id(&plain) == *id).then_some(plain)
+        // The tag first, so that a compressed entry (all this snap writes)
+        // is hashed once, after decompressing; an old entry that happens to
+        // start with the tag falls through to being hashed as it is.
+        let unpacked = kept.strip_prefix(TREE_ZSTD).and_then(|rest| {
+            let raw_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+            let plain = crate::compress::decompress(&rest[4..], raw_len as usize).ok()?;
+            (self.crypto.blob_id(&plain) == *id).then_some(plain)
+        });
+        unpacked.or_else(|| (self.crypto.blob_id(&kept) == *id).then_some(kept))
     }
 
     /// Keeps a tree this process just stored in the tree cache, so the next
@@ -727,11 +729,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
         let options = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
+            kdf: crate::keys::FAST_KDF_FOR_TESTS,
             ..InitOptions::default()
         };
         let password = Password::new("trees");

@@ -995,6 +995,21 @@ impl Restorer<'_> {
         self.dir_path(dirs, dir).join(OsStr::from_bytes(name))
     }
 
+    /// Reports the zero-filled copy of the file at `original`, left as
+    /// `name` of directory `dir`, under the name it has: that is where a user
+    /// (or a script reading the errors) finds it. Returns that path.
+    fn report_damaged_copy(&self, plan: &Plan, dir: usize, name: &[u8], original: &Path) -> PathBuf {
+        let path = self.entry_path(&plan.dirs, dir, name);
+        self.error(
+            &path,
+            format!(
+                "an incomplete copy of {}: what could not be restored is zeros",
+                original.display()
+            ),
+        );
+        path
+    }
+
     fn file_path(&self, plan: &Plan, file: usize) -> PathBuf {
         let file = &plan.files[file];
         self.entry_path(&plan.dirs, file.dir, &file.name)
@@ -2290,15 +2305,7 @@ impl Restorer<'_> {
                     continue;
                 };
                 if let (Some(now), true) = (&now, slot.damaged) {
-                    let new_path = self.entry_path(&plan.dirs, file.dir, now);
-                    self.error(
-                        &new_path,
-                        format!(
-                            "an incomplete copy of {}: what could not be restored is zeros",
-                            path.display()
-                        ),
-                    );
-                    damaged_paths.push(new_path);
+                    damaged_paths.push(self.report_damaged_copy(plan, file.dir, now, &path));
                 }
                 names.push(now);
                 continue;
@@ -2340,17 +2347,7 @@ impl Restorer<'_> {
             });
             match moved {
                 Ok(()) => {
-                    // Listed under the name it has, which is where a user
-                    // (or a script reading the errors) finds it.
-                    let new_path = self.entry_path(&plan.dirs, file.dir, &damaged);
-                    self.error(
-                        &new_path,
-                        format!(
-                            "an incomplete copy of {}: what could not be restored is zeros",
-                            path.display()
-                        ),
-                    );
-                    damaged_paths.push(new_path);
+                    damaged_paths.push(self.report_damaged_copy(plan, file.dir, &damaged, &path));
                     names.push(Some(damaged));
                 }
                 Err(e) => {

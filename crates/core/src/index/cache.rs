@@ -472,27 +472,32 @@ impl IndexCache {
             let mut packs = txn.open_table(PACKS).map_err(|e| self.err(e))?;
             let mut index_files = txn.open_table(INDEX_FILES).map_err(|e| self.err(e))?;
             for (id, file) in files {
+                // An entry already there as it is is not written again:
+                // redb would copy every leaf it touches, and with random blob
+                // ids that is most of the table. Only a merged index file
+                // (one that supersedes others) lists entries the cache is
+                // likely to hold: what the files it replaces listed. For any
+                // other file the lookup first would be a wasted search.
+                let merged = !file.supersedes.is_empty();
                 for pack in &file.packs {
                     let mut pack_value = [0u8; 9];
                     pack_value[..8].copy_from_slice(&pack.size.to_le_bytes());
                     pack_value[8] = matches!(pack.kind, BlobKind::Tree) as u8;
-                    // An entry already there as it is (a merged index file
-                    // lists what the small ones it replaces listed) is not
-                    // written again: redb would copy every leaf it touches,
-                    // and with random blob ids that is most of the table.
-                    let known = packs
-                        .get(&pack.id.0[..])
-                        .map_err(|e| self.err(e))?
-                        .is_some_and(|v| v.value() == &pack_value[..]);
+                    let known = merged
+                        && packs
+                            .get(&pack.id.0[..])
+                            .map_err(|e| self.err(e))?
+                            .is_some_and(|v| v.value() == &pack_value[..]);
                     if !known {
                         packs.insert(&pack.id.0[..], &pack_value[..]).map_err(|e| self.err(e))?;
                     }
                     for entry in &pack.blobs {
                         let location = encode_location(&pack.id, entry);
-                        let known = blobs
-                            .get(&entry.id.0[..])
-                            .map_err(|e| self.err(e))?
-                            .is_some_and(|v| v.value() == &location[..]);
+                        let known = merged
+                            && blobs
+                                .get(&entry.id.0[..])
+                                .map_err(|e| self.err(e))?
+                                .is_some_and(|v| v.value() == &location[..]);
                         if !known {
                             blobs.insert(&entry.id.0[..], &location[..]).map_err(|e| self.err(e))?;
                         }
