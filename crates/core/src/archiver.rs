@@ -1126,6 +1126,10 @@ impl Archiver<'_> {
             }))),
             None => inherited.clone(),
         };
+        if self.excludes.is_empty() && self.iexcludes.is_empty() && ignores.0.is_none() {
+            // No pattern can match: no path to build per entry.
+            return (entries.into_iter().map(|(name, _)| name).collect(), ignores);
+        }
         let entries = entries
             .into_iter()
             .filter(|(name, is_dir)| {
