@@ -176,6 +176,21 @@ impl Drop for IndexCache {
     }
 }
 
+/// Inserts `key` -> `value` into `table`, unless `look_first` and the table
+/// already holds exactly that (see [`IndexCache::write_files`]).
+fn insert_unless_held(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    key: &[u8],
+    value: &[u8],
+    look_first: bool,
+) -> std::result::Result<(), redb::StorageError> {
+    if look_first && table.get(key)?.is_some_and(|v| v.value() == value) {
+        return Ok(());
+    }
+    table.insert(key, value)?;
+    Ok(())
+}
+
 fn compact_if_sparse(db: &mut Database, path: &Path) -> std::result::Result<(), String> {
     let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     if len < COMPACT_MIN_FREE {
@@ -483,24 +498,10 @@ impl IndexCache {
                     let mut pack_value = [0u8; 9];
                     pack_value[..8].copy_from_slice(&pack.size.to_le_bytes());
                     pack_value[8] = matches!(pack.kind, BlobKind::Tree) as u8;
-                    let known = merged
-                        && packs
-                            .get(&pack.id.0[..])
-                            .map_err(|e| self.err(e))?
-                            .is_some_and(|v| v.value() == &pack_value[..]);
-                    if !known {
-                        packs.insert(&pack.id.0[..], &pack_value[..]).map_err(|e| self.err(e))?;
-                    }
+                    insert_unless_held(&mut packs, &pack.id.0, &pack_value, merged).map_err(|e| self.err(e))?;
                     for entry in &pack.blobs {
                         let location = encode_location(&pack.id, entry);
-                        let known = merged
-                            && blobs
-                                .get(&entry.id.0[..])
-                                .map_err(|e| self.err(e))?
-                                .is_some_and(|v| v.value() == &location[..]);
-                        if !known {
-                            blobs.insert(&entry.id.0[..], &location[..]).map_err(|e| self.err(e))?;
-                        }
+                        insert_unless_held(&mut blobs, &entry.id.0, &location, merged).map_err(|e| self.err(e))?;
                     }
                 }
                 index_files
