@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::backend::ObjectKind;
@@ -82,6 +82,60 @@ struct OpenPacks {
     tree: PackWriter,
 }
 
+/// The blobs handed in during this session that the index may not list
+/// yet: in the open packs, on their way to storage, or stored and not yet
+/// indexed. Once a pack's index file is recorded in the local cache, its
+/// blobs are forgotten here and the index answers for them, so the set
+/// holds a few packs' worth of ids, not one per blob of the backup (33
+/// bytes each: 70 MB while growing past a million, before).
+#[derive(Default)]
+struct SessionBlobs {
+    ids: Mutex<HashSet<BlobId>>,
+    /// Bumped after each forgetting, so that a lookup that may have missed a
+    /// forgotten blob's index entry is done again.
+    forgotten: AtomicU64,
+}
+
+impl SessionBlobs {
+    fn generation(&self) -> u64 {
+        self.forgotten.load(Ordering::SeqCst)
+    }
+
+    /// Claims `id` for this caller to store, unless it was handed in
+    /// before. `generation` is [`SessionBlobs::generation`] from before the
+    /// caller's index lookup: if blobs were forgotten since, that lookup may
+    /// have used a snapshot from before their index entries, so `indexed`
+    /// asks again (the cache shows them to any lookup started after the
+    /// forgetting).
+    fn claim(&self, id: BlobId, generation: u64, indexed: impl Fn(&BlobId) -> Result<bool>) -> Result<bool> {
+        let mut ids = self.ids.lock().expect("packer lock");
+        if ids.contains(&id) {
+            return Ok(false);
+        }
+        if self.generation() != generation && indexed(&id)? {
+            return Ok(false);
+        }
+        ids.insert(id);
+        Ok(true)
+    }
+
+    /// Forgets the blobs of packs whose index file the cache now holds.
+    fn forget(&self, packs: &[IndexedPack]) {
+        let mut ids = self.ids.lock().expect("packer lock");
+        for pack in packs {
+            for blob in &pack.blobs {
+                ids.remove(&blob.id);
+            }
+        }
+        // A set that held many ids keeps its table unless told.
+        let held = ids.len();
+        if ids.capacity() > 4 * held.max(1024) {
+            ids.shrink_to(2 * held);
+        }
+        self.forgotten.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 pub struct Packer {
     repo: Repository,
     compression: Compression,
@@ -92,7 +146,7 @@ pub struct Packer {
     indexed: Option<IndexReader>,
     pack_size: usize,
     open: Mutex<OpenPacks>,
-    seen: Mutex<HashSet<BlobId>>,
+    session: Arc<SessionBlobs>,
     sender: Option<SyncSender<Upload>>,
     uploader: Option<JoinHandle<Result<PackerStats>>>,
     blobs_added: AtomicU64,
@@ -133,9 +187,13 @@ impl Packer {
         let pack_size = repo.config().pack_size as usize;
         let (sender, receiver) = sync_channel(UPLOAD_QUEUE);
         let uploader_repo = repo.clone();
+        let session = Arc::new(SessionBlobs::default());
+        // Without an index to answer for them (repacking), every blob stays
+        // in the session's set.
+        let forget = indexed.is_some().then(|| session.clone());
         let uploader = std::thread::Builder::new()
             .name("snap-uploader".into())
-            .spawn(move || upload_loop(&uploader_repo, receiver))
+            .spawn(move || upload_loop(&uploader_repo, receiver, forget))
             .expect("spawning a thread");
         Packer {
             repo: repo.clone(),
@@ -146,7 +204,7 @@ impl Packer {
                 data: PackWriter::new(BlobKind::Data, 0),
                 tree: PackWriter::new(BlobKind::Tree, 0),
             }),
-            seen: Mutex::new(HashSet::new()),
+            session,
             sender: Some(sender),
             uploader: Some(uploader),
             blobs_added: AtomicU64::new(0),
@@ -165,12 +223,12 @@ impl Packer {
 
     /// Like [`Packer::add`] for a caller that already hashed `data`.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<bool> {
-        if let Some(indexed) = &self.indexed {
-            if indexed.lookup(&id)?.is_some() {
-                return Ok(false);
-            }
-        }
-        if !self.seen.lock().expect("packer lock").insert(id) {
+        let generation = self.session.generation();
+        let indexed = |id: &BlobId| match &self.indexed {
+            Some(indexed) => Ok(indexed.lookup(id)?.is_some()),
+            None => Ok(false),
+        };
+        if indexed(&id)? || !self.session.claim(id, generation, indexed)? {
             return Ok(false);
         }
         let raw_length =
@@ -315,6 +373,9 @@ fn uploader_stopped() -> Error {
 /// What the uploads share: the packs stored but not yet indexed, the
 /// session's index files, the counts, and the first error.
 struct Uploaded {
+    /// The packer's session blobs, to forget what is indexed (`None` when
+    /// the packer looks nothing up in the index).
+    forget: Option<Arc<SessionBlobs>>,
     stats: PackerStats,
     pending: Vec<IndexedPack>,
     /// The one-pack index files of this session not merged yet, with their packs.
@@ -333,6 +394,9 @@ fn flush(repo: &Repository, up: &mut Uploaded) -> Result<()> {
         supersedes: Vec::new(),
     })?;
     crate::failpoint::hit("index-written");
+    if let Some(session) = &up.forget {
+        session.forget(&packs);
+    }
     up.stats.index_files_written += 1;
     up.unmerged.ids.push(id);
     up.unmerged.packs.extend(packs);
@@ -390,9 +454,14 @@ impl Drop for Done {
 /// before it answers. After the first error no new upload starts; those in
 /// flight finish (and index what they stored, so a retry reuses it), and the
 /// error is returned.
-fn upload_loop(repo: &Repository, receiver: Receiver<Upload>) -> Result<PackerStats> {
+fn upload_loop(
+    repo: &Repository,
+    receiver: Receiver<Upload>,
+    forget: Option<Arc<SessionBlobs>>,
+) -> Result<PackerStats> {
     let slots = repo.backend().concurrency().max(1);
     let shared = Mutex::new(Uploaded {
+        forget,
         stats: PackerStats::default(),
         pending: Vec::new(),
         unmerged: Unmerged::default(),

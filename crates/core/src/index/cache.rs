@@ -346,6 +346,17 @@ impl IndexCache {
         self.db.begin_write().map_err(|e| self.err(e))
     }
 
+    /// Commits a write transaction of [`IndexCache::begin_write`]. The
+    /// shared snapshot is dropped again afterwards: one opened while the
+    /// transaction ran does not show what it wrote, and a lookup that starts
+    /// once this returns must (the packer forgets the blobs it indexed,
+    /// trusting the index to answer for them).
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        txn.commit().map_err(|e| self.err(e))?;
+        self.view.drop_snapshot();
+        Ok(())
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::Cache {
             path: self.path.clone(),
@@ -431,7 +442,7 @@ impl IndexCache {
             stats.index_files_loaded += files.len();
         }
         if let Some(txn) = rebuild {
-            txn.commit().map_err(|e| self.err(e))?;
+            self.commit(txn)?;
         }
         Ok(vanished)
     }
@@ -463,7 +474,7 @@ impl IndexCache {
     pub fn insert(&self, files: &[(IndexId, IndexFile)]) -> Result<()> {
         let txn = self.begin_write()?;
         self.write_files(&txn, files)?;
-        txn.commit().map_err(|e| self.err(e))
+        self.commit(txn)
     }
 
     /// Records index files that replace `removed` (which list nothing the
@@ -478,7 +489,7 @@ impl IndexCache {
                 index_files.remove(&id.0[..]).map_err(|e| self.err(e))?;
             }
         }
-        txn.commit().map_err(|e| self.err(e))
+        self.commit(txn)
     }
 
     fn write_files(&self, txn: &redb::WriteTransaction, files: &[(IndexId, IndexFile)]) -> Result<()> {
