@@ -752,4 +752,29 @@ mod tests {
             assert!(backend.inner.exists(ObjectKind::Pack, &pack.to_hex()).unwrap());
         }
     }
+
+    #[test]
+    fn indexed_blobs_leave_the_session_set_and_are_still_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_backend, repo) = slow_repo(dir.path(), 2, usize::MAX, Duration::ZERO);
+        let data = blobs(16 * 3);
+        let packer = Packer::new(&repo, Compression::Off).unwrap();
+        for blob in &data {
+            assert!(packer.add(BlobKind::Data, blob).unwrap().1);
+        }
+        packer.checkpoint().unwrap();
+        // Every pack is indexed: the set no longer holds their blobs...
+        assert_eq!(packer.session.ids.lock().unwrap().len(), 0);
+        // ...and the index answers for them, before and after a forgetting.
+        let generation = packer.session.generation();
+        for blob in &data {
+            assert!(!packer.add(BlobKind::Data, blob).unwrap().1, "a blob was stored twice");
+        }
+        let late = &data[0];
+        let id = repo.crypto().blob_id(late);
+        let indexed = |id: &BlobId| Ok(repo.index()?.lookup(id)?.is_some());
+        assert!(!packer.session.claim(id, generation.wrapping_sub(1), indexed).unwrap());
+        let stats = packer.finish().unwrap();
+        assert_eq!(stats.blobs_added, data.len() as u64);
+    }
 }
