@@ -21,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -214,19 +214,30 @@ pub use crate::snapshot::CHECKPOINT_TAG;
 /// ones are deleted, and a backup that completes deletes them all. A
 /// checkpoint is never `latest` and never counted by a retention policy.
 ///
-/// What is finished is kept compactly: a finished file is recorded by its
-/// node, and when a directory is finished (its tree written), the records
-/// below it are replaced by the directory's one node, whose subtree holds
-/// them. So the records are the finished entries of the directories being
-/// walked, not one per file of the backup: memory stays flat with the number
-/// of files (it grew by ~500 bytes a file when every file was kept).
+/// What is finished is what the walk holds anyway: the finished entries of
+/// the directories being walked ([`DirRecords`], registered in `open`), a
+/// finished directory standing, by its node, for everything below it. So
+/// memory stays flat with the number of files, and recording a finished
+/// file costs no copy of its node: the checkpoint writer copies the nodes
+/// only when it writes one (most backups never do). Recording by a copy
+/// of each node in a map by path was a third of the instructions of an
+/// unchanged re-backup of small files (callgrind).
 struct Checkpoints {
     interval: std::time::Duration,
-    /// Finished entries by path, keyed by [`record_key`]: a path's
-    /// descendants sort right after it, so a finished directory replaces a
-    /// contiguous range. Each with the bytes of the files it stands for.
-    completed: Mutex<BTreeMap<Vec<u8>, (Node, u64)>>,
-    /// The most records `completed` held at once (see [`WalkPeaks`]).
+    /// The directories being walked, by [`OpenDir::id`]. Held while a
+    /// directory's finished node moves into its parent's records, and
+    /// while the writer copies the records: it sees either the directory's
+    /// entries or its node, never neither.
+    open: Mutex<BTreeMap<u64, std::sync::Arc<DirRecords>>>,
+    next_id: AtomicU64,
+    /// The files of the checkpoint this run resumes, by [`record_key`],
+    /// each with its size: those this run has not passed again are kept in
+    /// the next checkpoint.
+    carried: Mutex<BTreeMap<Vec<u8>, (Node, u64)>>,
+    carried_len: AtomicU64,
+    /// The records in `open` now, and the most held at once with the
+    /// carried ones (see [`WalkPeaks`]).
+    records: AtomicI64,
     peak: AtomicU64,
     last: Mutex<Instant>,
     /// Held while one worker writes a checkpoint; others skip.
@@ -237,6 +248,23 @@ struct Checkpoints {
 }
 
 impl Checkpoints {
+    fn new(interval: std::time::Duration, paths: Vec<String>, host: String, tags: Vec<String>) -> Checkpoints {
+        Checkpoints {
+            interval,
+            open: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(0),
+            carried: Mutex::new(BTreeMap::new()),
+            carried_len: AtomicU64::new(0),
+            records: AtomicI64::new(0),
+            peak: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+            writing: Mutex::new(()),
+            paths,
+            host,
+            tags,
+        }
+    }
+
     /// Starts from the files of the checkpoint this run resumes: the new
     /// checkpoint replaces it and must not know less, even before this run
     /// has passed those files again (files it finishes later replace them).
@@ -262,38 +290,107 @@ impl Checkpoints {
                 }
             }
         }
-        let mut completed = self.completed.lock().expect("checkpoint lock");
-        // What this run finished already wins over what it carries.
-        carried.append(&mut completed);
-        *completed = carried;
-        self.peak.fetch_max(completed.len() as u64, Ordering::Relaxed);
+        self.carried_len.store(carried.len() as u64, Ordering::Relaxed);
+        self.peak.fetch_max(carried.len() as u64, Ordering::Relaxed);
+        *self.carried.lock().expect("checkpoint lock") = carried;
     }
 
-    /// Records a finished entry (a file, or a directory whose tree is
-    /// written), dropping the records below it: its node stands for them.
-    fn finished(&self, path: &Path, node: &Node) {
-        let key = record_key(path);
-        let record = node.clone();
-        let mut completed = self.completed.lock().expect("checkpoint lock");
-        let mut size = node.size;
-        if node.kind == NodeKind::Dir {
-            // Its descendants are the keys from `key\0` up to `key\x01`.
-            let mut start = key.clone();
-            start.push(0);
-            let mut end = key.clone();
-            end.push(1);
-            let below: Vec<Vec<u8>> = completed.range(start..end).map(|(k, _)| k.clone()).collect();
-            size = 0;
-            for k in below {
-                size += completed.remove(&k).map_or(0, |(_, size)| size);
+    /// Counts records added (positive) or removed (negative).
+    fn count(&self, change: i64) {
+        let now = self.records.fetch_add(change, Ordering::Relaxed) + change;
+        let carried = self.carried_len.load(Ordering::Relaxed);
+        self.peak.fetch_max(now.max(0) as u64 + carried, Ordering::Relaxed);
+    }
+
+    /// What is finished now, by [`record_key`], each with the bytes of the
+    /// files it stands for: this run's finished files and directories, and
+    /// the carried files it has not passed again. A carried file that this
+    /// run finished, or that lies below a directory it finished, is left
+    /// out: what this run found wins.
+    fn finished(&self) -> BTreeMap<Vec<u8>, (Node, u64)> {
+        let mut walked = Vec::new();
+        {
+            let open = self.open.lock().expect("checkpoint lock");
+            for dir in open.values() {
+                let slots = dir.slots.lock().expect("records lock");
+                for (node, size) in slots.iter().flatten() {
+                    if matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+                        let mut key = dir.key.clone();
+                        key.push(0);
+                        key.extend_from_slice(&node.name);
+                        walked.push((key, node.clone(), *size));
+                    }
+                }
             }
         }
-        completed.insert(key, (record, size));
-        self.peak.fetch_max(completed.len() as u64, Ordering::Relaxed);
+        let mut finished = self.carried.lock().expect("checkpoint lock").clone();
+        for (key, node, size) in walked {
+            if node.kind == NodeKind::Dir && !finished.is_empty() {
+                // Its descendants are the keys from `key\0` up to `key\x01`.
+                let mut start = key.clone();
+                start.push(0);
+                let mut end = key.clone();
+                end.push(1);
+                let below: Vec<Vec<u8>> = finished.range(start..end).map(|(k, _)| k.clone()).collect();
+                for k in below {
+                    finished.remove(&k);
+                }
+            }
+            finished.insert(key, (node, size));
+        }
+        finished
     }
 }
 
-/// The key of a path in [`Checkpoints::completed`]: its components joined
+/// The finished entries of a directory being walked, each in the slot of
+/// its index in the directory's listing with the bytes of the files it
+/// stands for. The directory's tree is made from them.
+struct DirRecords {
+    /// The directory's [`record_key`].
+    key: Vec<u8>,
+    slots: Mutex<Vec<Option<(Node, u64)>>>,
+}
+
+/// A directory being walked, with its [`DirRecords`] registered in
+/// [`Checkpoints::open`] until it is closed ([`Archiver::close_dir`]) or
+/// dropped (the walk failed).
+struct OpenDir<'c> {
+    records: std::sync::Arc<DirRecords>,
+    id: u64,
+    checkpoints: Option<&'c Checkpoints>,
+}
+
+impl OpenDir<'_> {
+    /// Records a finished entry.
+    fn set(&self, index: usize, node: Node) {
+        let size = node.size;
+        self.records.slots.lock().expect("records lock")[index] = Some((node, size));
+        if let Some(checkpoints) = self.checkpoints {
+            checkpoints.count(1);
+        }
+    }
+}
+
+impl Drop for OpenDir<'_> {
+    fn drop(&mut self) {
+        if let Some(checkpoints) = self.checkpoints {
+            let removed = checkpoints.open.lock().expect("checkpoint lock").remove(&self.id);
+            if removed.is_some() {
+                let held = self
+                    .records
+                    .slots
+                    .lock()
+                    .expect("records lock")
+                    .iter()
+                    .flatten()
+                    .count();
+                checkpoints.count(-(held as i64));
+            }
+        }
+    }
+}
+
+/// The key of a path in checkpoint records: its components joined
 /// by NUL bytes, which no name holds and which sort below every other byte,
 /// so that keys compare as bytes in the order of `Path`'s components (a
 /// path's descendants right after it, before its next sibling) without
@@ -406,17 +503,18 @@ enum Opened {
 
 /// A directory being walked by [`Archiver::archive_deep`].
 struct Frame<'g> {
-    /// Its node in its parent's tree; `None` for the walk's first directory.
-    node: Option<Node>,
+    /// Its index in its parent's listing and its node in its parent's tree;
+    /// `None` for the walk's first directory.
+    node: Option<(usize, Node)>,
     /// Open while subdirectories are left to open through it.
     fd: Option<OwnedFd>,
     parent_tree: Option<ParentTree<'g>>,
-    /// Subdirectories still to walk, the next one last.
-    pending: Vec<SubDir>,
+    /// Subdirectories still to walk, by index in its listing, the next one last.
+    pending: Vec<(usize, SubDir)>,
     /// The `.snapignore` files that apply to its entries.
     ignores: IgnoreChain,
     /// Its finished entries.
-    nodes: Vec<Node>,
+    records: OpenDir<'g>,
 }
 
 /// The written snapshot and every problem met on the way. Serialized as
@@ -597,15 +695,8 @@ pub fn archive(
             let display: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
             // A dry run writes no checkpoint.
             let interval = options.checkpoint_interval.filter(|_| !options.dry_run);
-            archiver.checkpoints = interval.map(|interval| Checkpoints {
-                interval,
-                completed: Mutex::new(BTreeMap::new()),
-                peak: AtomicU64::new(0),
-                last: Mutex::new(Instant::now()),
-                writing: Mutex::new(()),
-                paths: display.clone(),
-                host: options.host.clone(),
-                tags: options.tags.clone(),
+            archiver.checkpoints = interval.map(|interval| {
+                Checkpoints::new(interval, display.clone(), options.host.clone(), options.tags.clone())
             });
             // The one listing of snapshots a backup makes: the default
             // parent and the checkpoints to clean up both come from it (a
@@ -660,7 +751,11 @@ pub fn archive(
                 if archiver.progress.shows_total() {
                     scope.spawn(|| archiver.scan(&scan_roots));
                 }
-                pool.install(|| archiver.archive_virtual(Path::new("/"), &root, parent_tree))
+                pool.install(|| {
+                    archiver
+                        .archive_virtual(Path::new("/"), &root, parent_tree)
+                        .map(|(id, _)| id)
+                })
             });
             (display, parent.map(|(id, _)| id), walked)
         }
@@ -996,17 +1091,91 @@ impl Archiver<'_> {
     /// covers every field that is encoded. In an unchanged re-backup every
     /// directory is such a tree; encoding, hashing and the index lookup
     /// were a third of the instructions left per directory (callgrind).
-    fn save_dir_tree(&self, nodes: Vec<Node>, parent: Option<&ParentTree<'_>>) -> Result<BlobId> {
-        if let Some(parent) = parent {
-            if parent.tree.nodes == nodes {
-                return Ok(parent.id);
+    ///
+    /// The tree is made from the directory's records in place: they stay
+    /// where a checkpoint finds them until the directory's node stands for
+    /// them ([`Archiver::close_dir`]).
+    fn save_dir_tree(&self, dir: &OpenDir<'_>, parent: Option<&ParentTree<'_>>) -> Result<BlobId> {
+        let encoded = {
+            let slots = dir.records.slots.lock().expect("records lock");
+            let nodes: Vec<&Node> = slots.iter().flatten().map(|(node, _)| node).collect();
+            if let Some(parent) = parent {
+                if parent.tree.nodes.len() == nodes.len() && parent.tree.nodes.iter().zip(&nodes).all(|(a, b)| a == *b)
+                {
+                    return Ok(parent.id);
+                }
             }
+            Tree::encode_nodes(&nodes)
+        };
+        Ok(self.packer.add(BlobKind::Tree, &encoded)?.0)
+    }
+
+    /// Opens the records of the directory at `path`, of `len` entries.
+    fn open_records(&self, path: &Path, len: usize) -> OpenDir<'_> {
+        let records = std::sync::Arc::new(DirRecords {
+            key: record_key(path),
+            slots: Mutex::new(std::iter::repeat_with(|| None).take(len).collect()),
+        });
+        let checkpoints = self.checkpoints.as_ref();
+        let id = checkpoints.map_or(0, |checkpoints| {
+            let id = checkpoints.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut open = checkpoints.open.lock().expect("checkpoint lock");
+            open.insert(id, records.clone());
+            id
+        });
+        OpenDir {
+            records,
+            id,
+            checkpoints,
         }
-        self.save_tree(&Tree { nodes })
+    }
+
+    /// Records a finished entry other than a walked directory, and writes a
+    /// checkpoint when one is due.
+    fn entry_done(&self, into: &OpenDir<'_>, index: usize, node: Node) -> Result<()> {
+        let file = node.kind == NodeKind::File;
+        into.set(index, node);
+        if file {
+            self.checkpoint_if_due()?;
+        }
+        Ok(())
+    }
+
+    /// Records a finished directory in its parent's records. A walked one
+    /// (`walked`, its tree written) is closed in the same step: its node
+    /// stands for its records from then on.
+    fn close_dir(&self, into: &OpenDir<'_>, index: usize, node: Node, walked: Option<OpenDir<'_>>) {
+        let Some(walked) = walked else {
+            into.set(index, node);
+            return;
+        };
+        let (held, size) = {
+            let slots = walked.records.slots.lock().expect("records lock");
+            let held = slots.iter().flatten().count() as i64;
+            (held, slots.iter().flatten().map(|(_, size)| size).sum())
+        };
+        let Some(checkpoints) = walked.checkpoints else {
+            into.records.slots.lock().expect("records lock")[index] = Some((node, size));
+            return;
+        };
+        {
+            let mut open = checkpoints.open.lock().expect("checkpoint lock");
+            into.records.slots.lock().expect("records lock")[index] = Some((node, size));
+            open.remove(&walked.id);
+        }
+        checkpoints.count(1 - held);
+        // Its drop finds it closed.
+        drop(walked);
     }
 
     /// Archives an ancestor directory of the source paths.
-    fn archive_virtual(&self, path: &Path, source: &SourceTree, parent: Option<BlobId>) -> Result<BlobId> {
+    /// Returns its tree and its records, which its tree stands for.
+    fn archive_virtual(
+        &self,
+        path: &Path,
+        source: &SourceTree,
+        parent: Option<BlobId>,
+    ) -> Result<(BlobId, OpenDir<'_>)> {
         let children = match source {
             SourceTree::Real(real) => {
                 let meta = std::fs::symlink_metadata(real).map_err(|e| Error::io(real, e))?;
@@ -1016,16 +1185,26 @@ impl Archiver<'_> {
             SourceTree::Virtual(children) => children,
         };
         let parent_tree = self.load_parent_tree(path, parent);
-        let nodes = children
+        let records = self.open_records(path, children.len());
+        let children: Vec<(&Vec<u8>, &SourceTree)> = children.iter().collect();
+        children
             .par_iter()
-            .map(|(name, child)| {
+            .enumerate()
+            .try_for_each(|(index, (name, child))| -> Result<()> {
                 let child_path = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match child {
-                    SourceTree::Real(real) => match self.archive_entry(real, name.clone(), parent_node, None, None)? {
-                        Entry::Skipped => Ok(None),
-                        Entry::Done(node) => Ok(Some(node)),
-                        Entry::Dir(dir) => self.descend(None, real, dir, parent_node, 0, &IgnoreChain::default()),
+                    SourceTree::Real(real) => match self.archive_entry(real, name.to_vec(), parent_node, None, None)? {
+                        Entry::Skipped => Ok(()),
+                        Entry::Done(node) => self.entry_done(&records, index, node),
+                        Entry::Dir(dir) => {
+                            if let Some((node, walked)) =
+                                self.descend(None, real, dir, parent_node, 0, &IgnoreChain::default())?
+                            {
+                                self.close_dir(&records, index, node, walked);
+                            }
+                            Ok(())
+                        }
                     },
                     SourceTree::Virtual(_) => {
                         // A component that is a symlink to a directory (the
@@ -1039,10 +1218,10 @@ impl Archiver<'_> {
                             Ok(st) => st,
                             Err(e) => {
                                 self.skip(&child_path, format!("cannot read metadata: {e}"));
-                                return Ok(None);
+                                return Ok(());
                             }
                         };
-                        let mut node = fsmeta::node_from_stat(name.clone(), NodeKind::Dir, &st, &self.names);
+                        let mut node = fsmeta::node_from_stat(name.to_vec(), NodeKind::Dir, &st, &self.names);
                         node.xattrs = fsmeta::read_xattrs(&child_path);
                         if fsmeta::mtime_out_of_range(&st) {
                             self.warn(
@@ -1050,15 +1229,17 @@ impl Archiver<'_> {
                                 fsmeta::clamped_time_warning(node.mtime_ns).unwrap_or_default().into(),
                             );
                         }
-                        node.subtree =
-                            Some(self.archive_virtual(&child_path, child, parent_node.and_then(|n| n.subtree))?);
+                        let (subtree, walked) =
+                            self.archive_virtual(&child_path, child, parent_node.and_then(|n| n.subtree))?;
+                        node.subtree = Some(subtree);
                         self.counters.dirs.fetch_add(1, Ordering::Relaxed);
-                        Ok(Some(node))
+                        self.close_dir(&records, index, node, Some(walked));
+                        Ok(())
                     }
                 }
-            })
-            .collect::<Result<Vec<Option<Node>>>>()?;
-        self.save_dir_tree(nodes.into_iter().flatten().collect(), parent_tree.as_ref())
+            })?;
+        let id = self.save_dir_tree(&records, parent_tree.as_ref())?;
+        Ok((id, records))
     }
 
     /// Archives a directory's content into a tree blob. `depth`: how many
@@ -1079,26 +1260,35 @@ impl Archiver<'_> {
         dir: &OwnedFd,
         depth: usize,
         ignores: &IgnoreChain,
-    ) -> Result<BlobId> {
+    ) -> Result<(BlobId, OpenDir<'_>)> {
         if depth >= PARALLEL_DEPTH {
             return self.archive_deep(path, parent, root_dev, dir, ignores);
         }
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
         let (entries, ignores) = self.list_entries(path, dir, ignores);
-        let nodes = entries
+        let records = self.open_records(path, entries.len());
+        entries
             .par_iter()
-            .map(|name| {
+            .enumerate()
+            .try_for_each(|(index, name)| -> Result<()> {
                 let child = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))? {
-                    Entry::Skipped => Ok(None),
-                    Entry::Done(node) => Ok(Some(node)),
-                    Entry::Dir(sub) => self.descend(Some(dir), &child, sub, parent_node, depth + 1, &ignores),
+                    Entry::Skipped => Ok(()),
+                    Entry::Done(node) => self.entry_done(&records, index, node),
+                    Entry::Dir(sub) => {
+                        if let Some((node, walked)) =
+                            self.descend(Some(dir), &child, sub, parent_node, depth + 1, &ignores)?
+                        {
+                            self.close_dir(&records, index, node, walked);
+                        }
+                        Ok(())
+                    }
                 }
-            })
-            .collect::<Result<Vec<Option<Node>>>>()?;
-        self.save_dir_tree(nodes.into_iter().flatten().collect(), parent_tree.as_ref())
+            })?;
+        let id = self.save_dir_tree(&records, parent_tree.as_ref())?;
+        Ok((id, records))
     }
 
     /// The names to archive in an open directory, sorted, without excluded
@@ -1198,7 +1388,8 @@ impl Archiver<'_> {
     }
 
     /// Archives the subdirectory `sub` (at `path`, in the open directory
-    /// `dir`) recursively. `Ok(None)` when it was skipped.
+    /// `dir`) recursively: its node, with the records it stands for when it
+    /// was walked, for [`Archiver::close_dir`]. `Ok(None)` when it was skipped.
     fn descend(
         &self,
         dir: Option<&OwnedFd>,
@@ -1207,19 +1398,19 @@ impl Archiver<'_> {
         parent: Option<&Node>,
         depth: usize,
         ignores: &IgnoreChain,
-    ) -> Result<Option<Node>> {
-        match self.open_subdir(dir, path, &mut sub)? {
+    ) -> Result<Option<(Node, Option<OpenDir<'_>>)>> {
+        let walked = match self.open_subdir(dir, path, &mut sub)? {
             Opened::Walk(fd) => {
                 let parent_subtree = parent.and_then(|p| p.subtree);
-                sub.node.subtree =
-                    Some(self.archive_dir(path, parent_subtree, Some(sub.root_dev), &fd, depth, ignores)?);
+                let (id, walked) = self.archive_dir(path, parent_subtree, Some(sub.root_dev), &fd, depth, ignores)?;
+                sub.node.subtree = Some(id);
+                Some(walked)
             }
-            Opened::Finished => {}
+            Opened::Finished => None,
             Opened::Skipped => return Ok(None),
-        }
-        self.dir_finished(path, &sub.node);
+        };
         self.progress.event(Event::ItemDone(path));
-        Ok(Some(sub.node))
+        Ok(Some((sub.node, walked)))
     }
 
     /// Opens a subdirectory to walk it, reading its extended attributes
@@ -1268,13 +1459,13 @@ impl Archiver<'_> {
         root_dev: Option<u64>,
         dir: &OwnedFd,
         ignores: &IgnoreChain,
-    ) -> Result<BlobId> {
+    ) -> Result<(BlobId, OpenDir<'_>)> {
         let mut path = path.to_path_buf();
         let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0).map_err(|e| Error::io(&path, e.into()))?;
         let mut stack = vec![self.open_frame(&path, None, fd, parent, root_dev, ignores)?];
         loop {
             let top = stack.last_mut().expect("the stack is not empty in the loop");
-            if let Some(mut sub) = top.pending.pop() {
+            if let Some((index, mut sub)) = top.pending.pop() {
                 path.push(std::ffi::OsStr::from_bytes(&sub.node.name));
                 let parent_node = top.parent_tree.as_ref().and_then(|t| t.find(&sub.node.name));
                 let parent_subtree = parent_node.and_then(|p| p.subtree);
@@ -1289,13 +1480,12 @@ impl Archiver<'_> {
                 match opened {
                     Opened::Walk(fd) => {
                         self.check_cancel()?;
-                        let frame =
-                            self.open_frame(&path, Some(sub.node), fd, parent_subtree, Some(sub.root_dev), &ignores)?;
+                        let node = Some((index, sub.node));
+                        let frame = self.open_frame(&path, node, fd, parent_subtree, Some(sub.root_dev), &ignores)?;
                         stack.push(frame);
                     }
                     Opened::Finished => {
-                        self.dir_finished(&path, &sub.node);
-                        top.nodes.push(sub.node);
+                        self.close_dir(&top.records, index, sub.node, None);
                         self.progress.event(Event::ItemDone(&path));
                         path.pop();
                     }
@@ -1306,21 +1496,15 @@ impl Archiver<'_> {
                 continue;
             }
             let frame = stack.pop().expect("the stack is not empty in the loop");
-            let mut nodes = frame.nodes;
-            nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-            let id = self.save_dir_tree(nodes, frame.parent_tree.as_ref())?;
-            let Some(mut node) = frame.node else {
-                return Ok(id);
+            let id = self.save_dir_tree(&frame.records, frame.parent_tree.as_ref())?;
+            let Some((index, mut node)) = frame.node else {
+                return Ok((id, frame.records));
             };
             node.subtree = Some(id);
-            self.dir_finished(&path, &node);
+            let parent = stack.last().expect("a subdirectory's frame has its parent's below it");
+            self.close_dir(&parent.records, index, node, Some(frame.records));
             self.progress.event(Event::ItemDone(&path));
             path.pop();
-            stack
-                .last_mut()
-                .expect("a subdirectory's frame has its parent's below it")
-                .nodes
-                .push(node);
         }
     }
 
@@ -1329,7 +1513,7 @@ impl Archiver<'_> {
     fn open_frame(
         &self,
         path: &Path,
-        node: Option<Node>,
+        node: Option<(usize, Node)>,
         fd: OwnedFd,
         parent: Option<BlobId>,
         root_dev: Option<u64>,
@@ -1338,31 +1522,29 @@ impl Archiver<'_> {
         self.check_cancel()?;
         let parent_tree = self.load_parent_tree(path, parent);
         let (entries, ignores) = self.list_entries(path, &fd, inherited);
+        let records = self.open_records(path, entries.len());
         let done = entries
             .par_iter()
-            .map(|name| {
+            .enumerate()
+            .map(|(index, name)| {
                 let child = path.join(std::ffi::OsStr::from_bytes(name));
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(&fd))
+                match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(&fd))? {
+                    Entry::Skipped => Ok(None),
+                    Entry::Done(node) => self.entry_done(&records, index, node).map(|()| None),
+                    Entry::Dir(sub) => Ok(Some((index, sub))),
+                }
             })
-            .collect::<Result<Vec<Entry>>>()?;
-        let mut nodes = Vec::new();
-        let mut pending = Vec::new();
-        for entry in done {
-            match entry {
-                Entry::Skipped => {}
-                Entry::Done(node) => nodes.push(node),
-                Entry::Dir(sub) => pending.push(sub),
-            }
-        }
+            .collect::<Result<Vec<Option<(usize, SubDir)>>>>()?;
         // Popped from the end: walked in name order.
+        let mut pending: Vec<(usize, SubDir)> = done.into_iter().flatten().collect();
         pending.reverse();
         Ok(Frame {
             node,
             fd: (!pending.is_empty()).then_some(fd),
             parent_tree,
             pending,
-            nodes,
+            records,
             ignores,
         })
     }
@@ -1464,10 +1646,10 @@ impl Archiver<'_> {
                 }
             }
             NodeKind::File => {
-                if !self.archive_file(path, &mut node, parent, dir, same_attributes.is_some())? {
+                let stored = self.archive_file(path, &mut node, parent, dir, same_attributes.is_some())?;
+                if !stored {
                     return Ok(Entry::Skipped);
                 }
-                self.file_finished(path, &node)?;
             }
             _ => {}
         }
@@ -1701,12 +1883,11 @@ impl Archiver<'_> {
         self.save_tree(&Tree { nodes: vec![node] })
     }
 
-    /// Records a finished file for the next checkpoint, and writes one when due.
-    fn file_finished(&self, path: &Path, node: &Node) -> Result<()> {
+    /// Writes a checkpoint when one is due.
+    fn checkpoint_if_due(&self) -> Result<()> {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(());
         };
-        checkpoints.finished(path, node);
         if checkpoints.last.lock().expect("checkpoint lock").elapsed() < checkpoints.interval {
             return Ok(());
         }
@@ -1719,14 +1900,6 @@ impl Archiver<'_> {
         Ok(())
     }
 
-    /// Records a directory whose tree is written for the next checkpoint,
-    /// in place of the records below it.
-    fn dir_finished(&self, path: &Path, node: &Node) {
-        if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.finished(path, node);
-        }
-    }
-
     fn peaks(&self) -> WalkPeaks {
         WalkPeaks {
             parent_trees: self.parent_trees.peak.load(Ordering::Relaxed),
@@ -1737,7 +1910,7 @@ impl Archiver<'_> {
     fn write_checkpoint(&self, checkpoints: &Checkpoints) -> Result<()> {
         // A file carried over from the resumed checkpoint and finished again
         // is in the list twice: the later entry wins.
-        let finished = checkpoints.completed.lock().expect("checkpoint lock").clone();
+        let finished = checkpoints.finished();
         let size: u64 = finished.values().map(|(_, size)| size).sum();
         let mut root = BTreeMap::new();
         for (key, (node, _)) in finished {

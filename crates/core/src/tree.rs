@@ -108,6 +108,17 @@ impl Tree {
         postcard::to_allocvec(self).expect("tree encodes")
     }
 
+    /// The encoding of the tree of these nodes (what [`Tree::encode`] gives
+    /// for them), from borrowed nodes: a tree being built need not own them.
+    pub fn encode_nodes(nodes: &[&Node]) -> Vec<u8> {
+        /// Serialized as [`Tree`] is: a struct of one sequence of nodes.
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            nodes: &'a [&'a Node],
+        }
+        postcard::to_allocvec(&Borrowed { nodes }).expect("tree encodes")
+    }
+
     /// Decodes and checks a tree read from the repository.
     pub fn decode(id: &BlobId, bytes: &[u8]) -> Result<Self> {
         let what = || format!("tree {id}");
@@ -256,6 +267,13 @@ mod tests {
             let tree = Tree { nodes };
             let id = BlobId([0; 32]);
             prop_assert_eq!(Tree::decode(&id, &tree.encode()).unwrap(), tree);
+        }
+
+        /// Trees built from borrowed nodes are stored byte for byte as owned ones.
+        #[test]
+        fn borrowed_nodes_encode_as_the_tree(nodes in proptest::collection::vec(node_strategy(), 0..10)) {
+            let borrowed: Vec<&Node> = nodes.iter().collect();
+            prop_assert_eq!(Tree::encode_nodes(&borrowed), Tree { nodes: nodes.clone() }.encode());
         }
     }
 
