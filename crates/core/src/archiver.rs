@@ -1100,8 +1100,7 @@ impl Archiver<'_> {
             let slots = dir.records.slots.lock().expect("records lock");
             let nodes: Vec<&Node> = slots.iter().flatten().map(|(node, _)| node).collect();
             if let Some(parent) = parent {
-                if parent.tree.nodes.len() == nodes.len() && parent.tree.nodes.iter().zip(&nodes).all(|(a, b)| a == *b)
-                {
+                if parent.tree.nodes.iter().eq(nodes.iter().copied()) {
                     return Ok(parent.id);
                 }
             }
@@ -1149,23 +1148,24 @@ impl Archiver<'_> {
             into.set(index, node);
             return;
         };
-        let (held, size) = {
-            let slots = walked.records.slots.lock().expect("records lock");
-            let held = slots.iter().flatten().count() as i64;
-            (held, slots.iter().flatten().map(|(_, size)| size).sum())
-        };
-        let Some(checkpoints) = walked.checkpoints else {
-            into.records.slots.lock().expect("records lock")[index] = Some((node, size));
-            return;
-        };
-        {
-            let mut open = checkpoints.open.lock().expect("checkpoint lock");
-            into.records.slots.lock().expect("records lock")[index] = Some((node, size));
+        let (held, size) = walked
+            .records
+            .slots
+            .lock()
+            .expect("records lock")
+            .iter()
+            .flatten()
+            .fold((0i64, 0u64), |(held, size), (_, bytes)| (held + 1, size + bytes));
+        // Under `open`'s lock when checkpoints are kept: a checkpoint sees
+        // the directory's records or its node, never neither.
+        let open = walked.checkpoints.map(|c| c.open.lock().expect("checkpoint lock"));
+        into.records.slots.lock().expect("records lock")[index] = Some((node, size));
+        if let (Some(mut open), Some(checkpoints)) = (open, walked.checkpoints) {
             open.remove(&walked.id);
+            drop(open);
+            checkpoints.count(1 - held);
         }
-        checkpoints.count(1 - held);
-        // Its drop finds it closed.
-        drop(walked);
+        // `walked` drops here and finds itself closed.
     }
 
     /// Archives an ancestor directory of the source paths.
