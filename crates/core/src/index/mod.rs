@@ -46,14 +46,31 @@ pub fn list_ids(backend: &dyn Backend) -> Result<Vec<IndexId>> {
 }
 
 impl IndexFile {
-    /// postcard, then zstd, then sealed.
+    /// postcard, then zstd, then sealed, in one buffer: the serializer
+    /// writes straight into the compressor, which writes after the length,
+    /// and the result is sealed where it lies. A merged index file of 100k
+    /// blobs is about 8 MB of postcard; holding it, its compressed copy and
+    /// the sealed copy at once was a backup's largest allocation.
     pub fn encode(&self, crypto: &Crypto) -> Vec<u8> {
-        let plain = postcard::to_allocvec(self).expect("index encodes");
-        let packed = zstd::bulk::compress(&plain, 3).expect("zstd of an in-memory buffer");
-        let mut framed = Vec::with_capacity(packed.len() + 8);
-        framed.extend_from_slice(&(plain.len() as u64).to_le_bytes());
-        framed.extend_from_slice(&packed);
-        crypto.seal(&framed)
+        let raw_len = postcard::experimental::serialized_size(self).expect("index encodes");
+        let prefix = crypto.seal_prefix();
+        let mut framed = vec![0u8; prefix];
+        framed.extend_from_slice(&(raw_len as u64).to_le_bytes());
+        let mut encoder = zstd::stream::Encoder::new(framed, 3).expect("zstd at level 3");
+        // The frame records its content size, as every zstd frame snap writes.
+        encoder
+            .set_pledged_src_size(Some(raw_len as u64))
+            .expect("zstd takes a pledged size");
+        // postcard writes field by field; the buffer saves a compressor call per field.
+        let buffered =
+            postcard::to_io(self, std::io::BufWriter::with_capacity(64 << 10, encoder)).expect("index encodes");
+        let encoder = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .expect("zstd into memory");
+        let mut sealed = encoder.finish().expect("zstd into memory");
+        crypto.seal_in_place(&mut sealed);
+        sealed
     }
 
     pub fn decode(crypto: &Crypto, id: &IndexId, bytes: &[u8]) -> Result<Self> {
@@ -121,7 +138,12 @@ mod tests {
             };
             let bytes = file.encode(&crypto);
             let id = IndexId::hash_of(&bytes);
-            prop_assert_eq!(IndexFile::decode(&crypto, &id, &bytes).unwrap(), file);
+            prop_assert_eq!(IndexFile::decode(&crypto, &id, &bytes).unwrap(), file.clone());
+            // The frame records its content size, which decoding checks.
+            let framed = crypto.open(&bytes).unwrap();
+            let raw_len = u64::from_le_bytes(framed[..8].try_into().unwrap());
+            prop_assert_eq!(zstd::zstd_safe::get_frame_content_size(&framed[8..]).unwrap(), Some(raw_len));
+            prop_assert_eq!(raw_len as usize, postcard::to_allocvec(&file).unwrap().len());
             prop_assert!(IndexFile::decode(&crypto, &IndexId([0; 32]), &bytes).is_err());
         }
     }
