@@ -1773,7 +1773,8 @@ impl Archiver<'_> {
             }
         };
         if node.size > ONE_READ {
-            self.chunk_into(file, Some(node.size), content, read)?;
+            let reader = crate::direct_read::DirectReader::new(file, node.size);
+            self.chunk_into(reader, Some(node.size), content, read)?;
             warn_if_changed(*read);
             return Ok(());
         }
@@ -1814,7 +1815,7 @@ impl Archiver<'_> {
     /// this thread (files beside it keep the other workers busy).
     fn chunk_into(
         &self,
-        reader: impl Read,
+        reader: impl Read + Send,
         size_hint: Option<u64>,
         content: &mut Vec<BlobId>,
         read: &mut u64,

@@ -26,6 +26,7 @@ pub mod copy;
 pub mod crypto;
 pub mod damaged;
 pub mod diff;
+pub mod direct_read;
 pub mod display;
 pub mod error;
 pub mod export;
