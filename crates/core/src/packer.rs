@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::backend::ObjectKind;
@@ -42,10 +42,17 @@ pub const PACKS_PER_INDEX: usize = 64;
 /// entries of the packs not merged yet are held in memory, and 64 packs of
 /// small files are about 640k blobs (36 MB) at a million files.
 pub const BLOBS_PER_INDEX: usize = 100_000;
+/// Tree packs are closed at this size (or the repository's pack size, if
+/// smaller). A backup of many files writes a tree pack's worth of trees
+/// slowly, and the open tree pack is held all the while: at a million
+/// files, 16 MiB of the peak. prune repacks only packs under a sixteenth of
+/// the pack size (1 MiB by default), so these stay.
+const TREE_PACK_SIZE: usize = 4 << 20;
 /// Full packs waiting for the uploader beyond those it uploads: none, so
-/// that a producer hands its pack over only once an upload slot is free
-/// (packs held at most: the open one, one being handed over, and one per
-/// upload in flight).
+/// that a producer hands its pack over only once an upload slot is free.
+/// With one hand-over at a time (`OpenPacks::handing_over`), the packs held
+/// at most are the open ones, one being handed over, and one per upload in
+/// flight, however many threads add blobs.
 const UPLOAD_QUEUE: usize = 0;
 /// The largest compression buffer a thread keeps between blobs (two average
 /// chunks; larger blobs are rare and get a buffer of their own).
@@ -80,6 +87,29 @@ enum Upload {
 struct OpenPacks {
     data: PackWriter,
     tree: PackWriter,
+    /// A full pack is on its way to the uploader. Until it is taken, a pack
+    /// that fills up stays open, and blobs for it wait (`Packer::swapped`):
+    /// otherwise each adding thread could hold a full pack of its own while
+    /// the uploader is busy (at a million files, merging the index, that
+    /// was six 16 MiB packs at once).
+    handing_over: bool,
+}
+
+impl OpenPacks {
+    fn empty() -> OpenPacks {
+        OpenPacks {
+            data: PackWriter::new(BlobKind::Data, 0),
+            tree: PackWriter::new(BlobKind::Tree, 0),
+            handing_over: false,
+        }
+    }
+
+    fn writer(&mut self, kind: BlobKind) -> &mut PackWriter {
+        match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        }
+    }
 }
 
 /// The blobs handed in during this session that the index may not list
@@ -136,6 +166,20 @@ impl SessionBlobs {
     }
 }
 
+/// Ends a hand-over when dropped, also after a failed send or a panic:
+/// the threads waiting for it must go on.
+struct HandOver<'a> {
+    packer: &'a Packer,
+}
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        let mut open = self.packer.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.handing_over = false;
+        self.packer.swapped.notify_all();
+    }
+}
+
 pub struct Packer {
     repo: Repository,
     compression: Compression,
@@ -146,6 +190,8 @@ pub struct Packer {
     indexed: Option<IndexReader>,
     pack_size: usize,
     open: Mutex<OpenPacks>,
+    /// Signalled when a full pack leaves `open` or a hand-over ends.
+    swapped: Condvar,
     session: Arc<SessionBlobs>,
     sender: Option<SyncSender<Upload>>,
     uploader: Option<JoinHandle<Result<PackerStats>>>,
@@ -156,6 +202,9 @@ pub struct Packer {
     dry_run: bool,
     /// On a dry run, the sealed bytes of the blobs that would be stored.
     bytes_sealed: AtomicU64,
+    /// Full packs being handed to the uploader now, and the most at once.
+    #[cfg(test)]
+    sending: (std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize),
 }
 
 impl Packer {
@@ -200,10 +249,8 @@ impl Packer {
             compression,
             indexed,
             pack_size,
-            open: Mutex::new(OpenPacks {
-                data: PackWriter::new(BlobKind::Data, 0),
-                tree: PackWriter::new(BlobKind::Tree, 0),
-            }),
+            open: Mutex::new(OpenPacks::empty()),
+            swapped: Condvar::new(),
             session,
             sender: Some(sender),
             uploader: Some(uploader),
@@ -211,6 +258,8 @@ impl Packer {
             bytes_added_raw: AtomicU64::new(0),
             dry_run: false,
             bytes_sealed: AtomicU64::new(0),
+            #[cfg(test)]
+            sending: Default::default(),
         }
     }
 
@@ -268,14 +317,34 @@ impl Packer {
             self.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
             return Ok(true);
         }
+        let pack_size = match kind {
+            BlobKind::Data => self.pack_size,
+            BlobKind::Tree => self.pack_size.min(TREE_PACK_SIZE),
+        };
         let full = {
             let mut open = self.open.lock().expect("packer lock");
-            let writer = match kind {
-                BlobKind::Data => &mut open.data,
-                BlobKind::Tree => &mut open.tree,
-            };
-            writer.seal_and_add(self.repo.crypto(), id, raw_length, encoding, payload);
-            (writer.len() >= self.pack_size).then(|| std::mem::replace(writer, PackWriter::new(kind, 0)))
+            // A full pack waits for the one before it to be handed over.
+            while open.writer(kind).len() >= pack_size {
+                open = self.swapped.wait(open).expect("packer lock");
+            }
+            open.writer(kind)
+                .seal_and_add(self.repo.crypto(), id, raw_length, encoding, payload);
+            if open.writer(kind).len() >= pack_size {
+                while open.handing_over {
+                    open = self.swapped.wait(open).expect("packer lock");
+                }
+                // A checkpoint may have taken it meanwhile.
+                if open.writer(kind).len() >= pack_size {
+                    open.handing_over = true;
+                    let full = std::mem::replace(open.writer(kind), PackWriter::new(kind, 0));
+                    self.swapped.notify_all();
+                    Some(full)
+                } else {
+                    None
+                }
+            } else {
+                None
+            }
         };
         if kind == BlobKind::Tree {
             self.repo.cache_tree(&id, data);
@@ -283,6 +352,7 @@ impl Packer {
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
         if let Some(writer) = full {
+            let _ending = HandOver { packer: self };
             self.send(writer)?;
         }
         Ok(true)
@@ -291,19 +361,29 @@ impl Packer {
     fn send(&self, writer: PackWriter) -> Result<()> {
         let pack = writer.finish(self.repo.crypto());
         let sender = self.sender.as_ref().expect("sender lives until finish");
+        #[cfg(test)]
+        {
+            let now = self.sending.0.fetch_add(1, Ordering::SeqCst) + 1;
+            self.sending.1.fetch_max(now, Ordering::SeqCst);
+        }
         // If the uploader stopped, its own error is reported by `finish`.
-        sender.send(Upload::Pack(pack)).map_err(|_| uploader_stopped())
+        let sent = sender.send(Upload::Pack(pack)).map_err(|_| uploader_stopped());
+        #[cfg(test)]
+        self.sending.0.fetch_sub(1, Ordering::SeqCst);
+        sent
     }
 
     /// Swaps out the open data and tree packs for empty ones.
     fn take_open_packs(&self) -> OpenPacks {
-        std::mem::replace(
-            &mut *self.open.lock().expect("packer lock"),
-            OpenPacks {
-                data: PackWriter::new(BlobKind::Data, 0),
-                tree: PackWriter::new(BlobKind::Tree, 0),
-            },
-        )
+        let mut open = self.open.lock().expect("packer lock");
+        let taken = OpenPacks {
+            data: std::mem::replace(&mut open.data, PackWriter::new(BlobKind::Data, 0)),
+            tree: std::mem::replace(&mut open.tree, PackWriter::new(BlobKind::Tree, 0)),
+            handing_over: false,
+        };
+        // Blobs waiting for a full pack to leave may go on.
+        self.swapped.notify_all();
+        taken
     }
 
     /// Makes every blob handed in so far durable and indexed: stores the
@@ -406,8 +486,12 @@ fn flush(repo: &Repository, up: &mut Uploaded) -> Result<()> {
 /// Stores one pack, then (only once it is stored) indexes it. Runs on its
 /// own thread, beside the other uploads in flight; the index files are
 /// written one at a time, under the lock.
-fn upload_pack(repo: &Repository, shared: &Mutex<Uploaded>, pack: FinishedPack) {
+fn upload_pack(repo: &Repository, shared: &Mutex<Uploaded>, mut pack: FinishedPack) {
     let stored = repo.backend().write(ObjectKind::Pack, &pack.id.to_hex(), &pack.bytes);
+    let size = pack.bytes.len() as u64;
+    // Freed before the index is written (and perhaps merged, which at a
+    // million blobs takes a while): 16 MiB less held meanwhile.
+    pack.bytes = Vec::new();
     let mut up = shared.lock().expect("upload state");
     if let Err(e) = stored {
         up.error.get_or_insert(e.into());
@@ -415,11 +499,11 @@ fn upload_pack(repo: &Repository, shared: &Mutex<Uploaded>, pack: FinishedPack) 
     }
     crate::failpoint::hit("pack-written");
     up.stats.packs_written += 1;
-    up.stats.bytes_added_stored += pack.bytes.len() as u64;
+    up.stats.bytes_added_stored += size;
     up.pending.push(IndexedPack {
         id: pack.id,
         kind: pack.kind,
-        size: pack.bytes.len() as u64,
+        size,
         blobs: pack.entries,
     });
     // At once: a backup killed from here on still has this pack indexed.
@@ -729,6 +813,43 @@ mod tests {
         // Every blob is indexed, in a stored pack, with its bytes.
         let again = Repository::open(backend.clone(), Some(&Password::new("p")), &dir.path().join("cache2")).unwrap();
         for (id, blob) in ids.iter().zip(&data) {
+            assert_eq!(&again.read_blob(id).unwrap(), blob);
+        }
+    }
+
+    /// Many threads adding blobs while the one upload slot is slow: one
+    /// full pack at a time waits for the uploader, not one per thread, and
+    /// every blob is stored once and readable.
+    #[test]
+    fn adding_threads_hold_one_full_pack_between_them_while_uploads_are_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, repo) = slow_repo(dir.path(), 1, usize::MAX, Duration::from_millis(100));
+        let data = blobs(16 * 8);
+        let packer = Packer::new(&repo, Compression::Off).unwrap();
+        let ids: Vec<BlobId> = std::thread::scope(|threads| {
+            let workers: Vec<_> = data
+                .chunks(16)
+                .map(|share| {
+                    threads.spawn(|| {
+                        share
+                            .iter()
+                            .map(|b| packer.add(BlobKind::Data, b).unwrap().0)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(
+            packer.sending.1.load(Ordering::SeqCst),
+            1,
+            "full packs waited for the uploader at once"
+        );
+        let stats = packer.finish().unwrap();
+        assert_eq!(stats.blobs_added, data.len() as u64);
+        let again = Repository::open(backend.clone(), Some(&Password::new("p")), &dir.path().join("cache2")).unwrap();
+        let by_id: std::collections::HashMap<_, _> = ids.iter().zip(&data).collect();
+        for (id, blob) in by_id {
             assert_eq!(&again.read_blob(id).unwrap(), blob);
         }
     }
