@@ -1191,7 +1191,7 @@ impl Archiver<'_> {
             .par_iter()
             .enumerate()
             .try_for_each(|(index, (name, child))| -> Result<()> {
-                let child_path = path.join(std::ffi::OsStr::from_bytes(name));
+                let child_path = child_path(path, name);
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match child {
                     SourceTree::Real(real) => match self.archive_entry(real, name.to_vec(), parent_node, None, None)? {
@@ -1272,7 +1272,7 @@ impl Archiver<'_> {
             .par_iter()
             .enumerate()
             .try_for_each(|(index, name)| -> Result<()> {
-                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                let child = child_path(path, name);
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))? {
                     Entry::Skipped => Ok(()),
@@ -1323,7 +1323,7 @@ impl Archiver<'_> {
         let entries = entries
             .into_iter()
             .filter(|(name, is_dir)| {
-                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                let child = child_path(path, name);
                 !self.excludes.matched(&child, *is_dir).is_ignore()
                     && !self.iexcludes.matched(&child, *is_dir).is_ignore()
                     && !ignores.ignored(&child, *is_dir)
@@ -1527,7 +1527,7 @@ impl Archiver<'_> {
             .par_iter()
             .enumerate()
             .map(|(index, name)| {
-                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                let child = child_path(path, name);
                 let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
                 match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(&fd))? {
                     Entry::Skipped => Ok(None),
@@ -2093,6 +2093,15 @@ fn open_dir(dir: Option<&OwnedFd>, name: &[u8], path: &Path, expect: (u64, u64))
 }
 
 /// The entries of an open directory: name, and whether it is a directory.
+/// `dir.join(name)` in one allocation: `join` copies `dir` at its length and
+/// grows the buffer again for `name`, two allocations per entry walked.
+fn child_path(dir: &Path, name: &[u8]) -> PathBuf {
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    path.push(dir);
+    path.push(std::ffi::OsStr::from_bytes(name));
+    path
+}
+
 fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(Vec<u8>, bool)>> {
     let mut reader = rustix::fs::Dir::read_from(dir)?;
     let mut out = Vec::new();
