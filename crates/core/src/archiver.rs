@@ -1268,13 +1268,14 @@ impl Archiver<'_> {
         let parent_tree = self.load_parent_tree(path, parent);
         let (entries, ignores) = self.list_entries(path, dir, ignores);
         let records = self.open_records(path, entries.len());
+        // The names move into the entries' nodes.
         entries
-            .par_iter()
+            .into_par_iter()
             .enumerate()
             .try_for_each(|(index, name)| -> Result<()> {
-                let child = child_path(path, name);
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(dir))? {
+                let child = child_path(path, &name);
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
+                match self.archive_entry(&child, name, parent_node, root_dev, Some(dir))? {
                     Entry::Skipped => Ok(()),
                     Entry::Done(node) => self.entry_done(&records, index, node),
                     Entry::Dir(sub) => {
@@ -1523,13 +1524,14 @@ impl Archiver<'_> {
         let parent_tree = self.load_parent_tree(path, parent);
         let (entries, ignores) = self.list_entries(path, &fd, inherited);
         let records = self.open_records(path, entries.len());
+        // The names move into the entries' nodes.
         let done = entries
-            .par_iter()
+            .into_par_iter()
             .enumerate()
             .map(|(index, name)| {
-                let child = child_path(path, name);
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
-                match self.archive_entry(&child, name.clone(), parent_node, root_dev, Some(&fd))? {
+                let child = child_path(path, &name);
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
+                match self.archive_entry(&child, name, parent_node, root_dev, Some(&fd))? {
                     Entry::Skipped => Ok(None),
                     Entry::Done(node) => self.entry_done(&records, index, node).map(|()| None),
                     Entry::Dir(sub) => Ok(Some((index, sub))),
