@@ -1274,7 +1274,7 @@ impl Archiver<'_> {
             .enumerate()
             .try_for_each(|(index, name)| -> Result<()> {
                 let child = child_path(path, &name);
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find_near(&name, index));
                 match self.archive_entry(&child, name, parent_node, root_dev, Some(dir))? {
                     Entry::Skipped => Ok(()),
                     Entry::Done(node) => self.entry_done(&records, index, node),
@@ -1530,7 +1530,7 @@ impl Archiver<'_> {
             .enumerate()
             .map(|(index, name)| {
                 let child = child_path(path, &name);
-                let parent_node = parent_tree.as_ref().and_then(|t| t.find(&name));
+                let parent_node = parent_tree.as_ref().and_then(|t| t.find_near(&name, index));
                 match self.archive_entry(&child, name, parent_node, root_dev, Some(&fd))? {
                     Entry::Skipped => Ok(None),
                     Entry::Done(node) => self.entry_done(&records, index, node).map(|()| None),
