@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use rustix::fs::{AtFlags, Mode, Stat, Timespec, Timestamps, XattrFlags, CWD};
 
-use crate::tree::{Node, NodeKind, Xattr};
+use crate::tree::{Node, NodeKind, OwnerName, Xattr};
 
 /// The node kind of a file type, `None` for types snap does not know.
 pub fn node_kind(st: &Stat) -> Option<NodeKind> {
@@ -26,33 +26,34 @@ pub fn node_kind(st: &Stat) -> Option<NodeKind> {
     })
 }
 
-/// Caches uid -> user name and gid -> group name lookups.
+/// Caches uid -> user name and gid -> group name lookups; a name handed
+/// out is shared, not copied.
 #[derive(Default)]
 pub struct OwnerNames {
-    users: Mutex<HashMap<u32, String>>,
-    groups: Mutex<HashMap<u32, String>>,
+    users: Mutex<HashMap<u32, OwnerName>>,
+    groups: Mutex<HashMap<u32, OwnerName>>,
 }
 
 impl OwnerNames {
-    pub fn user(&self, uid: u32) -> String {
+    pub fn user(&self, uid: u32) -> OwnerName {
         let mut users = self.users.lock().expect("names lock");
         users
             .entry(uid)
             .or_insert_with(|| {
                 uzers::get_user_by_uid(uid)
-                    .map(|u| u.name().to_string_lossy().into_owned())
+                    .map(|u| u.name().to_string_lossy().into())
                     .unwrap_or_default()
             })
             .clone()
     }
 
-    pub fn group(&self, gid: u32) -> String {
+    pub fn group(&self, gid: u32) -> OwnerName {
         let mut groups = self.groups.lock().expect("names lock");
         groups
             .entry(gid)
             .or_insert_with(|| {
                 uzers::get_group_by_gid(gid)
-                    .map(|g| g.name().to_string_lossy().into_owned())
+                    .map(|g| g.name().to_string_lossy().into())
                     .unwrap_or_default()
             })
             .clone()

@@ -601,8 +601,12 @@ fn read_tar(importer: &mut Importer<'_>, input: Box<dyn Read>) -> Result<()> {
             Some(v) => v,
             None => header.gid().ok().and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
         };
-        node.user = text("uname").unwrap_or_else(|| header.username().ok().flatten().unwrap_or("").to_string());
-        node.group = text("gname").unwrap_or_else(|| header.groupname().ok().flatten().unwrap_or("").to_string());
+        node.user = text("uname")
+            .unwrap_or_else(|| header.username().ok().flatten().unwrap_or("").to_string())
+            .into();
+        node.group = text("gname")
+            .unwrap_or_else(|| header.groupname().ok().flatten().unwrap_or("").to_string())
+            .into();
         node.mtime_ns = mtime_ns;
         node.ctime_ns = mtime_ns;
         node.links = 1;

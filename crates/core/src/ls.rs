@@ -65,8 +65,8 @@ impl Entry {
             mtime: self.mtime().to_string(),
             uid: node.uid,
             gid: node.gid,
-            user: node.user.clone(),
-            group: node.group.clone(),
+            user: node.user.to_string(),
+            group: node.group.to_string(),
             link_target: (node.kind == NodeKind::Symlink)
                 .then(|| String::from_utf8_lossy(&node.link_target).into_owned()),
         }

@@ -677,8 +677,8 @@ async fn file_details(
             dt { "Size" } dd { (human_bytes(node.size)) " (" (node.size) " bytes)" }
             dt { "Modified" } dd { (html::time_ns(node.mtime_ns)) }
             dt { "Mode" } dd.mono { (mode_string(node.kind, node.mode)) " (" (format!("{:04o}", node.mode)) ")" }
-            dt { "Owner" } dd { (if node.user.is_empty() { node.uid.to_string() } else { node.user.clone() })
-                ":" (if node.group.is_empty() { node.gid.to_string() } else { node.group.clone() }) }
+            dt { "Owner" } dd { (if node.user.is_empty() { node.uid.to_string() } else { node.user.to_string() })
+                ":" (if node.group.is_empty() { node.gid.to_string() } else { node.group.to_string() }) }
             @if node.kind == NodeKind::File { dt { "Chunks" } dd { (node.content.len()) } }
             @if node.kind == NodeKind::Symlink { dt { "Target" } dd.path { (String::from_utf8_lossy(&node.link_target)) } }
             @if node.links > 1 { dt { "Hard links" } dd { (node.links) } }
