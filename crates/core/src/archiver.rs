@@ -1713,7 +1713,7 @@ impl Archiver<'_> {
         }
         let mut content = Vec::new();
         let mut read = 0u64;
-        let result = self.read_file_into(path, &file, node, parent.is_some(), &mut content, &mut read);
+        let result = self.read_file_into(path, &file, node, &mut content, &mut read);
         match result {
             Ok(()) => {}
             Err(e) if matches!(e, Error::Interrupted) || !matches!(e, Error::Io { .. }) => return Err(e),
@@ -1739,7 +1739,6 @@ impl Archiver<'_> {
     /// Reads an opened file's content into chunks, then checks that the file
     /// did not change while it was read (warning if it did): its size after
     /// the read must be what was read and its mtime what the walk saw.
-    /// `stored_before`: the parent snapshot has an earlier version of it.
     ///
     /// A small file is read with one `read` into a buffer the thread reuses,
     /// asking for one byte more than its size: getting fewer means the end
@@ -1752,7 +1751,6 @@ impl Archiver<'_> {
         path: &Path,
         file: &File,
         node: &Node,
-        stored_before: bool,
         content: &mut Vec<BlobId>,
         read: &mut u64,
     ) -> Result<()> {
@@ -1777,16 +1775,7 @@ impl Archiver<'_> {
             }
         };
         if node.size > ONE_READ {
-            // A file stored before is mostly chunks the repository has: its
-            // backup waits for the disk, where the kernel's readahead keeps
-            // more reads in flight than direct reads one block at a time
-            // (1 GiB re-read: 1.2-1.6 s buffered, 1.9-2.0 s direct). A new
-            // file's backup is bound by compression, which gets the CPU the
-            // page-cache copy took (first backup 3.9-4.2 s -> 3.3-3.7 s).
-            let reader = match stored_before {
-                true => crate::direct_read::DirectReader::buffered(file),
-                false => crate::direct_read::DirectReader::new(file, node.size),
-            };
+            let reader = crate::direct_read::DirectReader::new(file, node.size);
             self.chunk_into(reader, Some(node.size), content, read)?;
             warn_if_changed(*read);
             return Ok(());

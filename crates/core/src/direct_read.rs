@@ -10,10 +10,6 @@
 //! It is used only where it pays and is safe:
 //! - for files of at least [`MIN_DIRECT`] bytes, read from start to end in
 //!   aligned blocks (`ingest`'s blocks are [`ALIGN`]-aligned for this);
-//! - for new files only (the archiver's choice): a file stored before is
-//!   mostly known chunks, so its backup waits for the disk, and the kernel's
-//!   readahead, which keeps several reads in flight, is faster there than
-//!   direct reads of one block at a time;
 //! - not when the file is mostly in the page cache already (a dump written
 //!   a moment ago): reading it again from the disk would be slower. A few
 //!   probes with `RWF_NOWAIT`, which fails rather than wait for the disk,
@@ -54,7 +50,11 @@ impl<'a> DirectReader<'a> {
     /// Reads `file` (at offset 0, `size` bytes long as last seen) directly
     /// when it is large, mostly uncached, and its file system allows.
     pub fn new(file: &'a File, size: u64) -> Self {
-        let mut reader = Self::buffered(file);
+        let mut reader = DirectReader {
+            file,
+            restore: None,
+            offset: 0,
+        };
         if size >= MIN_DIRECT && !mostly_cached(file, size) {
             if let Ok(flags) = rustix::fs::fcntl_getfl(file) {
                 // Refused (EINVAL) where the file system cannot read directly.
@@ -64,15 +64,6 @@ impl<'a> DirectReader<'a> {
             }
         }
         reader
-    }
-
-    /// A reader of `file` from its start through the page cache, always.
-    pub fn buffered(file: &'a File) -> Self {
-        DirectReader {
-            file,
-            restore: None,
-            offset: 0,
-        }
     }
 
     /// Whether reads bypass the page cache (until a read that cannot).
