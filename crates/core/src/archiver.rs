@@ -2094,7 +2094,6 @@ fn open_dir(dir: Option<&OwnedFd>, name: &[u8], path: &Path, expect: (u64, u64))
     Ok(fd)
 }
 
-/// The entries of an open directory: name, and whether it is a directory.
 /// `dir.join(name)` in one allocation: `join` copies `dir` at its length and
 /// grows the buffer again for `name`, two allocations per entry walked.
 fn child_path(dir: &Path, name: &[u8]) -> PathBuf {
@@ -2104,6 +2103,7 @@ fn child_path(dir: &Path, name: &[u8]) -> PathBuf {
     path
 }
 
+/// The entries of an open directory: name, and whether it is a directory.
 fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<(Vec<u8>, bool)>> {
     let mut reader = rustix::fs::Dir::read_from(dir)?;
     let mut out = Vec::new();

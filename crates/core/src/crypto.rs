@@ -140,13 +140,10 @@ impl Crypto {
 
     /// Seals `plaintext`, appending the result to `out`.
     pub fn seal_into(&self, plaintext: &[u8], out: &mut Vec<u8>) {
-        match &self.aead {
-            Some(aead) => aead_seal_into(aead, plaintext, out),
-            None => {
-                out.extend_from_slice(plaintext);
-                out.extend_from_slice(&self.mac(plaintext)[..TAG_LEN]);
-            }
-        }
+        let start = out.len();
+        out.resize(start + self.seal_prefix(), 0);
+        out.extend_from_slice(plaintext);
+        self.seal_tail(out, start);
     }
 
     /// Bytes [`Crypto::seal_in_place`] needs free at the start of its buffer.
@@ -162,19 +159,17 @@ impl Crypto {
     /// and appending the tag: the bytes [`Crypto::seal`] gives, without a
     /// second copy of a large plaintext.
     pub fn seal_in_place(&self, buf: &mut Vec<u8>) {
-        let start = self.seal_prefix();
-        assert!(buf.len() >= start, "the buffer holds the seal's prefix");
+        assert!(buf.len() >= self.seal_prefix(), "the buffer holds the seal's prefix");
+        self.seal_tail(buf, 0);
+    }
+
+    /// Seals what follows the prefix at `buf[start..]` where it lies: fills
+    /// the prefix (the nonce) and appends the tag.
+    fn seal_tail(&self, buf: &mut Vec<u8>, start: usize) {
         match &self.aead {
-            Some(aead) => {
-                let nonce = random_nonce();
-                buf[..start].copy_from_slice(&nonce);
-                let tag = aead
-                    .encrypt_inout_detached(&XNonce::from(nonce), &[], (&mut buf[start..]).into())
-                    .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
-                buf.extend_from_slice(tag.as_slice());
-            }
+            Some(aead) => aead_seal_tail(aead, buf, start),
             None => {
-                let tag = self.mac(buf);
+                let tag = self.mac(&buf[start..]);
                 buf.extend_from_slice(&tag[..TAG_LEN]);
             }
         }
@@ -243,15 +238,15 @@ fn random_nonce() -> [u8; NONCE_LEN] {
     })
 }
 
-fn aead_seal_into(aead: &XChaCha20Poly1305, plaintext: &[u8], out: &mut Vec<u8>) {
+/// Seals `buf[start + NONCE_LEN..]` in place: the nonce goes to the
+/// `NONCE_LEN` bytes at `start`, the tag after the ciphertext.
+fn aead_seal_tail(aead: &XChaCha20Poly1305, buf: &mut Vec<u8>, start: usize) {
     let nonce = random_nonce();
-    out.extend_from_slice(&nonce);
-    let start = out.len();
-    out.extend_from_slice(plaintext);
+    buf[start..start + NONCE_LEN].copy_from_slice(&nonce);
     let tag = aead
-        .encrypt_inout_detached(&XNonce::from(nonce), &[], (&mut out[start..]).into())
+        .encrypt_inout_detached(&XNonce::from(nonce), &[], (&mut buf[start + NONCE_LEN..]).into())
         .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
-    out.extend_from_slice(tag.as_slice());
+    buf.extend_from_slice(tag.as_slice());
 }
 
 fn aead_open_in_place<'a>(aead: &XChaCha20Poly1305, sealed: &'a mut [u8]) -> Result<&'a mut [u8], AuthError> {
@@ -275,7 +270,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// wrapping key derived from a password).
 pub fn seal_with(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() + NONCE_LEN + TAG_LEN);
-    aead_seal_into(&XChaCha20Poly1305::new(&Key::from(*key)), plaintext, &mut out);
+    out.resize(NONCE_LEN, 0);
+    out.extend_from_slice(plaintext);
+    aead_seal_tail(&XChaCha20Poly1305::new(&Key::from(*key)), &mut out, 0);
     out
 }
 

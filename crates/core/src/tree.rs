@@ -48,6 +48,9 @@ mod owner_name {
 
     /// How many recent names a thread keeps to share.
     const RECENT: usize = 8;
+    /// Longer names (none a system gives, but a hostile tree may hold
+    /// megabytes) are not kept past their node.
+    const SHARED_UP_TO: usize = 256;
 
     thread_local! {
         static RECENT_NAMES: RefCell<Vec<OwnerName>> = const { RefCell::new(Vec::new()) };
@@ -79,6 +82,9 @@ mod owner_name {
                 return known.clone();
             }
             let new = OwnerName::from(name);
+            if name.len() > SHARED_UP_TO {
+                return new;
+            }
             if recent.len() == RECENT {
                 recent.remove(0);
             }
