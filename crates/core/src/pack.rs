@@ -63,15 +63,27 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new(kind: BlobKind, capacity: usize) -> Self {
+        Self::with_buffer(kind, Vec::with_capacity(capacity))
+    }
+
+    /// A writer that fills `buf` (emptied first): a finished pack's buffer
+    /// used again, whose pages are already in memory.
+    pub fn with_buffer(kind: BlobKind, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         PackWriter {
             kind,
-            buf: Vec::with_capacity(capacity),
+            buf,
             entries: Vec::new(),
         }
     }
 
     pub fn kind(&self) -> BlobKind {
         self.kind
+    }
+
+    /// The buffer, for another pack.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// Bytes of blobs so far.
