@@ -155,6 +155,59 @@ fn stdin_backup_restores_the_same_bytes() {
     );
 }
 
+/// `create --stdin < FILE` reads a regular file from where its offset
+/// stands (directly, around the page cache, when it is large), leaves the
+/// shared file description's flags as they were and its offset at the end,
+/// as a buffered read would.
+#[test]
+fn stdin_redirected_from_a_large_file_stores_it_from_its_offset() {
+    use std::io::{Seek, SeekFrom};
+    let snap = Snap::init(&[]);
+    // Past the direct reader's 32 MiB, text and random runs.
+    let mut data = random_bytes(40 * MIB as usize, 11);
+    for run in data.chunks_mut(3 * MIB as usize).step_by(2) {
+        for (i, b) in run.iter_mut().enumerate() {
+            *b = b"INSERT INTO t VALUES (1, 'x');\n"[i % 31];
+        }
+    }
+    let path = snap.scratch().join("disk.img");
+    fs::write(&path, &data).unwrap();
+    for skip in [0u64, 8192, 12345] {
+        let mut file = fs::File::open(&path).unwrap();
+        // Out of the page cache where the kernel allows, so the read is direct.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        file.seek(SeekFrom::Start(skip)).unwrap();
+        let before = rustix::fs::fcntl_getfl(&file).unwrap();
+        let out = snap
+            .command()
+            .args(["create", "--json", "--stdin", "--stdin-filename", "disk.img"])
+            .stdin(file.try_clone().unwrap())
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        assert_eq!(
+            summary(&parse_json(&out), "bytes_total"),
+            data.len() as u64 - skip,
+            "skip {skip}"
+        );
+        assert_eq!(
+            rustix::fs::fcntl_getfl(&file).unwrap(),
+            before,
+            "flags put back (skip {skip})"
+        );
+        assert_eq!(file.stream_position().unwrap(), data.len() as u64, "offset at the end");
+
+        let target = snap.scratch().join(format!("target-{skip}"));
+        assert_code(&snap.restore("latest", &target, &[]), 0);
+        let restored = fs::read(target.join("disk.img")).unwrap();
+        assert!(
+            restored == data[skip as usize..],
+            "restored stream differs at skip {skip} ({} bytes)",
+            restored.len()
+        );
+    }
+}
+
 /// An unencrypted repository round-trips without any password.
 #[test]
 fn unencrypted_repository_round_trip_needs_no_password() {

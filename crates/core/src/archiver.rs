@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -764,7 +764,17 @@ pub fn archive(
             // On the pool: a stream is stored on every worker (`crate::ingest`).
             // `Stdin`, not its lock: the reader moves between threads.
             let archiver = &archiver;
-            let walked = pool.install(|| archiver.archive_stream(filename, std::io::stdin(), "standard input", time));
+            let stdin = std::io::stdin();
+            let file = crate::direct_read::DirectReader::stdin(stdin.as_fd());
+            let walked = match file {
+                // A regular file (`< disk.img`): read around the page cache
+                // as a file given by path would be.
+                Some(file) => pool.install(|| archiver.archive_stream(filename, file, "standard input", time)),
+                // A pipe: a 1 MiB pipe (`F_SETPIPE_SZ`) measured no faster
+                // than the default 64 KiB (2 GiB through `cat`: 4.3-4.5 s
+                // either way). A handle of its own: `file` borrows `stdin`.
+                None => pool.install(|| archiver.archive_stream(filename, std::io::stdin(), "standard input", time)),
+            };
             (vec![format!("/{filename}")], None, walked)
         }
         Source::Reader {

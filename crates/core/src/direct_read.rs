@@ -23,6 +23,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::OFlags;
 use rustix::io::{Errno, ReadWriteFlags};
@@ -36,9 +37,10 @@ pub const MIN_DIRECT: u64 = 32 << 20;
 /// Places in the file probed for cached pages.
 const PROBES: u64 = 8;
 
-/// A reader of `file` from its start that bypasses the page cache while it can.
+/// A reader of a file from its start (or, for standard input, from where
+/// its offset stands) that bypasses the page cache while it can.
 pub struct DirectReader<'a> {
-    file: &'a File,
+    file: BorrowedFd<'a>,
     /// The flags to put back once `O_DIRECT` is dropped; `None` while reads
     /// are buffered.
     restore: Option<OFlags>,
@@ -50,12 +52,33 @@ impl<'a> DirectReader<'a> {
     /// Reads `file` (at offset 0, `size` bytes long as last seen) directly
     /// when it is large, mostly uncached, and its file system allows.
     pub fn new(file: &'a File, size: u64) -> Self {
+        Self::at(file.as_fd(), 0, size)
+    }
+
+    /// Reads standard input (`fd`) from its current offset when it is a
+    /// regular file (`snap create --stdin < disk.img`), directly where that
+    /// pays as for [`DirectReader::new`]; `None` for a pipe, a terminal or a
+    /// socket. The file description is shared with the shell that opened
+    /// it: its flags are put back when the reader is dropped, and the reads
+    /// move its offset as buffered reads would.
+    pub fn stdin(fd: BorrowedFd<'a>) -> Option<Self> {
+        let stat = rustix::fs::fstat(fd).ok()?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return None;
+        }
+        let offset = rustix::fs::seek(fd, rustix::fs::SeekFrom::Current(0)).ok()?;
+        let left = (stat.st_size as u64).saturating_sub(offset);
+        Some(Self::at(fd, offset, left))
+    }
+
+    /// Reads `file` from `offset`, where it has `size` bytes left.
+    fn at(file: BorrowedFd<'a>, offset: u64, size: u64) -> Self {
         let mut reader = DirectReader {
             file,
             restore: None,
-            offset: 0,
+            offset,
         };
-        if size >= MIN_DIRECT && !mostly_cached(file, size) {
+        if size >= MIN_DIRECT && !mostly_cached(file, offset, size) {
             if let Ok(flags) = rustix::fs::fcntl_getfl(file) {
                 // Refused (EINVAL) where the file system cannot read directly.
                 if rustix::fs::fcntl_setfl(file, flags | OFlags::DIRECT).is_ok() {
@@ -105,7 +128,13 @@ impl Read for DirectReader<'_> {
                 self.stop_direct();
             }
         }
-        let n = (&*self.file).read(buf)?;
+        let n = loop {
+            match rustix::io::read(self.file, &mut *buf) {
+                Ok(n) => break n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         self.offset += n as u64;
         Ok(n)
     }
@@ -117,15 +146,15 @@ impl Drop for DirectReader<'_> {
     }
 }
 
-/// Whether most of [`PROBES`] places spread over the file are in the page
-/// cache: a one-byte read with `RWF_NOWAIT` succeeds only from the cache.
-/// A kernel or file system without `RWF_NOWAIT` counts as uncached (the
-/// common case for a backup).
-fn mostly_cached(file: &File, size: u64) -> bool {
+/// Whether most of [`PROBES`] places spread over the `size` bytes from
+/// `start` are in the page cache: a one-byte read with `RWF_NOWAIT`
+/// succeeds only from the cache. A kernel or file system without
+/// `RWF_NOWAIT` counts as uncached (the common case for a backup).
+fn mostly_cached(file: BorrowedFd<'_>, start: u64, size: u64) -> bool {
     let mut byte = [0u8; 1];
     let cached = (0..PROBES)
         .filter(|i| {
-            let offset = size / PROBES * i;
+            let offset = start + size / PROBES * i;
             matches!(
                 rustix::io::preadv2(
                     file,
@@ -213,6 +242,27 @@ mod tests {
         assert!(!rustix::fs::fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
     }
 
+    /// Standard input redirected from a file is read from its offset, an
+    /// aligned one directly, an unaligned one buffered; a pipe is not a file.
+    #[test]
+    fn standard_input_from_a_file_is_read_from_its_offset() {
+        use std::io::{Seek, SeekFrom};
+        let data = content((MIN_DIRECT as usize) + 3 * ALIGN + 77);
+        let (dir, _file) = file_of(&data);
+        for skip in [0, 2 * ALIGN, 1000] {
+            let mut file = File::open(dir.path().join("f")).unwrap();
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+            file.seek(SeekFrom::Start(skip as u64)).unwrap();
+            let mut reader = DirectReader::stdin(file.as_fd()).expect("a regular file");
+            assert_eq!(read_all(&mut reader, 1 << 20), data[skip..]);
+            drop(reader);
+            assert!(!rustix::fs::fcntl_getfl(&file).unwrap().contains(OFlags::DIRECT));
+            assert_eq!(file.stream_position().unwrap(), data.len() as u64);
+        }
+        let (read_end, _write_end) = std::io::pipe().unwrap();
+        assert!(DirectReader::stdin(read_end.as_fd()).is_none());
+    }
+
     #[test]
     fn small_and_cached_files_are_read_through_the_cache() {
         let data = content(4 << 20);
@@ -226,7 +276,7 @@ mod tests {
         let (_dir, file) = file_of(&big);
         let mut warm = Vec::new();
         (&file).read_to_end(&mut warm).unwrap();
-        if mostly_cached(&file, big.len() as u64) {
+        if mostly_cached(file.as_fd(), 0, big.len() as u64) {
             assert!(!DirectReader::new(&file, big.len() as u64).is_direct());
         }
     }
