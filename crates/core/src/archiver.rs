@@ -92,7 +92,7 @@ pub struct ArchiveOptions {
     pub parent: ParentChoice,
     /// Overrides the repository's default compression.
     pub compression: Option<Compression>,
-    /// Worker threads; 0 means the number of cores plus two (to overlap I/O).
+    /// Worker threads; 0 means the number of cores plus four (`pool::WAITING_WALK`).
     pub threads: usize,
     /// Write a checkpoint snapshot this often (see [`Checkpoints`]); `None` never.
     pub checkpoint_interval: Option<std::time::Duration>,
@@ -656,7 +656,7 @@ pub fn archive(
         build_excludes(&options.selection.iexcludes, &options.selection.iexclude_files, true)?;
     pattern_warnings.extend(more_warnings);
     let compression = options.compression.unwrap_or(repo.config().compression);
-    let pool = crate::pool::workers(options.threads, "archiver")?;
+    let pool = crate::pool::workers(options.threads, crate::pool::WAITING_WALK, "archiver")?;
     let packer = if options.dry_run {
         Packer::dry_run(repo, compression)?
     } else {

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Condvar, LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,8 +69,9 @@ impl TryFrom<String> for Compression {
 }
 
 thread_local! {
-    // One zstd context per thread and level: creating one per blob costs more
-    // than compressing a small blob.
+    // One zstd context per thread and level for `compress` (trees for the
+    // local cache, small): creating one per blob costs more than
+    // compressing a small blob. Blobs for packs use `Compressing`.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     // Likewise for decompression, which a restore does once per blob.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
@@ -104,18 +106,133 @@ pub fn compress_into(data: &[u8], compression: Compression, out: &mut Vec<u8>) -
         let Some((_, compressor)) = cell.as_mut() else {
             return false;
         };
-        // Room for one byte less than the input: an encoding that does not
-        // fit is not wanted, and zstd stops with an error instead.
-        out.reserve(data.len() - 1);
-        let fits = match compressor.compress_to_buffer(data, out) {
-            Ok(n) => n < data.len(),
-            Err(_) => false,
-        };
-        if !fits {
-            out.clear();
-        }
-        fits
+        compress_with(compressor, data, out)
     })
+}
+
+/// Compresses `data` into `out` (empty) with `compressor`; whether the
+/// encoding is smaller than `data` (`out` is left empty when not).
+fn compress_with(compressor: &mut zstd::bulk::Compressor<'static>, data: &[u8], out: &mut Vec<u8>) -> bool {
+    // Room for one byte less than the input: an encoding that does not
+    // fit is not wanted, and zstd stops with an error instead.
+    out.reserve(data.len() - 1);
+    let fits = match compressor.compress_to_buffer(data, out) {
+        Ok(n) => n < data.len(),
+        Err(_) => false,
+    };
+    if !fits {
+        out.clear();
+    }
+    fits
+}
+
+/// The largest output buffer a compression slot keeps between blobs (two
+/// average chunks; larger blobs are rare and get a buffer of their own).
+const SLOT_BUF_KEPT: usize = 2 << 20;
+
+/// A zstd context and an output buffer, kept from blob to blob.
+#[derive(Default)]
+struct Slot {
+    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    buf: Vec<u8>,
+}
+
+/// The slots: idle ones, and how many exist.
+struct Slots {
+    state: Mutex<(Vec<Slot>, usize)>,
+    freed: Condvar,
+    limit: usize,
+}
+
+/// Blobs compressed at once are bounded by the cores plus
+/// [`crate::pool::WAITING`], whatever the number of workers: a backup runs
+/// more workers than cores so that some wait for the disk while others
+/// work, but each context and buffer for 1 MiB chunks is 3-4 MB, and with
+/// one per worker a large file's first backup peaked at 103 MB with 8
+/// workers against 90 MB with 4.
+static SLOTS: LazyLock<Slots> =
+    LazyLock::new(|| Slots::new(std::thread::available_parallelism().map_or(2, |n| n.get()) + crate::pool::WAITING));
+
+impl Slots {
+    fn new(limit: usize) -> Slots {
+        Slots {
+            state: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits for a free slot.
+    fn begin(&'static self) -> Compressing {
+        let mut state = self.state.lock().expect("compression slots lock");
+        loop {
+            if let Some(slot) = state.0.pop() {
+                return Compressing(Some(slot), self);
+            }
+            if state.1 < self.limit {
+                state.1 += 1;
+                return Compressing(Some(Slot::default()), self);
+            }
+            state = self.freed.wait(state).expect("compression slots lock");
+        }
+    }
+}
+
+/// The right to compress one blob, with the context and buffer to do it:
+/// taken before compressing and held until the compressed bytes are used
+/// (sealed into a pack), given back when dropped. Nothing that waits for
+/// another slot may run while one is held.
+pub struct Compressing(Option<Slot>, &'static Slots);
+
+impl Compressing {
+    /// Waits for a free slot.
+    pub fn begin() -> Compressing {
+        SLOTS.begin()
+    }
+
+    /// Compresses `data` into this slot's buffer; whether that is a
+    /// smaller encoding, as [`compress_into`].
+    pub fn compress(&mut self, data: &[u8], compression: Compression) -> bool {
+        let slot = self.0.as_mut().expect("held until dropped");
+        slot.buf.clear();
+        let Compression::Zstd(level) = compression else {
+            return false;
+        };
+        if data.len() < 64 {
+            return false;
+        }
+        if slot.compressor.as_ref().map(|(l, _)| *l) != Some(level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(compressor) => slot.compressor = Some((level, compressor)),
+                Err(_) => return false,
+            }
+        }
+        let Some((_, compressor)) = slot.compressor.as_mut() else {
+            return false;
+        };
+        compress_with(compressor, data, &mut slot.buf)
+    }
+
+    /// The encoding of the last [`Compressing::compress`] that returned true.
+    pub fn output(&self) -> &[u8] {
+        &self.0.as_ref().expect("held until dropped").buf
+    }
+}
+
+impl Drop for Compressing {
+    fn drop(&mut self) {
+        let Some(mut slot) = self.0.take() else {
+            return;
+        };
+        // A buffer grown for an unusually large blob is not kept.
+        if slot.buf.capacity() > SLOT_BUF_KEPT {
+            slot.buf = Vec::new();
+        }
+        let slots = self.1;
+        let mut state = slots.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.0.push(slot);
+        slots.freed.notify_one();
+    }
 }
 
 /// Decompresses a blob whose plaintext is exactly `raw_len` bytes.
@@ -187,6 +304,35 @@ mod tests {
         crate::crypto::fill_random(&mut noise);
         assert!(compress(&noise, Compression::Zstd(3)).is_none());
         assert!(compress(&text, Compression::Off).is_none());
+    }
+
+    /// No more blobs are compressed at once than there are slots: one more
+    /// waits until a slot is given back, and then reuses its context.
+    #[test]
+    fn compressions_at_once_are_bounded_by_the_slots() {
+        let slots: &'static Slots = Box::leak(Box::new(Slots::new(2)));
+        let text = b"hello world ".repeat(1000);
+        let mut first = slots.begin();
+        let second = slots.begin();
+        assert!(first.compress(&text, Compression::Zstd(3)));
+        assert_eq!(decompress(first.output(), text.len()).unwrap(), text);
+        let (done, waited) = std::sync::mpsc::channel();
+        let text2 = text.clone();
+        let third = std::thread::spawn(move || {
+            let mut third = slots.begin();
+            assert!(third.compress(&text2, Compression::Zstd(3)));
+            done.send(third.output().to_vec()).unwrap();
+        });
+        assert!(
+            waited.recv_timeout(std::time::Duration::from_millis(200)).is_err(),
+            "a third compression ran beside two slots held"
+        );
+        drop(first);
+        let out = waited.recv().unwrap();
+        assert_eq!(decompress(&out, text.len()).unwrap(), text);
+        third.join().unwrap();
+        drop(second);
+        assert_eq!(slots.state.lock().unwrap().1, 2, "no slot made beyond the limit");
     }
 
     #[test]

@@ -58,17 +58,6 @@ const UPLOAD_QUEUE: usize = 0;
 /// that fills it and the header: growing a 16 MiB buffer by doubling
 /// copied it (`memmove` was 5% of a large file's first backup).
 const PACK_SLACK_DIVISOR: usize = 8;
-/// The largest compression buffer a thread keeps between blobs (two average
-/// chunks; larger blobs are rare and get a buffer of their own).
-const SCRATCH_KEPT: usize = 2 << 20;
-
-thread_local! {
-    // Each thread's buffer for a blob's compressed bytes, reused blob after
-    // blob: a fresh megabyte buffer per blob is a megabyte of new pages for
-    // the kernel to fault in and zero.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// What the packer stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PackerStats {
@@ -341,19 +330,18 @@ impl Packer {
         }
         let raw_length =
             u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
-        let mut packed = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        let encoding = match compress::compress_into(data, self.compression, &mut packed) {
+        // Held until the blob is sealed into its pack.
+        let mut compressing = compress::Compressing::begin();
+        let encoding = match compressing.compress(data, self.compression) {
             true => Encoding::Zstd,
             false => Encoding::Raw,
         };
-        let payload = if encoding == Encoding::Zstd { &packed[..] } else { data };
-        let added = self.add_encoded(kind, id, data, raw_length, encoding, payload);
-        // A buffer grown for an unusually large blob is not kept.
-        if packed.capacity() > SCRATCH_KEPT {
-            packed = Vec::new();
-        }
-        SCRATCH.with(|s| *s.borrow_mut() = packed);
-        added
+        let payload = if encoding == Encoding::Zstd {
+            compressing.output()
+        } else {
+            data
+        };
+        self.add_encoded(kind, id, data, raw_length, encoding, payload)
     }
 
     /// Seals a blob's stored encoding (`payload`) into the open pack of its

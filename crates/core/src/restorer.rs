@@ -822,7 +822,7 @@ pub fn restore_with(
         rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::io(Path::new("/"), e.into()))
     };
-    let pool = crate::pool::workers(options.threads, "restorer")?;
+    let pool = crate::pool::workers(options.threads, crate::pool::WAITING, "restorer")?;
     let chown = options
         .ownership
         .unwrap_or_else(|| rustix::process::geteuid().is_root());

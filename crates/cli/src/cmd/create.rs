@@ -53,7 +53,7 @@ pub struct Args {
     /// Compression for this backup: off, auto, max or 1..22 (default: the repository's).
     #[arg(long)]
     compression: Option<Compression>,
-    /// Worker threads (default: cores + 2).
+    /// Worker threads (default: cores + 4, to overlap the disk's waits).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Save the files finished so far as a `checkpoint` snapshot this often,
