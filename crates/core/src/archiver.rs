@@ -770,9 +770,8 @@ pub fn archive(
                 // A regular file (`< disk.img`): read around the page cache
                 // as a file given by path would be.
                 Some(file) => pool.install(|| archiver.archive_stream(filename, file, "standard input", time)),
-                // A pipe: a 1 MiB pipe (`F_SETPIPE_SZ`) measured no faster
-                // than the default 64 KiB (2 GiB through `cat`: 4.3-4.5 s
-                // either way). A handle of its own: `file` borrows `stdin`.
+                // A pipe or a terminal, read as it comes (a handle of its
+                // own: `file` borrows `stdin`).
                 None => pool.install(|| archiver.archive_stream(filename, std::io::stdin(), "standard input", time)),
             };
             (vec![format!("/{filename}")], None, walked)

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::{Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +71,8 @@ impl TryFrom<String> for Compression {
 thread_local! {
     // One zstd context per thread and level for `compress` (trees for the
     // local cache, small): creating one per blob costs more than
-    // compressing a small blob. Blobs for packs use `Compressing`.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    // compressing a small blob. Blobs for packs use the packer's `Slots`.
+    static COMPRESSOR: RefCell<Context> = const { RefCell::new(None) };
     // Likewise for decompression, which a restore does once per blob.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
@@ -88,6 +88,16 @@ pub fn compress(data: &[u8], compression: Compression) -> Option<Vec<u8>> {
 /// compressing many blobs reuses one buffer instead of faulting in fresh
 /// pages for every blob. Returns whether `out` holds a smaller encoding.
 pub fn compress_into(data: &[u8], compression: Compression, out: &mut Vec<u8>) -> bool {
+    COMPRESSOR.with(|cell| compress_with(&mut cell.borrow_mut(), data, compression, out))
+}
+
+/// A zstd context of one level, kept from blob to blob.
+type Context = Option<(i32, zstd::bulk::Compressor<'static>)>;
+
+/// Compresses `data` into `out` (replacing its contents) with `context`,
+/// made anew when it is of another level; whether the encoding is smaller
+/// than `data` (`out` is left empty when not).
+fn compress_with(context: &mut Context, data: &[u8], compression: Compression, out: &mut Vec<u8>) -> bool {
     out.clear();
     let Compression::Zstd(level) = compression else {
         return false;
@@ -95,24 +105,15 @@ pub fn compress_into(data: &[u8], compression: Compression, out: &mut Vec<u8>) -
     if data.len() < 64 {
         return false;
     }
-    COMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.as_ref().map(|(l, _)| *l) != Some(level) {
-            match zstd::bulk::Compressor::new(level) {
-                Ok(compressor) => *cell = Some((level, compressor)),
-                Err(_) => return false,
-            }
+    if context.as_ref().map(|(l, _)| *l) != Some(level) {
+        match zstd::bulk::Compressor::new(level) {
+            Ok(compressor) => *context = Some((level, compressor)),
+            Err(_) => return false,
         }
-        let Some((_, compressor)) = cell.as_mut() else {
-            return false;
-        };
-        compress_with(compressor, data, out)
-    })
-}
-
-/// Compresses `data` into `out` (empty) with `compressor`; whether the
-/// encoding is smaller than `data` (`out` is left empty when not).
-fn compress_with(compressor: &mut zstd::bulk::Compressor<'static>, data: &[u8], out: &mut Vec<u8>) -> bool {
+    }
+    let Some((_, compressor)) = context.as_mut() else {
+        return false;
+    };
     // Room for one byte less than the input: an encoding that does not
     // fit is not wanted, and zstd stops with an error instead.
     out.reserve(data.len() - 1);
@@ -133,27 +134,30 @@ const SLOT_BUF_KEPT: usize = 2 << 20;
 /// A zstd context and an output buffer, kept from blob to blob.
 #[derive(Default)]
 struct Slot {
-    compressor: Option<(i32, zstd::bulk::Compressor<'static>)>,
+    context: Context,
     buf: Vec<u8>,
 }
 
-/// The slots: idle ones, and how many exist.
-struct Slots {
+/// Compression slots: at most `limit` blobs are compressed at once, each
+/// with a context and an output buffer kept for the next. A backup runs
+/// more workers than cores so that some wait for the disk while others
+/// work, but a context and buffer for 1 MiB chunks is 3-4 MB: with one per
+/// worker, a large file's first backup peaked at 103 MB with 8 workers
+/// against 90 MB with 4. Owned by the packer, so the memory goes with it
+/// (a long-running `snap daemon` keeps none between backups).
+pub struct Slots {
+    /// The idle slots, and how many exist.
     state: Mutex<(Vec<Slot>, usize)>,
     freed: Condvar,
     limit: usize,
 }
 
-/// Blobs compressed at once are bounded by the cores plus
-/// [`crate::pool::WAITING`], whatever the number of workers: a backup runs
-/// more workers than cores so that some wait for the disk while others
-/// work, but each context and buffer for 1 MiB chunks is 3-4 MB, and with
-/// one per worker a large file's first backup peaked at 103 MB with 8
-/// workers against 90 MB with 4.
-static SLOTS: LazyLock<Slots> =
-    LazyLock::new(|| Slots::new(std::thread::available_parallelism().map_or(2, |n| n.get()) + crate::pool::WAITING));
-
 impl Slots {
+    /// Slots for the cores plus [`crate::pool::WAITING`] compressions at once.
+    pub fn for_cores() -> Slots {
+        Slots::new(std::thread::available_parallelism().map_or(2, |n| n.get()) + crate::pool::WAITING)
+    }
+
     fn new(limit: usize) -> Slots {
         Slots {
             state: Mutex::new((Vec::new(), 0)),
@@ -163,7 +167,7 @@ impl Slots {
     }
 
     /// Waits for a free slot.
-    fn begin(&'static self) -> Compressing {
+    pub fn begin(&self) -> Compressing<'_> {
         let mut state = self.state.lock().expect("compression slots lock");
         loop {
             if let Some(slot) = state.0.pop() {
@@ -182,35 +186,14 @@ impl Slots {
 /// taken before compressing and held until the compressed bytes are used
 /// (sealed into a pack), given back when dropped. Nothing that waits for
 /// another slot may run while one is held.
-pub struct Compressing(Option<Slot>, &'static Slots);
+pub struct Compressing<'a>(Option<Slot>, &'a Slots);
 
-impl Compressing {
-    /// Waits for a free slot.
-    pub fn begin() -> Compressing {
-        SLOTS.begin()
-    }
-
+impl Compressing<'_> {
     /// Compresses `data` into this slot's buffer; whether that is a
     /// smaller encoding, as [`compress_into`].
     pub fn compress(&mut self, data: &[u8], compression: Compression) -> bool {
         let slot = self.0.as_mut().expect("held until dropped");
-        slot.buf.clear();
-        let Compression::Zstd(level) = compression else {
-            return false;
-        };
-        if data.len() < 64 {
-            return false;
-        }
-        if slot.compressor.as_ref().map(|(l, _)| *l) != Some(level) {
-            match zstd::bulk::Compressor::new(level) {
-                Ok(compressor) => slot.compressor = Some((level, compressor)),
-                Err(_) => return false,
-            }
-        }
-        let Some((_, compressor)) = slot.compressor.as_mut() else {
-            return false;
-        };
-        compress_with(compressor, data, &mut slot.buf)
+        compress_with(&mut slot.context, data, compression, &mut slot.buf)
     }
 
     /// The encoding of the last [`Compressing::compress`] that returned true.
@@ -219,7 +202,7 @@ impl Compressing {
     }
 }
 
-impl Drop for Compressing {
+impl Drop for Compressing<'_> {
     fn drop(&mut self) {
         let Some(mut slot) = self.0.take() else {
             return;
@@ -310,7 +293,7 @@ mod tests {
     /// waits until a slot is given back, and then reuses its context.
     #[test]
     fn compressions_at_once_are_bounded_by_the_slots() {
-        let slots: &'static Slots = Box::leak(Box::new(Slots::new(2)));
+        let slots = std::sync::Arc::new(Slots::new(2));
         let text = b"hello world ".repeat(1000);
         let mut first = slots.begin();
         let second = slots.begin();
@@ -318,7 +301,9 @@ mod tests {
         assert_eq!(decompress(first.output(), text.len()).unwrap(), text);
         let (done, waited) = std::sync::mpsc::channel();
         let text2 = text.clone();
+        let shared = slots.clone();
         let third = std::thread::spawn(move || {
+            let slots = shared;
             let mut third = slots.begin();
             assert!(third.compress(&text2, Compression::Zstd(3)));
             done.send(third.output().to_vec()).unwrap();

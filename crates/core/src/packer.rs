@@ -235,6 +235,8 @@ pub struct Packer {
     session: Arc<SessionBlobs>,
     /// Data pack buffers, given back by the uploader once stored.
     buffers: Arc<PackBuffers>,
+    /// Bounds the blobs compressed at once, whatever the workers.
+    compressing: compress::Slots,
     sender: Option<SyncSender<Upload>>,
     uploader: Option<JoinHandle<Result<PackerStats>>>,
     blobs_added: AtomicU64,
@@ -300,6 +302,7 @@ impl Packer {
             swapped: Condvar::new(),
             session,
             buffers,
+            compressing: compress::Slots::for_cores(),
             sender: Some(sender),
             uploader: Some(uploader),
             blobs_added: AtomicU64::new(0),
@@ -331,7 +334,7 @@ impl Packer {
         let raw_length =
             u32::try_from(data.len()).map_err(|_| Error::InvalidArgument("blob larger than 4 GiB".into()))?;
         // Held until the blob is sealed into its pack.
-        let mut compressing = compress::Compressing::begin();
+        let mut compressing = self.compressing.begin();
         let encoding = match compressing.compress(data, self.compression) {
             true => Encoding::Zstd,
             false => Encoding::Raw,
